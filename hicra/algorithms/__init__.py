@@ -1,0 +1,49 @@
+"""Pure tensor maths of GRPO / HICRA: advantages, token transforms, losses, log-prob and entropy helpers.
+
+Tensor vocabulary (used in every docstring and shape comment of this package):
+    G                  group size: completions sampled per prompt
+    B                  completions in a batch = prompts x G, ordered group by group
+    T                  response length (padded); V = vocabulary size
+    rewards            (B,)   float, one scalar per completion
+    advantages         (B,)   float, sequence-level, e.g. group-relative R - mean(R)
+    token_advantages   (B,T)  float, per-token credit after the token transform (HICRA or identity); constant
+    response_mask      (B,T)  bool or {0,1}: True on generated tokens, False on padding
+    planning_mask      (B,T)  bool or {0,1}: True on planning tokens (inside a strategic gram); constant
+    logprobs           (B,T)  float, log pi_theta(token) of the policy being trained (carries grad)
+    old_logprobs       (B,T)  float, log pi_old(token) of the policy that sampled the rollout (constant)
+    ref_logprobs       (B,T)  float, log pi_ref(token) of the frozen reference model (constant)
+
+Modules here import only torch and the standard library: no Lightning, Hydra, MLflow or transformers.
+"""
+
+from hicra.algorithms.advantages import ADVANTAGE_SCALES, frac_zero_std_groups, group_advantages
+from hicra.algorithms.functional import entropy_from_logits, logprobs_from_logits, masked_mean, masked_sum
+from hicra.algorithms.losses import (
+    AGGREGATIONS,
+    KL_ESTIMATORS,
+    aggregate,
+    aggregate_denominator,
+    kl_penalty,
+    policy_loss,
+)
+from hicra.algorithms.spec import Algorithm
+from hicra.algorithms.transforms import hicra_token_advantages, identity_token_advantages
+
+__all__ = [
+    "ADVANTAGE_SCALES",
+    "AGGREGATIONS",
+    "KL_ESTIMATORS",
+    "Algorithm",
+    "aggregate",
+    "aggregate_denominator",
+    "entropy_from_logits",
+    "frac_zero_std_groups",
+    "group_advantages",
+    "hicra_token_advantages",
+    "identity_token_advantages",
+    "kl_penalty",
+    "logprobs_from_logits",
+    "masked_mean",
+    "masked_sum",
+    "policy_loss",
+]

@@ -1,0 +1,127 @@
+"""Algorithm: one frozen bundle of the choices that make GRPO, HICRA, Dr. GRPO, ... (built by Hydra `_target_`).
+
+GRPO and HICRA differ only in `token_advantage_fn` (identity vs hicra_token_advantages with alpha bound) and
+`needs_planning_mask`; everything else is shared. Shapes: B = completions = prompts x G, T = response length.
+"""
+
+import functools
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from hicra.algorithms.losses import AGGREGATIONS, KL_ESTIMATORS, Total, aggregate, kl_penalty, policy_loss
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """Advantage estimator + token transform + clipped-surrogate loss settings.
+
+    advantage_fn:       rewards (B,) -> advantages (B,), e.g. partial(group_advantages, group_size=8, scale="group")
+    token_advantage_fn: (advantages (B,), planning_mask (B,T)) -> token_advantages (B,T),
+                        identity_token_advantages (GRPO) or partial(hicra_token_advantages, alpha=0.2) (HICRA)
+    loss = policy_loss + kl_coef * aggregate(kl_penalty) - entropy_coef * aggregate(entropy),
+    every term aggregated over the same tokens with the same mode / norm_length / total.
+    """
+
+    advantage_fn: Callable[[Tensor], Tensor]
+    token_advantage_fn: Callable[[Tensor, Tensor], Tensor]
+    group_size: int = 8
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    aggregation: str = "token_mean"
+    norm_length: Optional[int] = None
+    kl_coef: float = 0.0
+    kl_estimator: str = "k3"
+    entropy_coef: float = 0.0
+    num_iterations: int = 1
+    needs_planning_mask: bool = False
+    alpha: Optional[float] = None  # strength of the token transform, bound into token_advantage_fn by the config
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.group_size >= 2, "group_size", self.group_size, "an int >= 2"),
+            (0.0 < self.clip_low < 1.0, "clip_low", self.clip_low, "in (0, 1)"),
+            (0.0 < self.clip_high < 1.0, "clip_high", self.clip_high, "in (0, 1)"),
+            (self.aggregation in AGGREGATIONS, "aggregation", self.aggregation, f"one of {AGGREGATIONS}"),
+            (self.norm_length is None or self.norm_length > 0, "norm_length", self.norm_length, "None or > 0"),
+            (self.kl_coef >= 0.0, "kl_coef", self.kl_coef, ">= 0"),
+            (self.kl_estimator in KL_ESTIMATORS, "kl_estimator", self.kl_estimator, f"one of {KL_ESTIMATORS}"),
+            (self.entropy_coef >= 0.0, "entropy_coef", self.entropy_coef, ">= 0"),
+            (self.num_iterations >= 1, "num_iterations", self.num_iterations, "an int >= 1"),
+            (self.alpha is None or 0.0 <= self.alpha < 1.0, "alpha", self.alpha, "a number in [0, 1)"),
+        ]
+        for ok, name, value, allowed in checks:
+            if not ok:
+                raise ValueError(f"algorithm.{name}={value!r} is invalid; allowed: {allowed}")
+        self._check_functions()
+
+    def _check_functions(self) -> None:
+        """Fail at construction, not at the first training step, on a mis-bound advantage or token function."""
+        bound = self.advantage_fn.keywords if isinstance(self.advantage_fn, functools.partial) else {}
+        if "group_size" in bound and bound["group_size"] != self.group_size:
+            raise ValueError(
+                f"advantage_fn is bound to group_size={bound['group_size']} but Algorithm.group_size={self.group_size}"
+            )
+        # Probe calls on tiny tensors: surface bad bound arguments (scale, eps, alpha) as their own ValueErrors.
+        self.advantage_fn(torch.zeros(self.group_size))
+        self.token_advantage_fn(torch.zeros(1), torch.zeros(1, 1, dtype=torch.bool))
+
+    @property
+    def needs_reference(self) -> bool:
+        """True when the loss has a KL term, so the trainer must keep a frozen reference model."""
+        return self.kl_coef > 0
+
+    @property
+    def needs_entropy_grad(self) -> bool:
+        """True when the loss has an entropy bonus, so entropy must be computed with grad (from logits)."""
+        return self.entropy_coef > 0
+
+    def advantages(self, rewards: Tensor) -> Tensor:
+        """rewards (B,) -> advantages (B,)."""
+        return self.advantage_fn(rewards)
+
+    def token_advantages(self, advantages: Tensor, planning_mask: Tensor) -> Tensor:
+        """advantages (B,), planning_mask (B,T) -> token_advantages (B,T), detached."""
+        return self.token_advantage_fn(advantages, planning_mask)
+
+    def loss(
+        self,
+        logprobs: Tensor,
+        old_logprobs: Tensor,
+        token_advantages: Tensor,
+        response_mask: Tensor,
+        ref_logprobs: Optional[Tensor] = None,
+        entropy: Optional[Tensor] = None,
+        total: Total = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Total loss (scalar) and detached metrics; all tensor inputs (B,T).
+
+        loss/total = loss/policy + kl_coef * loss/kl - entropy_coef * loss/entropy_bonus, where loss/kl and
+        loss/entropy_bonus are the aggregated (unweighted) KL and entropy, 0 when their coefficient is 0.
+        ref_logprobs is required iff needs_reference; entropy (with grad) iff needs_entropy_grad.
+        """
+        agg = functools.partial(
+            aggregate, mask=response_mask, mode=self.aggregation, norm_length=self.norm_length, total=total
+        )
+        policy, stats = policy_loss(
+            logprobs, old_logprobs, token_advantages, response_mask,
+            clip_low=self.clip_low, clip_high=self.clip_high,
+            aggregation=self.aggregation, norm_length=self.norm_length, total=total,
+        )  # fmt: skip
+        zero = torch.zeros((), dtype=policy.dtype, device=policy.device)
+        kl, entropy_bonus = zero, zero
+        if self.needs_reference:
+            if ref_logprobs is None:
+                raise ValueError(f"kl_coef={self.kl_coef} > 0 needs ref_logprobs, got None")
+            kl = agg(kl_penalty(logprobs, ref_logprobs, self.kl_estimator))
+        if self.needs_entropy_grad:
+            if entropy is None:
+                raise ValueError(f"entropy_coef={self.entropy_coef} > 0 needs entropy, got None")
+            entropy_bonus = agg(entropy)
+        total_loss = policy + self.kl_coef * kl - self.entropy_coef * entropy_bonus
+        metrics = {"loss/policy": policy, "loss/kl": kl, "loss/entropy_bonus": entropy_bonus, "loss/total": total_loss}
+        metrics = {k: v.detach() for k, v in metrics.items()}
+        metrics.update({f"policy/{k}": v for k, v in stats.items()})
+        return total_loss, metrics

@@ -1,0 +1,59 @@
+"""A self-contained HTML page of sampled completions with planning tokens highlighted (an MLflow artifact)."""
+
+from __future__ import annotations
+
+import html
+
+import pytorch_lightning as pl
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:60em}
+.c{border:1px solid #ccc;border-radius:6px;padding:.6em 1em;margin:1em 0}
+.resp{white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:.9em;line-height:1.5}
+.plan{background:#ffd54f;border-radius:3px}
+.meta{color:#555;font-size:.85em}.ok{color:#2e7d32}.bad{color:#c62828}
+"""
+
+
+def render_completions(step: int, rows: list[dict]) -> str:
+    """rows: {"prompt", "pieces": [(token_text, is_planning)], "reward", "advantage"} per completion."""
+    parts = [f"<!doctype html><meta charset='utf-8'><title>step {step}</title><style>{STYLE}</style>",
+             f"<h2>Completions at step {step}</h2>",
+             "<p class='meta'>Highlighted: planning tokens (the detector's mask). Reward 1 = correct.</p>"]
+    for i, row in enumerate(rows):
+        verdict = "ok" if row["reward"] >= 1.0 else "bad"
+        tokens = "".join(f"<span class='plan'>{html.escape(t)}</span>" if plan else html.escape(t)
+                         for t, plan in row["pieces"])
+        parts.append(
+            f"<div class='c'><div class='meta'>#{i} &middot; <span class='{verdict}'>reward {row['reward']:.2f}"
+            f"</span> &middot; advantage {row['advantage']:+.3f}</div>"
+            f"<details><summary class='meta'>prompt</summary><pre>{html.escape(row['prompt'])}</pre></details>"
+            f"<div class='resp'>{tokens}</div></div>")
+    return "\n".join(parts)
+
+
+class CompletionSampleLogger(pl.Callback):
+    """Every `every_n_steps` steps, write the first `num_samples` completions of the rollout as HTML and log it."""
+
+    def __init__(self, every_n_steps: int, num_samples: int, out_dir):
+        self.every_n_steps, self.num_samples, self.out_dir = every_n_steps, num_samples, out_dir
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        data = pl_module.last_rollout
+        if data is None or self.every_n_steps <= 0 or batch_idx % self.every_n_steps:
+            return
+        rollout, tokenizer = data["rollout"], pl_module.tokenizer
+        group_size = pl_module.algorithm.group_size
+        rows = []
+        for i in range(min(self.num_samples, len(data["texts"]))):
+            ids = rollout.response_ids[i][rollout.response_mask[i]].tolist()
+            plan = data["planning_mask"][i][rollout.response_mask[i].cpu()].tolist()
+            pieces = [(tokenizer.decode([t]), p) for t, p in zip(ids, plan)]
+            rows.append({"prompt": data["prompts"][i // group_size], "pieces": pieces,
+                         "reward": float(data["rewards"][i]), "advantage": float(data["advantages"][i])})
+        path = self.out_dir / f"completions_step{trainer.global_step:06d}.html"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_completions(trainer.global_step, rows), encoding="utf-8")
+        for logger in trainer.loggers:
+            if hasattr(logger, "run_id") and hasattr(logger.experiment, "log_artifact"):
+                logger.experiment.log_artifact(logger.run_id, str(path), "completions")

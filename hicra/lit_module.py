@@ -1,0 +1,201 @@
+"""The LightningModule: one training step = one rollout batch and `num_iterations` policy updates on it.
+
+    prompts --sample G each--> responses --task.score--> rewards (B,)
+        --algorithm.advantages--> advantages (B,)   --detector.mask--> planning_mask (B,T)
+        --algorithm.token_advantages--> token_advantages (B,T)
+        --algorithm.loss over micro-batches, normalised by the whole batch--> one optimizer step per iteration
+
+The module never looks at which algorithm or detector it runs: configs choose, the objects compute.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from hicra.algorithms import Algorithm, aggregate_denominator, frac_zero_std_groups, masked_mean
+from hicra.rollout import HFSampler, RolloutBatch, sequence_logprobs
+
+
+class PolicyGradientModule(pl.LightningModule):
+    def __init__(
+        self,
+        policy,
+        tokenizer,
+        algorithm: Algorithm,
+        detector,
+        task,
+        sampler: HFSampler,
+        optimizer_factory,
+        micro_batch_size: int = 8,
+        max_grad_norm: float | None = 1.0,
+    ):
+        super().__init__()
+        self.automatic_optimization = False  # several updates per rollout batch, micro-batching, our own clipping
+        self.policy = policy
+        self.tokenizer, self.algorithm, self.detector, self.task, self.sampler = (
+            tokenizer, algorithm, detector, task, sampler)
+        self.optimizer_factory = optimizer_factory
+        self.micro_batch_size, self.max_grad_norm = micro_batch_size, max_grad_norm
+        # No reference model is built when beta = 0: it would cost a model's memory and a forward pass per step.
+        self.reference = _frozen_copy(policy) if algorithm.needs_reference else None
+        self.last_rollout: dict[str, Any] | None = None  # read by the completion-sample callback
+        self.train_history: list[dict[str, float]] = []
+        self.val_history: list[dict[str, float]] = []
+        self._val_scores: list[float] = []
+        self._val_lengths: list[float] = []
+
+    def configure_optimizers(self):
+        return self.optimizer_factory(params=[p for p in self.policy.parameters() if p.requires_grad])
+
+    # --- rollout ---------------------------------------------------------------------------------------------
+
+    def _rollout(self, batch: dict) -> tuple[RolloutBatch, list[str], Tensor]:
+        G = self.algorithm.group_size
+        rollout = self.sampler.generate(self.policy, self.tokenizer, batch["prompts"], G)
+        texts = self._decode(rollout)
+        examples = [ex for ex in batch["examples"] for _ in range(G)]  # rows are grouped prompt by prompt
+        rewards = torch.tensor([float(self.task.score(t, ex)) for t, ex in zip(texts, examples)],
+                               device=self.device)  # (B,)
+        return rollout, texts, rewards
+
+    def _decode(self, rollout: RolloutBatch) -> list[str]:
+        ids = rollout.response_ids.masked_fill(~rollout.response_mask, self.tokenizer.pad_token_id)
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+    def _micro_batches(self, rollout: RolloutBatch, per_token: dict[str, Tensor]):
+        """Yield row slices, each trimmed to its own non-padding columns (fewer FLOPs on short micro-batches)."""
+        B = rollout.response_ids.shape[0]
+        for start in range(0, B, self.micro_batch_size):
+            rows = slice(start, start + self.micro_batch_size)
+            micro = rollout.rows(rows)
+            first = int(micro.prompt_mask.any(dim=0).int().argmax())
+            valid_cols = micro.response_mask.any(dim=0).nonzero()
+            end = int(valid_cols.max()) + 1 if len(valid_cols) else 1
+            micro = RolloutBatch(micro.prompt_ids[:, first:], micro.prompt_mask[:, first:],
+                                 micro.response_ids[:, :end], micro.response_mask[:, :end], micro.truncated)
+            yield rows, end, micro, {k: v[rows, :end] for k, v in per_token.items()}
+
+    @torch.no_grad()
+    def _scoring_pass(self, model, rollout: RolloutBatch, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
+        """Log-probs (B,T) (and entropies) of the sampled responses under `model`, with no graph."""
+        logprobs = torch.zeros(rollout.response_ids.shape, device=self.device)
+        entropy = torch.zeros_like(logprobs) if with_entropy else None
+        for rows, end, micro, _ in self._micro_batches(rollout, {}):
+            lp, ent = sequence_logprobs(model, micro, with_entropy, self.sampler.temperature)
+            logprobs[rows, :end] = lp
+            if with_entropy:
+                entropy[rows, :end] = ent
+        return logprobs, entropy
+
+    # --- update ----------------------------------------------------------------------------------------------
+
+    def _update(self, rollout: RolloutBatch, per_token: dict[str, Tensor]) -> dict[str, float]:
+        """One optimizer step over the whole rollout batch, accumulated over micro-batches."""
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        total = aggregate_denominator(rollout.response_mask, self.algorithm.aggregation)  # whole-batch normaliser
+        sums: dict[str, float] = {}
+        for _, _, micro, tok in self._micro_batches(rollout, per_token):
+            logprobs, entropy = sequence_logprobs(self.policy, micro, True, self.sampler.temperature)
+            if not self.algorithm.needs_entropy_grad:
+                entropy = entropy.detach()
+            old = tok["old_logprobs"] if "old_logprobs" in tok else logprobs.detach()  # on-policy: ratio is 1
+            loss, metrics = self.algorithm.loss(
+                logprobs, old, tok["token_advantages"], micro.response_mask,
+                ref_logprobs=tok.get("ref_logprobs"), entropy=entropy, total=total)
+            self.manual_backward(loss)
+            weight = micro.num_tokens / max(rollout.num_tokens, 1)
+            metrics["policy/entropy"] = masked_mean(entropy.detach(), micro.response_mask)
+            for k, v in metrics.items():  # losses already sum to the batch value; ratios are token-weighted
+                sums[k] = sums.get(k, 0.0) + float(v) * (1.0 if k.startswith("loss/") else weight)
+        if self.max_grad_norm:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            sums["optim/grad_norm"] = float(grad_norm)
+        opt.step()
+        return sums
+
+    # --- lightning hooks -------------------------------------------------------------------------------------
+
+    def transfer_batch_to_device(self, batch: dict, device, dataloader_idx: int) -> dict:
+        return batch  # prompts are strings; the sampler tokenizes them onto the policy's device
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        t0 = time.perf_counter()
+        rollout, texts, rewards = self._rollout(batch)
+        t_gen = time.perf_counter() - t0
+
+        # Old log-probs need their own pass only when the policy moves before the last update uses them,
+        # or when the detector needs entropies before any update.
+        need_old = self.algorithm.num_iterations > 1 or self.detector.needs_entropy
+        old_logprobs, entropies = (self._scoring_pass(self.policy, rollout, self.detector.needs_entropy)
+                                   if need_old else (None, None))
+        planning_mask = self.detector.mask(rollout.response_ids, rollout.response_mask, entropies)  # (B,T)
+        advantages = self.algorithm.advantages(rewards)  # (B,)
+        token_advantages = self.algorithm.token_advantages(advantages, planning_mask)  # (B,T)
+
+        per_token = {"token_advantages": token_advantages}
+        if old_logprobs is not None:
+            per_token["old_logprobs"] = old_logprobs
+        if self.reference is not None:
+            per_token["ref_logprobs"] = self._scoring_pass(self.reference, rollout, False)[0]
+        t_upd = time.perf_counter()
+        updates = [self._update(rollout, per_token) for _ in range(self.algorithm.num_iterations)]
+        t_end = time.perf_counter()
+
+        metrics = {k: sum(u[k] for u in updates) / len(updates) for k in updates[0]}
+        metrics |= self._rollout_metrics(rollout, rewards, planning_mask, token_advantages)
+        metrics |= {"perf/step_time_s": t_end - t0, "perf/generation_s": t_gen, "perf/update_s": t_end - t_upd,
+                    "perf/tokens_per_s": rollout.num_tokens / (t_end - t0),
+                    "optim/lr": self.optimizers().param_groups[0]["lr"]}
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(texts))
+        self.log_dict({"reward": metrics["train/reward_mean"], "acc": metrics["train/accuracy"]},
+                      prog_bar=True, logger=False, on_step=True, batch_size=len(texts))
+        self.train_history.append({"step": self.global_step, **metrics})
+        self.last_rollout = {"rollout": rollout, "texts": texts, "rewards": rewards.cpu(),
+                             "planning_mask": planning_mask.cpu(), "advantages": advantages.cpu(),
+                             "prompts": batch["prompts"]}
+
+    def _rollout_metrics(self, rollout, rewards, planning_mask, token_advantages) -> dict[str, float]:
+        mask = rollout.response_mask
+        planning = planning_mask & mask
+        execution = ~planning_mask & mask
+        return {
+            "train/reward_mean": float(rewards.mean()),
+            "train/reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+            "train/accuracy": float((rewards >= 1.0).float().mean()),
+            "train/response_length": float(mask.sum(dim=1).float().mean()),
+            "train/truncated_frac": float(rollout.truncated.float().mean()),
+            "train/frac_zero_std_groups": float(frac_zero_std_groups(rewards, self.algorithm.group_size)),
+            "hicra/planning_token_frac": float(planning.sum() / mask.sum().clamp(min=1)),
+            "hicra/adv_planning_mean": float(masked_mean(token_advantages, planning)),
+            "hicra/adv_execution_mean": float(masked_mean(token_advantages, execution)),
+        }
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        rollout = self.sampler.generate(self.policy, self.tokenizer, batch["prompts"], 1, greedy=True)
+        texts = self._decode(rollout)
+        self._val_scores += [float(self.task.score(t, ex)) for t, ex in zip(texts, batch["examples"])]
+        self._val_lengths += rollout.response_mask.sum(dim=1).float().tolist()
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_scores:
+            return
+        scores = torch.tensor(self._val_scores)
+        metrics = {"val/accuracy": float((scores >= 1.0).float().mean()), "val/reward_mean": float(scores.mean()),
+                   "val/response_length": sum(self._val_lengths) / len(self._val_lengths)}
+        self.log_dict(metrics, prog_bar=False, batch_size=len(scores))
+        self.val_history.append({"step": self.global_step, "num_prompts": len(scores), **metrics})
+        self._val_scores, self._val_lengths = [], []
+
+
+def _frozen_copy(model):
+    reference = copy.deepcopy(model).eval()
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    return reference

@@ -1,0 +1,26 @@
+"""Planning-token detectors.
+
+A *planning token* is a response token that carries high-level strategy - deduction, branching, backtracking,
+self-checking ("let's try a different angle", "but wait", "we can use the fact that") - as opposed to an
+*execution token* (arithmetic, substitution, formatting). Following the HICRA paper (S3), a token is a planning
+token iff it is part of an occurrence of a Strategic Gram in the sampled response; HICRA then scales the advantage of
+exactly these tokens. Every detector returns a (B, T) bool mask that is False outside the response mask.
+
+* `StrategicGramDetector` - the paper's definition (249 grams by default, or a custom list/file).
+* `HighEntropyDetector`   - baseline: the top-rho highest-entropy ("forking") tokens of each response.
+* `NullDetector`          - marks nothing (GRPO); `marks_planning` is False so HICRA refuses it.
+"""
+
+from hicra.planning.base import NullDetector, PlanningDetector
+from hicra.planning.high_entropy import HighEntropyDetector
+from hicra.planning.strategic_grams import StrategicGramDetector, compile_grams, find_gram_spans, load_grams
+
+__all__ = [
+    "PlanningDetector",
+    "NullDetector",
+    "StrategicGramDetector",
+    "HighEntropyDetector",
+    "load_grams",
+    "compile_grams",
+    "find_gram_spans",
+]

@@ -1,0 +1,60 @@
+"""What a task is: questions with reference answers, split into train/validation, plus a scorer.
+
+Every task shares one answer convention: the model's final answer is the content of the last ``\\boxed{}`` in
+its raw completion. `Task.score` applies that convention once, so a completion with no box scores 0 on every
+task, and subclasses only compare an extracted answer with the reference (`score_answer`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from hicra.tasks.answers import extract_boxed
+
+# Short, imperative, and naming the exact output format: a 135M model follows a concrete format request far
+# more often than an abstract one ("reason carefully ..."), and the box is the only thing the scorer reads.
+DEFAULT_INSTRUCTION = "Think step by step, then give the final answer in \\boxed{}."
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question with its reference answer.
+
+    `answer` is the normalised reference (e.g. ``42``, ``\\frac{1}{2}``); `meta` holds whatever the task's
+    scorer needs beyond it (the reasoning-gym entry, the source line of a data file, ...).
+    """
+
+    question: str
+    answer: str
+    meta: dict = field(default_factory=dict)
+
+
+class Task(ABC):
+    """A source of train/validation examples and a reward for completions.
+
+    Subclasses set `name` and implement `train_examples`, `val_examples` and `score_answer`.
+    `instruction` is appended to every question when the prompt is built (see `hicra.tasks.prompts`).
+    """
+
+    name: str = "task"
+    instruction: str = DEFAULT_INSTRUCTION
+
+    @abstractmethod
+    def train_examples(self) -> list[Example]:
+        """The training questions, in a fixed order (the data module shuffles)."""
+
+    @abstractmethod
+    def val_examples(self) -> list[Example]:
+        """Held-out questions for validation: none of them is also a training question."""
+
+    @abstractmethod
+    def score_answer(self, prediction: str, example: Example) -> float:
+        """Score an already extracted answer against `example`, in [0, 1]."""
+
+    def score(self, completion: str, example: Example) -> float:
+        """Reward of a raw completion: 1.0 correct, 0.0 wrong; 0.0 when it has no ``\\boxed{}`` answer."""
+        prediction = extract_boxed(completion)
+        if prediction is None:
+            return 0.0
+        return float(self.score_answer(prediction, example))

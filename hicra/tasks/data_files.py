@@ -1,0 +1,88 @@
+"""Read question/answer records from a local JSONL, JSON or Parquet file, with one-line errors.
+
+Each record comes with where it was found (``line 7`` in a JSONL file, ``row 7`` in Parquet, both 1-based), so
+a bad record can be named precisely in the error message.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hicra.errors import ConfigError
+
+SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+def check_data_file(path: str) -> Path:
+    """Fail fast on a missing file or an unsupported format, before anything is read."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"data file '{path}' does not exist")
+    if file.suffix.lower() not in SUFFIXES:
+        raise ConfigError(f"data file '{path}' has unsupported suffix '{file.suffix}'; allowed: {', '.join(SUFFIXES)}")
+    return file
+
+
+def read_records(path: str) -> list[tuple[str, dict]]:
+    """All records of a data file as ``(location, record)`` pairs; an empty file is an error."""
+    file = check_data_file(path)
+    if file.suffix.lower() == ".parquet":
+        records = _read_parquet(file, path)
+    elif file.suffix.lower() == ".json" and _starts_with_bracket(file):
+        records = _read_json_array(file, path)
+    else:  # .jsonl, and .json files holding one object per line
+        records = _read_jsonl(file, path)
+    if not records:
+        raise ConfigError(f"data file '{path}' is empty: expected one JSON object per line or a non-empty table")
+    return records
+
+
+def _read_jsonl(file: Path, path: str) -> list[tuple[str, dict]]:
+    records = []
+    with file.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue  # blank lines (e.g. a trailing newline) carry no record
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"data file '{path}' line {number}: not valid JSON ({err.msg})") from err
+            if not isinstance(record, dict):
+                raise ConfigError(
+                    f"data file '{path}' line {number}: expected a JSON object, got {type(record).__name__}"
+                )
+            records.append((f"line {number}", record))
+    return records
+
+
+def _starts_with_bracket(file: Path) -> bool:
+    with file.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                return line.lstrip().startswith("[")
+    return False
+
+
+def _read_json_array(file: Path, path: str) -> list[tuple[str, dict]]:
+    try:
+        items = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"data file '{path}' line {err.lineno}: not valid JSON ({err.msg})") from err
+    records = []
+    for number, item in enumerate(items, start=1):
+        if not isinstance(item, dict):
+            raise ConfigError(f"data file '{path}' item {number}: expected a JSON object, got {type(item).__name__}")
+        records.append((f"item {number}", item))
+    return records
+
+
+def _read_parquet(file: Path, path: str) -> list[tuple[str, dict]]:
+    import pandas as pd  # imported here: only Parquet users pay for pandas/pyarrow
+
+    try:
+        frame = pd.read_parquet(file)
+    except Exception as err:  # pyarrow raises several types for corrupt or non-Parquet files
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"data file '{path}' is not a readable Parquet file ({message})") from err
+    return [(f"row {number}", record) for number, record in enumerate(frame.to_dict("records"), start=1)]

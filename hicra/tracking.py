@@ -1,0 +1,97 @@
+"""MLflow plumbing: everything needed to reproduce a run is logged with it.
+
+Per run: the full resolved config (flattened params + `config/resolved.yaml` artifact + Hydra's own `.hydra/`
+files), the Hydra choices as `choice.<group>` tags, the git SHA and dirty flag, the seed and the command line.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from hicra.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """`sqlite:///outputs/mlflow.db` -> `sqlite:////abs/outputs/mlflow.db`; plain paths -> file URIs; URLs as is."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = Path(uri[len("sqlite:///"):]).expanduser().resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    if "://" not in uri:
+        return Path(uri).expanduser().resolve().as_uri()
+    return uri
+
+
+def absolute_artifact_location(location: str | None) -> str | None:
+    if location is None or "://" in location:
+        return location
+    return Path(location).expanduser().resolve().as_uri()
+
+
+def git_state(root: Path = PROJECT_ROOT) -> dict[str, str]:
+    """SHA and dirty flag of the checkout the code runs from ('unknown' outside git)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "HEAD") or "unknown"
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"git.sha": "unknown", "git.dirty": "unknown"}
+    return {"git.sha": sha, "git.dirty": str(dirty).lower()}
+
+
+def default_run_name(choices: dict[str, str], seed: int) -> str:
+    """`hicra__strategic_grams__s1`: what differs between the arms of a sweep, readable in the MLflow UI."""
+    return f"{choices.get('algorithm', 'algo')}__{choices.get('planner', 'planner')}__s{seed}"
+
+
+def run_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
+    tags = {f"choice.{group}": str(option) for group, option in choices.items()}
+    tags |= git_state()
+    tags |= {"seed": str(cfg.seed), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:5000]}
+    return tags
+
+
+def flatten(cfg: dict, prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat |= flatten(value, name + ".")
+        else:
+            flat[name] = str(value)[:6000]  # MLflow's param limit; the YAML artifact keeps the full value
+    return flat
+
+
+def log_run_metadata(logger, cfg: DictConfig, choices: dict[str, str], run_dir: Path | None) -> None:
+    """Params, tags and config artifacts on the logger's run (Lightning's MLFlowLogger)."""
+    client, run_id = logger.experiment, logger.run_id
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    logger.log_hyperparams(flatten(resolved))
+    for key, value in run_tags(cfg, choices).items():
+        client.set_tag(run_id, key, value)
+    config_dir = Path(run_dir or ".") / "config"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "resolved.yaml").write_text(OmegaConf.to_yaml(resolved))
+    client.log_artifact(run_id, str(config_dir / "resolved.yaml"), "config")
+    hydra_dir = Path(run_dir or ".") / ".hydra"
+    for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+        if (hydra_dir / name).is_file():
+            client.log_artifact(run_id, str(hydra_dir / name), "config/hydra")
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Fail before any model loads when the store cannot be opened (bad scheme, unwritable folder)."""
+    import mlflow
+
+    try:
+        mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - any failure here means the URI is unusable
+        raise ConfigError(f"logger.tracking_uri '{uri}' cannot be used: {str(err).splitlines()[0][:200]}") from err

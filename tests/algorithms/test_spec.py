@@ -1,0 +1,152 @@
+"""Algorithm: validation, loss composition, and HICRA(alpha=0) == GRPO."""
+
+import functools
+
+import pytest
+import torch
+
+from hicra.algorithms import Algorithm, group_advantages, hicra_token_advantages, identity_token_advantages
+
+
+def _algorithm(token_fn=identity_token_advantages, **kwargs):
+    group_size = kwargs.pop("group_size", 4)
+    adv_fn = functools.partial(group_advantages, group_size=group_size, scale="group", eps=1e-6)
+    return Algorithm(advantage_fn=adv_fn, token_advantage_fn=token_fn, group_size=group_size, **kwargs)
+
+
+def _rollout(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+    lengths = torch.tensor([5, 2, 6, 3, 1, 6, 4, 2])
+    mask = torch.arange(6)[None, :] < lengths[:, None]  # (B=8, T=6)
+    planning = (torch.rand(8, 6, generator=gen) > 0.6) & mask
+    old = -torch.rand(8, 6, generator=gen) * 2
+    logprobs = old + 0.3 * torch.randn(8, 6, generator=gen)
+    return rewards, mask, planning, old, logprobs
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"group_size": 1}, "group_size"),
+        ({"clip_low": 0.0}, "clip_low"),
+        ({"clip_high": 1.0}, "clip_high"),
+        ({"kl_coef": -0.1}, "kl_coef"),
+        ({"entropy_coef": -1.0}, "entropy_coef"),
+        ({"num_iterations": 0}, "num_iterations"),
+        ({"aggregation": "mean"}, "aggregation.*token_mean"),
+        ({"kl_estimator": "k9"}, "kl_estimator.*k3"),
+        ({"norm_length": 0}, "norm_length"),
+    ],
+)
+def test_validation_errors(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        _algorithm(**kwargs)
+
+
+def test_mis_bound_functions_fail_at_construction():
+    adv_fn = functools.partial(group_advantages, group_size=4)
+    with pytest.raises(ValueError, match="group_size=4.*group_size=8"):
+        Algorithm(advantage_fn=adv_fn, token_advantage_fn=identity_token_advantages, group_size=8)
+    with pytest.raises(ValueError, match="alpha"):
+        _algorithm(token_fn=functools.partial(hicra_token_advantages, alpha=1.5))
+    with pytest.raises(ValueError, match="scale"):
+        Algorithm(
+            advantage_fn=functools.partial(group_advantages, group_size=8, scale="std"),
+            token_advantage_fn=identity_token_advantages,
+        )
+
+
+def test_frozen_and_properties():
+    alg = _algorithm()
+    with pytest.raises(Exception):
+        alg.kl_coef = 1.0
+    assert not alg.needs_reference and not alg.needs_entropy_grad
+    alg = _algorithm(kl_coef=0.1, entropy_coef=0.01)
+    assert alg.needs_reference and alg.needs_entropy_grad
+
+
+def test_advantages_and_token_advantages():
+    rewards, mask, planning, *_ = _rollout()
+    alg = _algorithm(token_fn=functools.partial(hicra_token_advantages, alpha=0.2))
+    adv = alg.advantages(rewards)
+    assert torch.equal(adv, group_advantages(rewards, 4))
+    tok = alg.token_advantages(adv, planning)
+    assert tok.shape == (8, 6)
+    assert torch.equal(tok[~planning], adv[:, None].expand(8, 6)[~planning])
+
+
+def test_metric_keys_and_detached():
+    rewards, mask, planning, old, logprobs = _rollout()
+    alg = _algorithm()
+    tok = alg.token_advantages(alg.advantages(rewards), planning)
+    loss, metrics = alg.loss(logprobs.requires_grad_(True), old, tok, mask)
+    assert set(metrics) == {
+        "loss/policy", "loss/kl", "loss/entropy_bonus", "loss/total",
+        "policy/clip_frac_low", "policy/clip_frac_high", "policy/approx_kl", "policy/ratio_mean", "policy/ratio_max",
+    }  # fmt: skip
+    assert loss.requires_grad and all(not v.requires_grad for v in metrics.values())
+    assert torch.equal(metrics["loss/total"], loss.detach())
+
+
+def test_kl_zero_ignores_reference():
+    rewards, mask, planning, old, logprobs = _rollout()
+    alg = _algorithm(kl_coef=0.0)
+    tok = alg.token_advantages(alg.advantages(rewards), planning)
+    with_ref, m = alg.loss(logprobs, old, tok, mask, ref_logprobs=logprobs - 1.0)
+    without_ref, _ = alg.loss(logprobs, old, tok, mask)
+    assert m["loss/kl"].item() == 0.0
+    assert torch.equal(with_ref, without_ref)
+
+
+def test_kl_term_added_with_same_aggregation():
+    rewards, mask, planning, old, logprobs = _rollout()
+    alg = _algorithm(kl_coef=0.5, kl_estimator="k1", aggregation="seq_mean_token_mean")
+    tok = alg.token_advantages(alg.advantages(rewards), planning)
+    # ref = logprobs - 0.25 on every token -> k1 = 0.25 everywhere -> any aggregation gives 0.25
+    loss, m = alg.loss(logprobs, old, tok, mask, ref_logprobs=logprobs - 0.25)
+    assert m["loss/kl"].item() == pytest.approx(0.25)
+    assert loss.item() == pytest.approx(m["loss/policy"].item() + 0.5 * 0.25, abs=1e-6)
+    with pytest.raises(ValueError, match="ref_logprobs"):
+        alg.loss(logprobs, old, tok, mask)
+
+
+def test_entropy_bonus_lowers_loss():
+    rewards, mask, planning, old, logprobs = _rollout()
+    alg = _algorithm(entropy_coef=0.1)
+    tok = alg.token_advantages(alg.advantages(rewards), planning)
+    low, _ = alg.loss(logprobs, old, tok, mask, entropy=torch.full((8, 6), 0.5))
+    high, m = alg.loss(logprobs, old, tok, mask, entropy=torch.full((8, 6), 2.0))
+    assert high < low
+    assert m["loss/entropy_bonus"].item() == pytest.approx(2.0)
+    assert high.item() == pytest.approx(m["loss/policy"].item() - 0.1 * 2.0, abs=1e-6)
+    with pytest.raises(ValueError, match="entropy"):
+        alg.loss(logprobs, old, tok, mask)
+
+
+@pytest.mark.parametrize("aggregation", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"])
+def test_hicra_alpha_zero_equals_grpo_exactly(aggregation):
+    rewards, mask, planning, old, logprobs = _rollout()
+    results = []
+    for token_fn in (identity_token_advantages, functools.partial(hicra_token_advantages, alpha=0.0)):
+        alg = _algorithm(token_fn=token_fn, aggregation=aggregation, kl_coef=0.05, entropy_coef=0.01)
+        lp = logprobs.clone().requires_grad_(True)
+        tok = alg.token_advantages(alg.advantages(rewards), planning)
+        loss, metrics = alg.loss(lp, old, tok, mask, ref_logprobs=old, entropy=-lp)
+        loss.backward()
+        results.append((loss, lp.grad, metrics))
+    (loss_g, grad_g, m_g), (loss_h, grad_h, m_h) = results
+    assert torch.equal(loss_g, loss_h) and torch.equal(grad_g, grad_h)
+    assert all(torch.equal(m_g[k], m_h[k]) for k in m_g)
+
+
+def test_hicra_alpha_positive_changes_planning_gradients_only():
+    rewards, mask, planning, old, logprobs = _rollout()
+    grads = []
+    for token_fn in (identity_token_advantages, functools.partial(hicra_token_advantages, alpha=0.2)):
+        alg = _algorithm(token_fn=token_fn)
+        lp = logprobs.clone().requires_grad_(True)
+        alg.loss(lp, old, alg.token_advantages(alg.advantages(rewards), planning), mask)[0].backward()
+        grads.append(lp.grad)
+    assert torch.equal(grads[0][~planning], grads[1][~planning])
+    assert not torch.equal(grads[0][planning], grads[1][planning])
