@@ -36,3 +36,36 @@ def check_group_choices(args: list[str], conf_dir: Path) -> None:
                 continue
             if str(value) not in allowed:
                 raise ConfigError(f"unknown {group} '{value}'; allowed: {', '.join(allowed)}")
+
+
+def _first_of_each_sweep(args: list[str]) -> list[str]:
+    """`seed=0,1,2` -> `seed=0`: one composition stands for the sweep (group options are checked separately)."""
+    candidates = [a for a in args if "=" in a and not a.startswith("-") or a.startswith("~")]
+    single = []
+    for override in OverridesParser.create().parse_overrides(candidates):
+        if override.key_or_group.startswith("hydra"):
+            continue  # hydra.* and hydra/launcher are Hydra's own business
+        if override.is_sweep_override():
+            single.append(f"{override.get_key_element()}={next(iter(override.sweep_string_iterator()))}")
+        else:
+            single.append(override.input_line)
+    return single
+
+
+def check_composes(args: list[str], conf_dir: Path, config_name: str) -> None:
+    """Compose the config once with the user's overrides, turning Hydra's multi-line errors into one line."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = _first_of_each_sweep(args)
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            compose(config_name=config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+        lines = [line.rstrip(".") for line in lines]
+        useful = [line for line in lines if not line.startswith(("full_key", "object_type", "reference_type"))]
+        raise ConfigError("; ".join(useful[:3]) or repr(err)) from err
+    finally:
+        GlobalHydra.instance().clear()

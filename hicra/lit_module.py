@@ -189,7 +189,10 @@ class PolicyGradientModule(pl.LightningModule):
         scores = torch.tensor(self._val_scores)
         metrics = {"val/accuracy": float((scores >= 1.0).float().mean()), "val/reward_mean": float(scores.mean()),
                    "val/response_length": sum(self._val_lengths) / len(self._val_lengths)}
-        self.log_dict(metrics, prog_bar=False, batch_size=len(scores))
+        # Logged at the exact number of updates the evaluated policy has had (inside fit, Lightning's own step for
+        # validation metrics lags by one), so val/* and train/* share one step axis.
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.global_step)
         self.val_history.append({"step": self.global_step, "num_prompts": len(scores), **metrics})
         self._val_scores, self._val_lengths = [], []
 

@@ -18,9 +18,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from hicra.completions_html import CompletionSampleLogger
-from hicra.cli_checks import check_group_choices
+from hicra.cli_checks import check_composes, check_group_choices
 from hicra.data import PromptDataModule
 from hicra.errors import ConfigError
 from hicra.lit_module import PolicyGradientModule
@@ -39,7 +40,7 @@ def build(node: DictConfig, **kwargs):
         cause = err
         while cause.__cause__ is not None:
             cause = cause.__cause__
-        if isinstance(cause, (ConfigError, ValueError, TypeError)):
+        if isinstance(cause, (ConfigError, ValueError, TypeError, OmegaConfBaseException)):
             raise ConfigError(str(cause).splitlines()[0]) from err
         raise
 
@@ -64,9 +65,11 @@ def preflight(cfg: DictConfig, choices: dict[str, str]):
     if int(cfg.trainer.max_steps) < 1:
         raise ConfigError(f"trainer.max_steps={cfg.trainer.max_steps} is not allowed; use an integer >= 1")
     sampler = build(cfg.rollout)
+    task = build(cfg.task)
+    task.train_examples(), task.val_examples()  # a missing or malformed data file fails here, before the model
     # Dr.GRPO's constant normaliser must not change with micro-batch or step: default to the generation budget.
     algorithm = dataclasses.replace(algorithm, norm_length=algorithm.norm_length or sampler.max_new_tokens)
-    return algorithm, sampler
+    return algorithm, sampler, task
 
 
 def build_logger(cfg: DictConfig, choices: dict[str, str]):
@@ -88,14 +91,13 @@ def run_dir(cfg: DictConfig) -> Path:
 def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     """Fit one run; returns the summary numbers (also printed). Raises ConfigError on a user's mistake."""
     choices = choices if choices is not None else hydra_choices()
-    algorithm, sampler = preflight(cfg, choices)
+    algorithm, sampler, task = preflight(cfg, choices)
     logger = build_logger(cfg, choices)
     out_dir = run_dir(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     bundle = build(cfg.model)
     detector = build(cfg.planner, tokenizer=bundle.tokenizer)
-    task = build(cfg.task)
     num_batches = math.ceil(cfg.trainer.max_steps / algorithm.num_iterations)
     datamodule = PromptDataModule(task, bundle.tokenizer, cfg.prompts_per_step, num_batches, seed=cfg.seed,
                                   val_batch_size=cfg.val_batch_size, system_prompt=cfg.system_prompt)
@@ -131,8 +133,8 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
 def _hydra_main(cfg: DictConfig) -> None:
     try:
         train(cfg)
-    except ConfigError as err:
-        print(f"hicra-train: error: {err}", file=sys.stderr, flush=True)
+    except (ConfigError, OmegaConfBaseException) as err:
+        print(f"hicra-train: error: {str(err).strip().splitlines()[0]}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 
@@ -140,6 +142,7 @@ def main() -> None:
     """Console entry point: one-line errors for bad options, then Hydra."""
     try:
         check_group_choices(sys.argv[1:], CONF_DIR)
+        check_composes(sys.argv[1:], CONF_DIR, "train")
     except ConfigError as err:
         print(f"hicra-train: error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)

@@ -1,6 +1,10 @@
-"""Shared test fixtures."""
+"""Shared fixtures: the real tokenizer and Hydra composition (helpers shared by tests live in support.py)."""
+
+from __future__ import annotations
 
 import pytest
+
+from support import CONF_DIR
 
 
 @pytest.fixture(scope="session")
@@ -9,3 +13,18 @@ def smollm2_tokenizer():
     from hicra.models import load_tokenizer
 
     return load_tokenizer("bundled://smollm2-135m-instruct")
+
+
+@pytest.fixture
+def compose_cfg():
+    """compose_cfg(*overrides) -> DictConfig composed from conf/train.yaml with Hydra's compose API."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    def _compose(*overrides: str):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="train", overrides=list(overrides))
+
+    yield _compose
+    GlobalHydra.instance().clear()

@@ -53,7 +53,11 @@ class Task(ABC):
         """Score an already extracted answer against `example`, in [0, 1]."""
 
     def score(self, completion: str, example: Example) -> float:
-        """Reward of a raw completion: 1.0 correct, 0.0 wrong; 0.0 when it has no ``\\boxed{}`` answer."""
+        """Reward of a raw completion in [0, 1]: 1.0 correct, 0.0 when it has no ``\\boxed{}`` answer.
+
+        Wrong boxed answers score 0.0 except where a task's verifier gives partial credit (see
+        `ReasoningGymTask`), so accuracy counts ``score == 1.0``.
+        """
         prediction = extract_boxed(completion)
         if prediction is None:
             return 0.0

@@ -1,4 +1,5 @@
 import pytest
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from hicra.errors import ConfigError
@@ -64,11 +65,22 @@ def test_other_datasets_score_their_reference_answer(dataset, difficulty):
         assert task.score("\\boxed{-123456789}", ex) < 1.0
 
 
-def test_hydra_style_construction():
+def test_hydra_instantiate_with_top_level_difficulty():
     cfg = OmegaConf.create(
-        {"dataset": "basic_arithmetic", "train_size": 5, "val_size": 2, "seed": 1, "operators": ["+", "*"]}
+        {
+            "seed": 1,
+            "task": {
+                "_target_": "hicra.tasks.ReasoningGymTask",
+                "dataset": "basic_arithmetic",
+                "train_size": 5,
+                "val_size": 2,
+                "seed": "${seed}",
+                "operators": ["+", "*"],  # arrives as a ListConfig
+            },
+        }
     )
-    task = ReasoningGymTask(**cfg)
+    task = instantiate(cfg.task)
+    assert task.seed == 1
     assert len(task.train_examples()) == 5
     assert all("/" not in ex.question and " - " not in ex.question for ex in task.train_examples())
 

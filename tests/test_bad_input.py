@@ -1,0 +1,44 @@
+"""Bad input: non-zero exit, one line naming the bad value and what is allowed, no stack trace."""
+
+from __future__ import annotations
+
+import pytest
+
+from support import run_cli
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    (root / "malformed.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n{"question": oops}\n')
+    (root / "no_answer.jsonl").write_text('{"question": "1+1?"}\n')
+    return root
+
+
+CASES = [
+    (["algorithm=foo"], ["unknown algorithm 'foo'", "entropy_reg, grpo, hicra"]),
+    (["planner=nope"], ["unknown planner 'nope'", "high_entropy, none, strategic_grams"]),
+    (["-m", "algorithm=grpo,bad"], ["unknown algorithm 'bad'"]),
+    (["algorithm=hicra", "algorithm.alpha=1.5"], ["algorithm.alpha=1.5", "[0, 1)"]),
+    (["algorithm=hicra", "algorithm.alpha=-0.1"], ["algorithm.alpha=-0.1", "[0, 1)"]),
+    (["algorithm.group_size=1"], ["algorithm.group_size=1", ">= 2"]),
+    (["algorithm=hicra", "planner=none"], ["planner=none", "planner=strategic_grams"]),
+    (["task=local_file", "task.path={root}/missing.jsonl"], ["missing.jsonl", "does not exist"]),
+    (["task=local_file", "task.path={root}/malformed.jsonl"], ["malformed.jsonl", "line 2"]),
+    (["task=local_file", "task.path={root}/no_answer.jsonl"], ["no_answer.jsonl", "answer"]),
+    (["model=hf", "model.name_or_path={root}/no_such_model"], ["no_such_model", "does not exist"]),
+    (["algorithm.no_such_key=1"], ["algorithm.no_such_key"]),
+    (["rollout.temperature=0"], ["rollout.temperature=0", "(0, 10]"]),
+]
+
+
+@pytest.mark.parametrize("args,expected", CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_input_fails_in_one_line(args, expected, bad_files, tmp_path):
+    args = [a.format(root=bad_files) for a in args]
+    result = run_cli([*args, "logger=none"], tmp_path, timeout=300)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("hicra-train: error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    for fragment in expected:
+        assert fragment in errors[0], errors[0]
