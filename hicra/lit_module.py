@@ -20,6 +20,7 @@ from torch import Tensor
 
 from hicra.algorithms import Algorithm, aggregate_denominator, frac_zero_std_groups, masked_mean
 from hicra.rollout import HFSampler, RolloutBatch, sequence_logprobs
+from hicra.tasks import extract_boxed
 
 
 class PolicyGradientModule(pl.LightningModule):
@@ -150,6 +151,7 @@ class PolicyGradientModule(pl.LightningModule):
 
         metrics = {k: sum(u[k] for u in updates) / len(updates) for k in updates[0]}
         metrics |= self._rollout_metrics(rollout, rewards, planning_mask, token_advantages)
+        metrics["train/boxed_frac"] = sum(extract_boxed(t) is not None for t in texts) / len(texts)
         metrics |= {"perf/step_time_s": t_end - t0, "perf/generation_s": t_gen, "perf/update_s": t_end - t_upd,
                     "perf/tokens_per_s": rollout.num_tokens / (t_end - t0),
                     "optim/lr": self.optimizers().param_groups[0]["lr"]}

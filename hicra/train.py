@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import TQDMProgressBar
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
@@ -30,6 +32,9 @@ from hicra.tracking import (PROJECT_ROOT, absolute_artifact_location, absolute_t
                             default_run_name, log_run_metadata)
 
 CONF_DIR = PROJECT_ROOT / "conf"
+# Lightning notices that prompts bypass device transfer (on purpose: they are strings) and advertises services.
+warnings.filterwarnings("ignore", message=".*transfer_batch_to_device.*")
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
 def build(node: DictConfig, **kwargs):
@@ -107,7 +112,7 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     if logger is not None:
         log_run_metadata(logger, cfg, choices, out_dir)
     callbacks = [CompletionSampleLogger(cfg.completions_every_n_steps, cfg.completions_per_sample,
-                                        out_dir / "completions")]
+                                        out_dir / "completions"), TQDMProgressBar(refresh_rate=1)]
     trainer = build(cfg.trainer, logger=logger or False, callbacks=callbacks, default_root_dir=str(out_dir),
                     val_check_interval=min(cfg.val_every_n_steps, num_batches))
 

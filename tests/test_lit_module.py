@@ -64,3 +64,12 @@ def test_several_updates_per_rollout_use_sampling_policy_logprobs(compose_cfg, t
     assert summary["steps"] == 2 and len(summary["train_history"]) == 1  # 1 rollout batch, 2 optimizer steps
     # Averaged over the two updates: the second sees a moved policy, so the ratio departs from 1.
     assert summary["train_history"][0]["policy/ratio_max"] > 1.0
+
+
+def test_kl_to_a_frozen_reference_is_built_only_when_beta_is_positive(compose_cfg, tmp_path):
+    summary = _run(compose_cfg, tmp_path, "algorithm=grpo", "algorithm.kl_coef=0.05", "algorithm.num_iterations=2",
+                   "seed=3", "trainer.max_steps=2")
+    row = summary["train_history"][0]
+    assert row["loss/kl"] >= 0.0 and row["loss/kl"] < 1e-2  # the reference starts equal to the policy
+    no_kl = _run(compose_cfg, tmp_path / "b", "algorithm=grpo", "seed=3")
+    assert all(r["loss/kl"] == 0.0 for r in no_kl["train_history"])

@@ -48,3 +48,15 @@ def _matching_brace(text: str, open_index: int) -> int | None:
             if depth == 0:
                 return token.start()
     return None
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def extract_last_number(text: str) -> str | None:
+    """The last number in `text` ("... so the answer is 1,234." -> "1234"), or None.
+
+    The fallback answer reader for models too small to follow the boxed format (lm-eval's "flexible extract").
+    """
+    matches = _NUMBER.findall(text)
+    return matches[-1].replace(",", "") if matches else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from hicra.tasks.answers import extract_boxed
+from hicra.tasks.answers import extract_boxed, extract_last_number
 
 # Short, imperative, and naming the exact output format: a 135M model follows a concrete format request far
 # more often than an abstract one ("reason carefully ..."), and the box is the only thing the scorer reads.
@@ -39,6 +39,8 @@ class Task(ABC):
 
     name: str = "task"
     instruction: str = DEFAULT_INSTRUCTION
+    # When a completion has no box, read its last number instead (off = the paper's strict boxed match).
+    last_number_fallback: bool = False
 
     @abstractmethod
     def train_examples(self) -> list[Example]:
@@ -53,12 +55,15 @@ class Task(ABC):
         """Score an already extracted answer against `example`, in [0, 1]."""
 
     def score(self, completion: str, example: Example) -> float:
-        """Reward of a raw completion in [0, 1]: 1.0 correct, 0.0 when it has no ``\\boxed{}`` answer.
+        """Reward of a raw completion in [0, 1]: 1.0 correct, 0.0 when it has no ``\\boxed{}`` answer
+        (or, with `last_number_fallback`, no number at all).
 
         Wrong boxed answers score 0.0 except where a task's verifier gives partial credit (see
         `ReasoningGymTask`), so accuracy counts ``score == 1.0``.
         """
         prediction = extract_boxed(completion)
+        if prediction is None and self.last_number_fallback:
+            prediction = extract_last_number(completion)
         if prediction is None:
             return 0.0
         return float(self.score_answer(prediction, example))

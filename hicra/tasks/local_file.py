@@ -32,6 +32,7 @@ class LocalFileTask(Task):
         val_size: int = 64,
         seed: int = 0,
         instruction: str = DEFAULT_INSTRUCTION,
+        last_number_fallback: bool = False,
     ) -> None:
         check_data_file(path)
         if val_path is not None:
@@ -42,6 +43,7 @@ class LocalFileTask(Task):
         self.question_key, self.answer_key = question_key, answer_key
         self.val_size, self.seed = val_size, seed
         self.instruction = instruction
+        self.last_number_fallback = last_number_fallback
         self.name = Path(path).stem
         self._splits: tuple[list[Example], list[Example]] | None = None
 

@@ -1,4 +1,6 @@
-"""Mathematical equivalence of two final answers with HF math-verify (``0.5`` == ``\\frac{1}{2}``, ``1,000`` == ``1000``).
+"""Mathematical equivalence of two final answers with HF math-verify.
+
+Examples: ``0.5`` == ``\\frac{1}{2}``, ``1,000`` == ``1000``, ``\\$18`` == ``18``.
 
 Both answers are wrapped in ``\\boxed{}`` before parsing: that is math-verify's highest-priority extraction, so
 the whole string is read as one expression, and unlike ``$...$`` it survives answers containing a dollar sign.

@@ -55,11 +55,13 @@ class ReasoningGymTask(Task):
         val_size: int = 64,
         seed: int = 0,
         instruction: str = DEFAULT_INSTRUCTION,
+        last_number_fallback: bool = False,
         **difficulty,
     ) -> None:
         _check_sizes(train_size, val_size)
         self.name = dataset
         self.instruction = instruction
+        self.last_number_fallback = last_number_fallback
         self.train_size = train_size
         self.val_size = val_size
         self.seed = seed
@@ -143,4 +145,5 @@ def _check_config(dataset: str, difficulty: dict, seed: int) -> None:
             config.validate()
     except (AssertionError, TypeError, ValueError) as err:
         settings = ", ".join(f"{k}={v!r}" for k, v in difficulty.items())
-        raise ConfigError(f"reasoning-gym dataset '{dataset}' rejects {settings}: {str(err) or 'invalid value'}") from err
+        reason = str(err) or "invalid value"
+        raise ConfigError(f"reasoning-gym dataset '{dataset}' rejects {settings}: {reason}") from err

@@ -1,4 +1,5 @@
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
@@ -24,7 +25,10 @@ def test_jsonl_gsm8k_answers_keep_the_part_after_hashes(tmp_path):
 
 
 def test_math_style_solutions_reduce_to_their_box(tmp_path):
-    records = [{"problem": "Half of one?", "solution": "It is $\\boxed{\\frac{1}{2}}$."}, {"problem": "p", "solution": 7}]
+    records = [
+        {"problem": "Half of one?", "solution": "It is $\\boxed{\\frac{1}{2}}$."},
+        {"problem": "p", "solution": 7},
+    ]
     task = LocalFileTask(write_jsonl(tmp_path / "math.json", records), "problem", "solution", val_size=0)
     assert [ex.answer for ex in task.train_examples()] == ["\\frac{1}{2}", "7"]
 
@@ -133,3 +137,11 @@ def test_unsupported_suffix(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("question,answer\n")
     expect_error("data file '{path}' has unsupported suffix '.csv'; allowed: .jsonl, .json, .parquet", path)
+
+
+def test_scoring_works_off_the_main_thread(tmp_path):
+    # math-verify's default timeout uses SIGALRM, which raises outside the main thread (e.g. in a reward pool).
+    task = LocalFileTask(write_jsonl(tmp_path / "d.jsonl", [{"question": "q", "answer": "\\frac{3}{4}"}]), val_size=0)
+    example = task.train_examples()[0]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(task.score, "\\boxed{0.75}", example).result() == 1.0
