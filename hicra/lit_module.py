@@ -123,6 +123,12 @@ class PolicyGradientModule(pl.LightningModule):
 
     # --- lightning hooks -------------------------------------------------------------------------------------
 
+    def on_train_start(self) -> None:
+        # from_pretrained returns eval mode; train mode only matters for gradient checkpointing (dropout is off).
+        self.policy.train()
+        if self.reference is not None:
+            self.reference.eval()
+
     def transfer_batch_to_device(self, batch: dict, device, dataloader_idx: int) -> dict:
         return batch  # prompts are strings; the sampler tokenizes them onto the policy's device
 

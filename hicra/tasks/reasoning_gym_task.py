@@ -38,9 +38,9 @@ _RESERVED = ("size", "seed")  # set by this class, not difficulty knobs
 class ReasoningGymTask(Task):
     """A reasoning-gym dataset as a task.
 
-    `train_size` questions come from ``create_dataset(dataset, size=train_size, seed=seed, **difficulty)``.
-    Validation questions come from seed ``seed + 1_000_003``, with any question that also appears in train
-    removed, so validation is held out. Both lists are built on first use and cached.
+    Validation: `val_size` distinct questions from seed ``seed + 1_000_003``. Training: the items of
+    ``create_dataset(dataset, size=train_size, seed=seed, **difficulty)`` whose question is not a validation
+    question, so validation is held out even when the question space is small. Built on first use, cached.
 
     `score_answer` returns the dataset's own ``score_answer`` as a float in [0, 1]. It is 1.0 for a correct
     answer; some datasets give partial credit (the default verifier gives len(oracle)/len(answer) when the
@@ -71,26 +71,35 @@ class ReasoningGymTask(Task):
         self._val: list[Example] | None = None
         self._scorer = None
 
-    def train_examples(self) -> list[Example]:
-        if self._train is None:
-            data = self._create(self.train_size, self.seed)
-            self._scorer = data
-            self._train = [_to_example(entry) for entry in data]
-        return self._train
-
     def val_examples(self) -> list[Example]:
+        """`val_size` distinct questions from the validation seed; they are withheld from training."""
         if self._val is None:
-            seen = {example.question for example in self.train_examples()}
             candidates = self._create(self.val_size * _VAL_OVERSAMPLE, self.seed + VAL_SEED_OFFSET)
-            self._val = []
+            self._val, seen = [], set()
             for index in range(len(candidates)):
                 if len(self._val) == self.val_size:
                     break
                 entry = candidates[index]  # generated lazily, so stopping early saves the rest
                 if entry["question"] not in seen:
-                    seen.add(entry["question"])  # also keeps validation free of duplicates
+                    seen.add(entry["question"])
                     self._val.append(_to_example(entry))
         return self._val
+
+    def train_examples(self) -> list[Example]:
+        """Up to `train_size` items from the training seed, minus any validation question.
+
+        Validation is chosen first: at low difficulty the question space is small (1-digit a+b has 200), so
+        filtering validation against a 2,000-item training set would leave nothing to validate on.
+        """
+        if self._train is None:
+            held_out = {example.question for example in self.val_examples()}
+            data = self._create(self.train_size, self.seed)
+            self._scorer = data
+            self._train = [_to_example(entry) for entry in data if entry["question"] not in held_out]
+            if not self._train:
+                raise ConfigError(f"task '{self.name}': every training question is a validation question; "
+                                  f"lower task.val_size ({self.val_size}) or raise the difficulty")
+        return self._train
 
     def score_answer(self, prediction: str, example: Example) -> float:
         """The dataset's own verdict on `prediction` (see the class docstring for partial credit)."""
