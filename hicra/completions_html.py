@@ -51,9 +51,9 @@ class CompletionSampleLogger(pl.Callback):
             pieces = [(tokenizer.decode([t]), p) for t, p in zip(ids, plan)]
             rows.append({"prompt": data["prompts"][i // group_size], "pieces": pieces,
                          "reward": float(data["rewards"][i]), "advantage": float(data["advantages"][i])})
-        path = self.out_dir / f"completions_step{trainer.global_step:06d}.html"
+        path = self.out_dir / f"completions_step{data['step']:06d}.html"  # the step the rollout was sampled at
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_completions(trainer.global_step, rows), encoding="utf-8")
+        path.write_text(render_completions(data["step"], rows), encoding="utf-8")
         for logger in trainer.loggers:
             if hasattr(logger, "run_id") and hasattr(logger.experiment, "log_artifact"):
                 logger.experiment.log_artifact(logger.run_id, str(path), "completions")

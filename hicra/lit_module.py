@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from hicra.algorithms import Algorithm, aggregate_denominator, frac_zero_std_groups, masked_mean
-from hicra.rollout import HFSampler, RolloutBatch, sequence_logprobs
+from hicra.rollout import HFSampler, RolloutBatch, sequence_logprobs, trim_padding
 from hicra.tasks import extract_boxed
 
 
@@ -74,12 +74,7 @@ class PolicyGradientModule(pl.LightningModule):
         B = rollout.response_ids.shape[0]
         for start in range(0, B, self.micro_batch_size):
             rows = slice(start, start + self.micro_batch_size)
-            micro = rollout.rows(rows)
-            first = int(micro.prompt_mask.any(dim=0).int().argmax())
-            valid_cols = micro.response_mask.any(dim=0).nonzero()
-            end = int(valid_cols.max()) + 1 if len(valid_cols) else 1
-            micro = RolloutBatch(micro.prompt_ids[:, first:], micro.prompt_mask[:, first:],
-                                 micro.response_ids[:, :end], micro.response_mask[:, :end], micro.truncated)
+            micro, end = trim_padding(rollout.rows(rows))
             yield rows, end, micro, {k: v[rows, :end] for k, v in per_token.items()}
 
     @torch.no_grad()
@@ -96,10 +91,8 @@ class PolicyGradientModule(pl.LightningModule):
 
     # --- update ----------------------------------------------------------------------------------------------
 
-    def _update(self, rollout: RolloutBatch, per_token: dict[str, Tensor]) -> dict[str, float]:
-        """One optimizer step over the whole rollout batch, accumulated over micro-batches."""
-        opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
+    def _accumulate_gradients(self, rollout: RolloutBatch, per_token: dict[str, Tensor]) -> dict[str, float]:
+        """Backward over the whole rollout batch, micro-batch by micro-batch; gradients add up in `.grad`."""
         total = aggregate_denominator(rollout.response_mask, self.algorithm.aggregation)  # whole-batch normaliser
         sums: dict[str, float] = {}
         for _, _, micro, tok in self._micro_batches(rollout, per_token):
@@ -110,20 +103,27 @@ class PolicyGradientModule(pl.LightningModule):
             loss, metrics = self.algorithm.loss(
                 logprobs, old, tok["token_advantages"], micro.response_mask,
                 ref_logprobs=tok.get("ref_logprobs"), entropy=entropy, total=total)
-            self.manual_backward(loss)
+            self.manual_backward(loss) if self._trainer is not None else loss.backward()
             weight = micro.num_tokens / max(rollout.num_tokens, 1)
             metrics["policy/entropy"] = masked_mean(entropy.detach(), micro.response_mask)
             for k, v in metrics.items():  # losses already sum to the batch value; ratios are token-weighted
                 sums[k] = sums.get(k, 0.0) + float(v) * (1.0 if k.startswith("loss/") else weight)
+        return sums
+
+    def _update(self, rollout: RolloutBatch, per_token: dict[str, Tensor]) -> dict[str, float]:
+        """One optimizer step over the whole rollout batch."""
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        metrics = self._accumulate_gradients(rollout, per_token)
         if self.max_grad_norm:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-            sums["optim/grad_norm"] = float(grad_norm)
+            metrics["optim/grad_norm"] = float(grad_norm)
         opt.step()
-        return sums
+        return metrics
 
     # --- lightning hooks -------------------------------------------------------------------------------------
 
-    def on_train_start(self) -> None:
+    def on_fit_start(self) -> None:
         # from_pretrained returns eval mode; train mode only matters for gradient checkpointing (dropout is off).
         self.policy.train()
         if self.reference is not None:
@@ -164,8 +164,9 @@ class PolicyGradientModule(pl.LightningModule):
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(texts))
         self.log_dict({"reward": metrics["train/reward_mean"], "acc": metrics["train/accuracy"]},
                       prog_bar=True, logger=False, on_step=True, batch_size=len(texts))
-        self.train_history.append({"step": self.global_step, **metrics})
-        self.last_rollout = {"rollout": rollout, "texts": texts, "rewards": rewards.cpu(),
+        step = self.global_step - self.algorithm.num_iterations  # updates the sampling policy had (MLflow's step)
+        self.train_history.append({"step": step, **metrics})
+        self.last_rollout = {"step": step, "rollout": rollout, "texts": texts, "rewards": rewards.cpu(),
                              "planning_mask": planning_mask.cpu(), "advantages": advantages.cpu(),
                              "prompts": batch["prompts"]}
 

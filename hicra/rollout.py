@@ -106,15 +106,17 @@ class HFSampler:
         return RolloutBatch(prompt_ids, prompt_mask.bool(), response_ids, response_mask, truncated)
 
 
-def trimmed(batch: RolloutBatch) -> RolloutBatch:
-    """Drop columns that are padding in every row (left of the prompts, right of the responses): less compute."""
-    first_prompt_col = int(batch.prompt_mask.any(dim=0).float().argmax()) if batch.prompt_mask.any() else 0
+def trim_padding(batch: RolloutBatch) -> tuple[RolloutBatch, int]:
+    """Drop columns that are padding in every row (left of the prompts, right of the responses): fewer FLOPs.
+
+    Returns the trimmed batch and its response width, so per-token tensors can be cut to match: `[:, :end]`.
+    """
+    first = int(batch.prompt_mask.any(dim=0).int().argmax())  # first prompt column any row uses
     valid_cols = batch.response_mask.any(dim=0).nonzero()
-    last_response_col = int(valid_cols.max()) + 1 if len(valid_cols) else 1
-    return RolloutBatch(
-        batch.prompt_ids[:, first_prompt_col:], batch.prompt_mask[:, first_prompt_col:],
-        batch.response_ids[:, :last_response_col], batch.response_mask[:, :last_response_col], batch.truncated,
-    )
+    end = int(valid_cols.max()) + 1 if len(valid_cols) else 1
+    trimmed = RolloutBatch(batch.prompt_ids[:, first:], batch.prompt_mask[:, first:],
+                           batch.response_ids[:, :end], batch.response_mask[:, :end], batch.truncated)
+    return trimmed, end
 
 
 def sequence_logprobs(
