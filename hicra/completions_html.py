@@ -1,8 +1,10 @@
-"""A self-contained HTML page of sampled completions with planning tokens highlighted (an MLflow artifact)."""
+"""Completion samples as MLflow artifacts: an HTML page (planning tokens highlighted) and the same rows as JSON
+(tokens, planning flags, token advantages) for later analysis; plus the corpus of correct completions."""
 
 from __future__ import annotations
 
 import html
+import json
 
 import pytorch_lightning as pl
 
@@ -49,11 +51,43 @@ class CompletionSampleLogger(pl.Callback):
             ids = rollout.response_ids[i][rollout.response_mask[i]].tolist()
             plan = data["planning_mask"][i][rollout.response_mask[i].cpu()].tolist()
             pieces = [(tokenizer.decode([t]), p) for t, p in zip(ids, plan)]
-            rows.append({"prompt": data["prompts"][i // group_size], "pieces": pieces,
+            token_adv = data["token_advantages"][i][rollout.response_mask[i].cpu()].tolist()
+            rows.append({"prompt": data["prompts"][i // group_size], "pieces": pieces, "token_advantages": token_adv,
                          "reward": float(data["rewards"][i]), "advantage": float(data["advantages"][i])})
         path = self.out_dir / f"completions_step{data['step']:06d}.html"  # the step the rollout was sampled at
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(render_completions(data["step"], rows), encoding="utf-8")
-        for logger in trainer.loggers:
-            if hasattr(logger, "run_id") and hasattr(logger.experiment, "log_artifact"):
-                logger.experiment.log_artifact(logger.run_id, str(path), "completions")
+        as_json = path.with_suffix(".json")
+        as_json.write_text(json.dumps({"step": data["step"], "rows": rows}), encoding="utf-8")
+        log_artifacts(trainer, [path, as_json], "completions")
+
+
+class CorrectCompletionsRecorder(pl.Callback):
+    """Appends every correct completion (reward 1) to `corpus/correct_completions.jsonl`, logged at the end.
+
+    This is the corpus of successful solutions that Strategic-Gram mining reads from a run.
+    """
+
+    def __init__(self, out_dir):
+        self.path = out_dir / "corpus" / "correct_completions.jsonl"
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        data = pl_module.last_rollout
+        if data is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as out:
+            for text, reward in zip(data["texts"], data["rewards"].tolist()):
+                if reward >= 1.0:
+                    out.write(json.dumps({"step": data["step"], "text": text}) + "\n")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.path.is_file():
+            log_artifacts(trainer, [self.path], "corpus")
+
+
+def log_artifacts(trainer, paths, artifact_dir: str) -> None:
+    for logger in trainer.loggers:
+        if hasattr(logger, "run_id") and hasattr(logger.experiment, "log_artifact"):
+            for path in paths:
+                logger.experiment.log_artifact(logger.run_id, str(path), artifact_dir)

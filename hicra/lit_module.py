@@ -35,6 +35,7 @@ class PolicyGradientModule(pl.LightningModule):
         optimizer_factory,
         micro_batch_size: int = 8,
         max_grad_norm: float | None = 1.0,
+        diagnostics=None,
     ):
         super().__init__()
         self.automatic_optimization = False  # several updates per rollout batch, micro-batching, our own clipping
@@ -43,6 +44,7 @@ class PolicyGradientModule(pl.LightningModule):
             tokenizer, algorithm, detector, task, sampler)
         self.optimizer_factory = optimizer_factory
         self.micro_batch_size, self.max_grad_norm = micro_batch_size, max_grad_norm
+        self.diagnostics = diagnostics  # hicra.diagnostics.HierarchyDiagnostics or None
         # No reference model is built when beta = 0: it would cost a model's memory and a forward pass per step.
         self.reference = _frozen_copy(policy) if algorithm.needs_reference else None
         self.last_rollout: dict[str, Any] | None = None  # read by the completion-sample callback
@@ -91,14 +93,22 @@ class PolicyGradientModule(pl.LightningModule):
 
     # --- update ----------------------------------------------------------------------------------------------
 
-    def _accumulate_gradients(self, rollout: RolloutBatch, per_token: dict[str, Tensor]) -> dict[str, float]:
-        """Backward over the whole rollout batch, micro-batch by micro-batch; gradients add up in `.grad`."""
+    def _accumulate_gradients(self, rollout: RolloutBatch, per_token: dict[str, Tensor],
+                              record: dict[str, Tensor] | None = None) -> dict[str, float]:
+        """Backward over the whole rollout batch, micro-batch by micro-batch; gradients add up in `.grad`.
+
+        `record` ((B,T) tensors "logprobs", "entropy") receives the detached values of this pass, so the
+        diagnostics need no forward pass of their own.
+        """
         total = aggregate_denominator(rollout.response_mask, self.algorithm.aggregation)  # whole-batch normaliser
         sums: dict[str, float] = {}
-        for _, _, micro, tok in self._micro_batches(rollout, per_token):
+        for rows, end, micro, tok in self._micro_batches(rollout, per_token):
             logprobs, entropy = sequence_logprobs(self.policy, micro, True, self.sampler.temperature)
             if not self.algorithm.needs_entropy_grad:
                 entropy = entropy.detach()
+            if record is not None:
+                record["logprobs"][rows, :end] = logprobs.detach()
+                record["entropy"][rows, :end] = entropy.detach()
             old = tok["old_logprobs"] if "old_logprobs" in tok else logprobs.detach()  # on-policy: ratio is 1
             loss, metrics = self.algorithm.loss(
                 logprobs, old, tok["token_advantages"], micro.response_mask,
@@ -110,11 +120,12 @@ class PolicyGradientModule(pl.LightningModule):
                 sums[k] = sums.get(k, 0.0) + float(v) * (1.0 if k.startswith("loss/") else weight)
         return sums
 
-    def _update(self, rollout: RolloutBatch, per_token: dict[str, Tensor]) -> dict[str, float]:
+    def _update(self, rollout: RolloutBatch, per_token: dict[str, Tensor],
+                record: dict[str, Tensor] | None = None) -> dict[str, float]:
         """One optimizer step over the whole rollout batch."""
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
-        metrics = self._accumulate_gradients(rollout, per_token)
+        metrics = self._accumulate_gradients(rollout, per_token, record)
         if self.max_grad_norm:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
             metrics["optim/grad_norm"] = float(grad_norm)
@@ -152,12 +163,20 @@ class PolicyGradientModule(pl.LightningModule):
         if self.reference is not None:
             per_token["ref_logprobs"] = self._scoring_pass(self.reference, rollout, False)[0]
         t_upd = time.perf_counter()
-        updates = [self._update(rollout, per_token) for _ in range(self.algorithm.num_iterations)]
+        # The first update's forward pass sees the sampling policy: its log-probs/entropies feed the diagnostics.
+        record = {k: torch.zeros(rollout.response_ids.shape, device=self.device) for k in ("logprobs", "entropy")}
+        updates = [self._update(rollout, per_token, record if i == 0 else None)
+                   for i in range(self.algorithm.num_iterations)]
         t_end = time.perf_counter()
 
         metrics = {k: sum(u[k] for u in updates) / len(updates) for k in updates[0]}
         metrics |= self._rollout_metrics(rollout, rewards, planning_mask, token_advantages)
         metrics["train/boxed_frac"] = sum(extract_boxed(t) is not None for t in texts) / len(texts)
+        if self.diagnostics is not None:
+            t_diag = time.perf_counter()
+            metrics |= self.diagnostics(rollout.response_ids, rollout.response_mask, rewards,
+                                        self.algorithm.group_size, record["logprobs"], record["entropy"])
+            metrics["perf/diagnostics_s"] = time.perf_counter() - t_diag
         metrics |= {"perf/step_time_s": t_end - t0, "perf/generation_s": t_gen, "perf/update_s": t_end - t_upd,
                     "perf/tokens_per_s": rollout.num_tokens / (t_end - t0),
                     "optim/lr": self.optimizers().param_groups[0]["lr"]}
@@ -168,6 +187,7 @@ class PolicyGradientModule(pl.LightningModule):
         self.train_history.append({"step": step, **metrics})
         self.last_rollout = {"step": step, "rollout": rollout, "texts": texts, "rewards": rewards.cpu(),
                              "planning_mask": planning_mask.cpu(), "advantages": advantages.cpu(),
+                             "token_advantages": token_advantages.cpu(),
                              "prompts": batch["prompts"]}
 
     def _rollout_metrics(self, rollout, rewards, planning_mask, token_advantages) -> dict[str, float]:

@@ -22,7 +22,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from hicra.completions_html import CompletionSampleLogger
+from hicra.completions_html import CompletionSampleLogger, CorrectCompletionsRecorder
 from hicra.cli_checks import check_composes, check_group_choices
 from hicra.data import PromptDataModule
 from hicra.errors import ConfigError
@@ -108,11 +108,14 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
                                   val_batch_size=cfg.val_batch_size, system_prompt=cfg.system_prompt)
     module = PolicyGradientModule(bundle.model, bundle.tokenizer, algorithm, detector, task, sampler,
                                   optimizer_factory=instantiate(cfg.optim), micro_batch_size=cfg.micro_batch_size,
-                                  max_grad_norm=cfg.max_grad_norm)
+                                  max_grad_norm=cfg.max_grad_norm,
+                                  diagnostics=build(cfg.diagnostics, tokenizer=bundle.tokenizer)
+                                  if cfg.get("diagnostics") else None)
     if logger is not None:
         log_run_metadata(logger, cfg, choices, out_dir)
     callbacks = [CompletionSampleLogger(cfg.completions_every_n_steps, cfg.completions_per_sample,
-                                        out_dir / "completions"), TQDMProgressBar(refresh_rate=1)]
+                                        out_dir / "completions"), CorrectCompletionsRecorder(out_dir),
+                 TQDMProgressBar(refresh_rate=1)]
     trainer = build(cfg.trainer, logger=logger or False, callbacks=callbacks, default_root_dir=str(out_dir),
                     val_check_interval=min(cfg.val_every_n_steps, num_batches))
 

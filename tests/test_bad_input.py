@@ -17,7 +17,7 @@ def bad_files(tmp_path_factory):
 
 CASES = [
     (["algorithm=foo"], ["unknown algorithm 'foo'", "entropy_reg, grpo, hicra"]),
-    (["planner=nope"], ["unknown planner 'nope'", "high_entropy, none, strategic_grams"]),
+    (["planner=nope"], ["unknown planner 'nope'", "high_entropy, none, random, strategic_grams, union"]),
     (["-m", "algorithm=grpo,bad"], ["unknown algorithm 'bad'"]),
     (["algorithm=hicra", "algorithm.alpha=1.5"], ["algorithm.alpha=1.5", "[0, 1)"]),
     (["algorithm=hicra", "algorithm.alpha=-0.1"], ["algorithm.alpha=-0.1", "[0, 1)"]),

@@ -94,3 +94,10 @@ def test_optimizer_is_a_partial(compose_cfg):
     factory = instantiate(compose_cfg().optim)
     optimizer = factory(params=[torch.nn.Parameter(torch.zeros(2))])
     assert isinstance(optimizer, torch.optim.AdamW)
+
+
+def test_experiment_overrides_root_keys_and_groups(compose_cfg):
+    cfg = compose_cfg("experiment=smoke")
+    assert cfg.completions_every_n_steps == 1 and cfg.save_final_model is False  # root keys
+    assert cfg.model._target_.endswith("build_tiny_model") and cfg.algorithm.group_size == 4  # groups
+    assert compose_cfg("experiment=smoke", "save_final_model=true").save_final_model is True  # CLI still wins

@@ -12,6 +12,11 @@ REQUIRED_METRICS = [
     "loss/kl", "policy/entropy", "policy/clip_frac_low", "policy/clip_frac_high", "policy/approx_kl",
     "hicra/planning_token_frac", "hicra/adv_planning_mean", "hicra/adv_execution_mean", "perf/step_time_s",
     "perf/tokens_per_s", "val/accuracy",
+    # hierarchy diagnostics (paper section 4), every step from the step's own rollout
+    "hicra/semantic_entropy", "hicra/cond_entropy_after_gram", "hicra/entropy_planning", "hicra/entropy_execution",
+    "hicra/nll_planning", "hicra/nll_execution", "hicra/rel_ppl_planning", "hicra/rel_ppl_execution",
+    "hicra/planning_in_top_entropy_frac", "hicra/top_entropy_in_planning_frac", "train/pass_at_g",
+    "perf/diagnostics_s",
 ]
 
 
@@ -44,8 +49,8 @@ def test_two_steps_per_algorithm_logged_to_mlflow(algorithm, planner, tmp_path):
     assert params["seed"] == "1" and params["algorithm.group_size"] == "4" and params["trainer.max_steps"] == "2"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "config")}
     assert "config/resolved.yaml" in artifacts
-    html = [a.path for a in client.list_artifacts(run.info.run_id, "completions")]
-    assert html and html[0].endswith(".html")
+    samples = {a.path for a in client.list_artifacts(run.info.run_id, "completions")}
+    assert {"completions/completions_step000000.html", "completions/completions_step000000.json"} <= samples
     if algorithm == "entropy_reg":
         assert params["algorithm.entropy_coef"] == "0.001" and run.data.metrics["loss/entropy_bonus"] > 0
 

@@ -17,6 +17,15 @@ Modules here import only torch and the standard library: no Lightning, Hydra, ML
 """
 
 from hicra.algorithms.advantages import ADVANTAGE_SCALES, frac_zero_std_groups, group_advantages
+from hicra.algorithms.diagnostics import (
+    conditional_entropy_after_gram,
+    masked_token_stats,
+    pass_at_g,
+    relative_perplexity,
+    semantic_entropy,
+    top_entropy_overlap,
+    top_fraction_mask,
+)
 from hicra.algorithms.functional import entropy_from_logits, logprobs_from_logits, masked_mean, masked_sum
 from hicra.algorithms.losses import (
     AGGREGATIONS,
@@ -36,6 +45,7 @@ __all__ = [
     "Algorithm",
     "aggregate",
     "aggregate_denominator",
+    "conditional_entropy_after_gram",
     "entropy_from_logits",
     "frac_zero_std_groups",
     "group_advantages",
@@ -45,5 +55,11 @@ __all__ = [
     "logprobs_from_logits",
     "masked_mean",
     "masked_sum",
+    "masked_token_stats",
+    "pass_at_g",
     "policy_loss",
+    "relative_perplexity",
+    "semantic_entropy",
+    "top_entropy_overlap",
+    "top_fraction_mask",
 ]

@@ -8,18 +8,24 @@ exactly these tokens. Every detector returns a (B, T) bool mask that is False ou
 
 * `StrategicGramDetector` - the paper's definition (249 grams by default, or a custom list/file).
 * `HighEntropyDetector`   - baseline: the top-rho highest-entropy ("forking") tokens of each response.
+* `RandomPlaceboDetector` - control ("Placebo HICRA"): random tokens/spans, as many per response as the grams mark.
+* `UnionDetector`         - strategic grams OR high-entropy tokens.
 * `NullDetector`          - marks nothing (GRPO); `marks_planning` is False so HICRA refuses it.
 """
 
 from hicra.planning.base import NullDetector, PlanningDetector
 from hicra.planning.high_entropy import HighEntropyDetector
+from hicra.planning.random_placebo import RandomPlaceboDetector
 from hicra.planning.strategic_grams import StrategicGramDetector, compile_grams, find_gram_spans, load_grams
+from hicra.planning.union import UnionDetector
 
 __all__ = [
     "PlanningDetector",
     "NullDetector",
     "StrategicGramDetector",
     "HighEntropyDetector",
+    "RandomPlaceboDetector",
+    "UnionDetector",
     "load_grams",
     "compile_grams",
     "find_gram_spans",

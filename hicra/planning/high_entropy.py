@@ -1,6 +1,8 @@
 """High-entropy ("80/20 forking tokens") detector: the baseline that marks the most uncertain tokens instead of grams.
 
-Per response, the top ceil(rho * n_valid) valid tokens by entropy are marked; ties go to the earlier position.
+Per response, the top ceil(rho * n_valid) valid tokens by entropy are marked; ties go to the earlier position; NaN
+entropies rank last. The selection is `hicra.algorithms.diagnostics.top_fraction_mask`, shared with the
+planning / high-entropy overlap diagnostic.
 """
 
 from __future__ import annotations
@@ -9,9 +11,8 @@ import math
 
 import torch
 
+from hicra.algorithms.diagnostics import top_fraction_mask
 from hicra.planning.base import check_inputs
-
-_EPS = 1e-9  # ceil(0.3 * 10) must be 3, not 4 (0.3 * 10 = 3.0000000000000004 in floating point)
 
 
 class HighEntropyDetector:
@@ -38,17 +39,7 @@ class HighEntropyDetector:
             raise ValueError(
                 f"entropies shape {tuple(entropies.shape)} != response_ids shape {tuple(response_ids.shape)}"
             )
-        valid = valid.to(entropies.device)
-        scores = entropies.detach().float().nan_to_num(nan=-math.inf)
-        scores = scores.masked_fill(~valid, -math.inf)  # (B, T)
-        n_valid = valid.sum(dim=1)  # (B,)
-        k = torch.ceil(n_valid.double() * self.rho - _EPS).clamp(min=0).long()  # (B,)
-        k = torch.minimum(k, n_valid)
-        # stable descending sort: equal entropies keep position order, so the earlier token wins a tie
-        order = torch.sort(scores, dim=1, descending=True, stable=True).indices  # (B, T)
-        rank = torch.empty_like(order)
-        rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
-        marked = (rank < k[:, None]) & valid  # invalid tokens sort last (-inf) and k <= n_valid
+        marked = top_fraction_mask(entropies, valid, self.rho)  # (B, T); the rule shared with the diagnostics
         return marked.to(response_ids.device)
 
     def __repr__(self) -> str:

@@ -115,6 +115,23 @@ def occurrence_text(text: str, span: tuple[int, int]) -> str:
     return _normalise(text[span[0] : span[1]])
 
 
+# Words of the text after a gram (conditional-entropy diagnostic): maximal runs of letters, digits, apostrophes
+# (straight or typographic) and math symbols; everything else (spaces, punctuation, brackets, backslashes, $) only
+# separates words. "\frac{3}{4}" -> frac, 3, 4;  "x^2+1=5." -> "x^2+1=5";  "let's" -> "let's".
+_WORD = re.compile(r"(?:[^\W_]|['\u2019+\-*/=<>^%±×÷·√∞≈≠≤≥∑∏∫∂])+")
+
+
+def _following(text: str, end: int, n: int) -> str:
+    """The first `n` words of `text[end:]`, lower-case, straight apostrophes, joined by single spaces ('' if none)."""
+    words = []
+    if n > 0:
+        for m in _WORD.finditer(text, end):
+            words.append(m.group(0))
+            if len(words) == n:
+                break
+    return " ".join(words).replace("\u2019", "'").lower()
+
+
 # --- detector ---
 
 
@@ -185,6 +202,23 @@ class StrategicGramDetector:
         found: list[list[str]] = [[] for _ in range(response_ids.shape[0])]
         for b, _, _, _, text, spans in self._response_spans(response_ids.detach().cpu(), valid):
             found[b] = [occurrence_text(text, span) for span in spans]
+        return found
+
+    def occurrences_with_context(
+        self, response_ids: torch.Tensor, response_mask: torch.Tensor, following_words: int = 3
+    ) -> list[list[tuple[str, str]]]:
+        """Per response, (gram, next words) for each occurrence, in order: input to the conditional entropy.
+
+        `gram` is the occurrence as `occurrences` gives it; `next words` are the first `following_words` words of the
+        response text after the occurrence's end (see `_WORD` for what a word is), lower-case and joined
+        by single spaces; '' when the response ends first. Words may belong to a later gram occurrence.
+        """
+        if not (isinstance(following_words, int) and following_words >= 0):
+            raise ValueError(f"following_words={following_words!r} is invalid; allowed: an int >= 0")
+        valid = check_inputs(response_ids, response_mask).cpu()
+        found: list[list[tuple[str, str]]] = [[] for _ in range(response_ids.shape[0])]
+        for b, _, _, _, text, spans in self._response_spans(response_ids.detach().cpu(), valid):
+            found[b] = [(occurrence_text(text, span), _following(text, span[1], following_words)) for span in spans]
         return found
 
     def __repr__(self) -> str:

@@ -1,0 +1,40 @@
+"""`report.md`: the index of an analysis folder (runs, figures, token viewer, skipped panels)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from hicra.analyze.figures import FigureResult
+from hicra.analyze.runs import RunInfo, final_value
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_report(runs: list[RunInfo], frame, figures: FigureResult, viewer: str | None, tracking_uri: str) -> str:
+    lines = ["# hicra analysis", "",
+             f"Generated {datetime.now().isoformat(timespec='seconds')} by `hicra-analyze` from `{tracking_uri}`.", "",
+             "## Runs", "",
+             "| run | run id | algorithm | planner | seed | status | final val/accuracy | final train/accuracy |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {_cell(r.name)} | `{r.run_id}` | {_cell(r.algorithm)} | {_cell(r.planner)} | {_cell(r.seed)} "
+                     f"| {r.status} | {_fmt(final_value(frame, r.run_id, 'val/accuracy'))} "
+                     f"| {_fmt(final_value(frame, r.run_id, 'train/accuracy'))} |")
+    lines += ["", "## Figures", "", "Colour = algorithm (`choice.algorithm`), line style = seed, x = policy updates.", ""]
+    for spec, path in figures.written:
+        lines += [f"### {spec.title}", "", f"`{path.name}`: {spec.description}.", "", f"![{spec.title}]({path.name})",
+                  ""]
+    if not figures.written:
+        lines += ["No figure: none of the plotted metrics was logged.", ""]
+    lines += ["## Token viewer", ""]
+    lines += [f"[`{viewer}`]({viewer}): sampled completions, tokens coloured by token advantage, planning tokens "
+              "outlined." if viewer else "Not written: no run logged completion samples (`completions/*.json`)."]
+    lines += ["", "## Skipped panels", ""]
+    lines += [f"- {s}" for s in figures.skipped] or ["None: every panel had its metrics."]
+    return "\n".join(lines) + "\n"

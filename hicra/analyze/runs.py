@@ -1,0 +1,148 @@
+"""Resolve MLflow runs and fetch what the report needs: tags, metric histories (pandas) and completion samples."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+DONE_STATUSES = ("FINISHED", "FAILED")
+
+
+class AnalyzeError(Exception):
+    """A user's mistake (unknown run, empty experiment, unreadable store): one line on stderr, exit 2."""
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    name: str
+    algorithm: str
+    planner: str
+    seed: str
+    status: str
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+def quiet_mlflow() -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def open_client(tracking_uri: str):
+    """An MlflowClient on an existing store (a missing sqlite file is an error, not a new empty store)."""
+    import mlflow
+
+    quiet_mlflow()
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri[len("sqlite:///"):])
+        if not path.is_file():
+            raise AnalyzeError(f"no MLflow store at {path} (use --tracking-uri)")
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as err:
+        raise AnalyzeError(f"cannot open MLflow store {tracking_uri}: {first_line(err)}") from err
+    return client
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+def _info(run) -> RunInfo:
+    tags = run.data.tags
+    return RunInfo(run_id=run.info.run_id, name=run.info.run_name or tags.get("mlflow.runName") or run.info.run_id[:8],
+                   algorithm=tags.get("choice.algorithm", "unknown"), planner=tags.get("choice.planner", "unknown"),
+                   seed=tags.get("seed", "?"), status=run.info.status)
+
+
+def resolve_runs(client, run_ids: list[str], experiment: str) -> list[RunInfo]:
+    """The given runs, or every finished/failed run of `experiment` (oldest first)."""
+    from mlflow.exceptions import MlflowException
+
+    if run_ids:
+        runs = []
+        for run_id in run_ids:
+            try:
+                runs.append(_info(client.get_run(run_id)))
+            except MlflowException:
+                raise AnalyzeError(f"run '{run_id}' not found in the tracking store") from None
+    else:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            raise AnalyzeError(f"experiment '{experiment}' not found in the tracking store")
+        found = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"], max_results=5000)
+        runs = [_info(r) for r in found if r.info.status in DONE_STATUSES]
+        if not runs:
+            raise AnalyzeError(f"experiment '{experiment}' has no finished or failed runs")
+    _dedupe_labels(runs)
+    return runs
+
+
+def _dedupe_labels(runs: list[RunInfo]) -> None:
+    seen: dict[str, int] = {}
+    for run in runs:
+        seen[run.name] = seen.get(run.name, 0) + 1
+    for run in runs:
+        if seen[run.name] > 1:
+            run.name = f"{run.name} ({run.run_id[:6]})"
+
+
+def fetch_metrics(client, runs: list[RunInfo]) -> pd.DataFrame:
+    """Long frame (run_id, key, step, value): every logged metric, last value per step, non-finite dropped."""
+    rows = []
+    for run in runs:
+        for key in client.get_run(run.run_id).data.metrics:
+            for m in client.get_metric_history(run.run_id, key):
+                if m.value is not None and math.isfinite(m.value):
+                    rows.append((run.run_id, key, int(m.step), float(m.value), m.timestamp))
+    frame = pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
+    frame = frame.sort_values(["run_id", "key", "step", "timestamp"])
+    return frame.groupby(["run_id", "key", "step"], as_index=False).last().drop(columns="timestamp")
+
+
+def series(frame: pd.DataFrame, run_id: str, key: str) -> pd.Series:
+    """One metric of one run as a step-indexed Series (empty when not logged)."""
+    sel = frame[(frame.run_id == run_id) & (frame.key == key)]
+    return pd.Series(sel.value.to_numpy(), index=sel.step.to_numpy(), name=key, dtype=float)
+
+
+def has_metric(frame: pd.DataFrame, key: str) -> bool:
+    return bool((frame.key == key).any())
+
+
+def final_value(frame: pd.DataFrame, run_id: str, key: str) -> float | None:
+    s = series(frame, run_id, key)
+    return None if s.empty else float(s.sort_index().iloc[-1])
+
+
+def fetch_completions(client, run_id: str, max_steps: int = 30) -> list[dict]:
+    """The run's completion samples (`completions/completions_stepNNNNNN.json`), the latest `max_steps`, by step."""
+    try:
+        files = [f.path for f in client.list_artifacts(run_id, "completions") if f.path.endswith(".json")]
+    except Exception:  # noqa: BLE001 - an unreachable artifact store only loses the viewer
+        return []
+    samples = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in sorted(files)[-max_steps:]:
+            try:
+                local = client.download_artifacts(run_id, path, tmp)
+                data = json.loads(Path(local).read_text(encoding="utf-8"))
+            except Exception as err:  # noqa: BLE001 - a broken sample file is skipped, not fatal
+                print(f"hicra-analyze: skipping {path} of run {run_id[:8]}: {first_line(err)}")
+                continue
+            if isinstance(data, dict) and isinstance(data.get("rows"), list):
+                samples.append(data)
+    return sorted(samples, key=lambda d: int(d.get("step", 0)))

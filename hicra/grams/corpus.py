@@ -1,0 +1,104 @@
+"""Corpora of successful solutions: a JSONL file, a hicra training run's MLflow artifact, or CHAMP's human solutions.
+
+Every loader returns a list of non-blank solution texts and raises `ConfigError` (one line) for bad input.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import tempfile
+from pathlib import Path
+
+from hicra.errors import ConfigError
+
+RUN_CORPUS_ARTIFACT = "corpus/correct_completions.jsonl"  # written by hicra.completions_html.CorrectCompletionsRecorder
+DEFAULT_TRACKING_URI = "sqlite:///outputs/mlflow.db"
+
+
+def _take(texts: list[str], limit: int | None) -> list[str]:
+    texts = [t for t in texts if t.strip()]
+    return texts if limit is None else texts[:limit]
+
+
+def read_jsonl(path: str | Path, text_key: str = "text", limit: int | None = None, name: str | None = None) -> list[str]:
+    """One JSON object per line with a string field `text_key`; blank lines are skipped."""
+    file = Path(path).expanduser()
+    name = name or str(path)
+    if not file.is_file():
+        raise ConfigError(f"corpus file not found: {path}")
+    texts: list[str] = []
+    with file.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{name}:{number}: malformed JSON line ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get(text_key), str):
+                raise ConfigError(f"{name}:{number}: expected a JSON object with a string field '{text_key}'")
+            if row[text_key].strip():
+                texts.append(row[text_key])
+                if limit is not None and len(texts) >= limit:
+                    break
+    return texts
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """Relative sqlite paths and plain folders become absolute (relative to the working directory)."""
+    path = _sqlite_path(uri)
+    if path is not None:
+        return f"sqlite:///{path.expanduser().resolve()}"
+    if "://" not in uri:
+        return Path(uri).expanduser().resolve().as_uri()
+    return uri
+
+
+def read_mlflow_run(run_id: str, tracking_uri: str = DEFAULT_TRACKING_URI, limit: int | None = None) -> list[str]:
+    """The `corpus/correct_completions.jsonl` artifact of a hicra training run (lines {"step", "text"})."""
+    uri = absolute_tracking_uri(tracking_uri)
+    db = _sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise ConfigError(f"MLflow tracking store not found: {db} (set --tracking-uri)")
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=uri).get_run(run_id)
+    except MlflowException:
+        raise ConfigError(f"MLflow run '{run_id}' not found in {uri}") from None
+    with tempfile.TemporaryDirectory(prefix="hicra-grams-") as tmp:
+        try:
+            local = download_artifacts(run_id=run_id, artifact_path=RUN_CORPUS_ARTIFACT, dst_path=tmp,
+                                       tracking_uri=uri)
+        except (MlflowException, OSError):
+            raise ConfigError(f"MLflow run '{run_id}' has no artifact {RUN_CORPUS_ARTIFACT} "
+                              "(was it trained with the correct-completions recorder?)") from None
+        return read_jsonl(local, "text", limit, name=f"run {run_id} {RUN_CORPUS_ARTIFACT}")
+
+
+def champ_file() -> Path:
+    """`champ_dataset/dataset_files/v0.json`, located without importing the package."""
+    spec = importlib.util.find_spec("champ_dataset")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("--champ needs the champ-dataset package (pip install champ-dataset)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "dataset_files" / "v0.json"
+    if not path.is_file():
+        raise ConfigError(f"champ-dataset file not found: {path}")
+    return path
+
+
+def read_champ(limit: int | None = None) -> list[str]:
+    """CHAMP's 270 human step-by-step solutions, one text per problem: its steps joined by newlines."""
+    data = json.loads(champ_file().read_text(encoding="utf-8"))
+    texts = []
+    for problem in data.get("problems", {}).values():
+        steps = (problem.get("solution") or {}).get("steps") or []
+        texts.append("\n".join(s.get("_text", "") for s in steps if s.get("_text")))
+    return _take(texts, limit)

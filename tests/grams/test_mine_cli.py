@@ -1,0 +1,116 @@
+"""`hicra-grams mine` end to end with the real MiniLM model on a small corpus, and every bad-input case."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hicra.grams.cli import main
+from hicra.planning.strategic_grams import StrategicGramDetector, compile_grams, find_gram_spans, load_grams
+
+SMALL = ["--min-df", "2", "--no-progress", "--seed", "3"]
+
+
+def mine(tmp_path, name, *args):
+    out = tmp_path / name
+    main(["mine", *args, *SMALL, "--out", str(out)])
+    return out
+
+
+def test_mining_is_deterministic_and_writes_a_loadable_file(tmp_path, solutions_jsonl, capsys):
+    first = mine(tmp_path, "a.txt", "--jsonl", str(solutions_jsonl))
+    second = mine(tmp_path, "b.txt", "--jsonl", str(solutions_jsonl))
+    grams = first.read_text().splitlines()
+    assert grams and grams == second.read_text().splitlines()
+    assert load_grams(str(first)) == grams  # the planner's grams_path reads it unchanged
+    report = json.loads((tmp_path / "a.report.json").read_text())
+    assert report["corpus"]["solutions"] == 30 and report["counts"]["grams_written"] == len(grams)
+    assert report["clusters_kept"] and report["parameters"]["seed"] == 3
+    out = capsys.readouterr().out
+    assert "solutions: 30" in out and "overlap with the paper's" in out
+    assert "grams written" in out and "after DF filter" in out
+
+
+def test_mined_grams_round_trip_through_the_detector(tmp_path, solutions_jsonl, solutions, smollm2_tokenizer):
+    out = mine(tmp_path, "grams.txt", "--jsonl", str(solutions_jsonl))
+    grams = out.read_text().splitlines()
+    detector = StrategicGramDetector(smollm2_tokenizer, grams_path=str(out))
+    corpus = "\n".join(solutions)
+    for gram in grams:
+        assert find_gram_spans(corpus, compile_grams([gram])), f"{gram!r} is not in the corpus it came from"
+        text = f"Okay. {gram.capitalize()} and more."
+        ids = torch.tensor([smollm2_tokenizer(text, add_special_tokens=False)["input_ids"]])
+        mask = detector.mask(ids, torch.ones_like(ids, dtype=torch.bool))
+        assert mask.any(), gram
+        assert gram in detector.occurrences(ids, torch.ones_like(ids, dtype=torch.bool))[0]
+
+
+def test_agglomerative_and_explicit_k(tmp_path, solutions_jsonl):
+    out = mine(tmp_path, "agg.txt", "--jsonl", str(solutions_jsonl), "--clusterer", "agglomerative",
+               "--clusters", "5", "--top-fraction", "0.4")
+    report = json.loads((tmp_path / "agg.report.json").read_text())
+    assert report["counts"]["clusters"] == 5 and report["counts"]["clusters_kept"] == 2
+    assert out.read_text().splitlines()
+
+
+def test_mlflow_run_corpus(tmp_path, mlflow_store):
+    uri, with_corpus, _ = mlflow_store
+    out = mine(tmp_path, "run.txt", "--mlflow-run", with_corpus, "--tracking-uri", uri, "--limit", "25")
+    assert json.loads((tmp_path / "run.report.json").read_text())["corpus"]["solutions"] == 25
+    assert out.read_text().splitlines()
+
+
+def test_champ_corpus_loads_human_solutions():
+    from hicra.grams.corpus import read_champ
+
+    texts = read_champ()
+    assert len(texts) == 270 and all(t.strip() for t in texts)
+    assert len(read_champ(limit=7)) == 7
+
+
+def _fails(capsys, args, *fragments):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("hicra-grams: error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_bad_inputs(tmp_path, capsys):
+    out = ["--out", str(tmp_path / "g.txt")]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    short = tmp_path / "short.jsonl"
+    short.write_text('{"text": "Yes."}\n{"text": "So two."}\n')
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine text here"}\n{"text": oops}\n')
+    nokey = tmp_path / "nokey.jsonl"
+    nokey.write_text('{"solution": "fine text here"}\n')
+    _fails(capsys, ["mine", "--jsonl", str(empty), *out], "corpus is empty")
+    _fails(capsys, ["mine", "--jsonl", str(short), *out], "no 3-to-5-word n-gram")
+    _fails(capsys, ["mine", "--jsonl", str(tmp_path / "missing.jsonl"), *out], "not found", "missing.jsonl")
+    _fails(capsys, ["mine", "--jsonl", str(bad), *out], f"{bad}:2:", "malformed JSON")
+    _fails(capsys, ["mine", "--jsonl", str(nokey), *out], f"{nokey}:1:", "'text'")
+    _fails(capsys, ["mine", "--jsonl", str(short), "--min-n", "4", "--max-n", "3", *out], "--min-n=4", "--max-n=3")
+    _fails(capsys, ["mine", *out], "one of the arguments")
+    _fails(capsys, ["mine", "--champ", "--jsonl", str(short), *out], "not allowed with")
+    _fails(capsys, ["mine", "--champ", "--top-fraction", "1.5", *out], "--top-fraction")
+    _fails(capsys, ["mine", "--champ", "--min-df", "0", *out], "--min-df")
+    _fails(capsys, ["mine", "--champ", "--min-df", "1000", *out], "--min-df=1000")
+    _fails(capsys, ["mine", "--mlflow-run", "abc", "--tracking-uri", f"sqlite:///{tmp_path}/none.db", *out],
+           "tracking store not found")
+    assert not (tmp_path / "g.txt").exists()
+
+
+def test_bad_mlflow_runs(tmp_path, capsys, mlflow_store):
+    uri, _, without = mlflow_store
+    out = ["--out", str(tmp_path / "g.txt")]
+    _fails(capsys, ["mine", "--mlflow-run", "0123456789abcdef", "--tracking-uri", uri, *out],
+           "run '0123456789abcdef' not found")
+    _fails(capsys, ["mine", "--mlflow-run", without, "--tracking-uri", uri, *out],
+           f"run '{without}' has no artifact corpus/correct_completions.jsonl")
