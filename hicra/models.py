@@ -108,11 +108,11 @@ def resolve_name_or_path(name_or_path: str, *, need_weights: bool = True) -> str
         if name not in BUNDLED_MODELS:
             raise ConfigError(f"unknown bundled model '{name}'; allowed: {', '.join(BUNDLED_MODELS)}")
         return str(bundled_checkpoint_dir(name) if need_weights else bundled_tokenizer_dir(name))
-    looks_local = name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path.strip("/").split("/", 2)[-1]
     path = Path(name_or_path).expanduser()
     if path.exists():
         return str(path)
-    if looks_local or name_or_path.count("/") > 1:
+    # A hub id is "name" or "org/name"; anything path-like that does not exist is a user's typo.
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise ConfigError(f"model path '{name_or_path}' does not exist")
     return name_or_path  # a hub id: from_pretrained resolves it (from the local HF cache when offline)
 

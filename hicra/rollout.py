@@ -62,7 +62,6 @@ class HFSampler:
         top_k: int = 0,
         max_new_tokens: int = 160,
         max_prompt_tokens: int = 512,
-        val_temperature: float = 0.0,
         val_max_new_tokens: int | None = None,
     ):
         if not 0.0 < temperature <= 10.0:
@@ -75,7 +74,6 @@ class HFSampler:
             )
         self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
         self.max_new_tokens, self.max_prompt_tokens = max_new_tokens, max_prompt_tokens
-        self.val_temperature = val_temperature
         self.val_max_new_tokens = val_max_new_tokens or max_new_tokens
 
     @torch.no_grad()
