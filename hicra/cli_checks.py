@@ -14,7 +14,9 @@ from hicra.errors import ConfigError
 
 
 def group_options(conf_dir: Path, group: str) -> list[str]:
-    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+    """Options of a group, nested folders included (`experiment=hicra_vs_grpo/hicra`)."""
+    folder = conf_dir / group
+    return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml"))
 
 
 def check_group_choices(args: list[str], conf_dir: Path) -> None:

@@ -75,7 +75,10 @@ def log_run_metadata(logger, cfg: DictConfig, choices: dict[str, str], run_dir: 
     client, run_id = logger.experiment, logger.run_id
     resolved = OmegaConf.to_container(cfg, resolve=True)
     logger.log_hyperparams(flatten(resolved))
-    for key, value in run_tags(cfg, choices).items():
+    tags = run_tags(cfg, choices)
+    # Where the run's files live (final_model/, completions/): `hicra-eval <run id>` finds the checkpoint here.
+    tags |= {"hicra.run_kind": "train", "hicra.run_dir": str(Path(run_dir or ".").resolve())}
+    for key, value in tags.items():
         client.set_tag(run_id, key, value)
     config_dir = Path(run_dir or ".") / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
