@@ -11,6 +11,7 @@ case "${SIZE:-cpu}" in
                task.val_size=64) ;;
   *) echo "train.sh: SIZE='${SIZE}' is not allowed; use SIZE=cpu or SIZE=gpu" >&2; exit 2 ;;
 esac
-"$PY" -m hicra.train -m \
+# Seeds outermost: an interrupted study still has every arm for the seeds it finished.
+"$PY" -m hicra.train -m seed=0,1,2 \
   experiment=hicra_vs_grpo/grpo,hicra_vs_grpo/hicra,hicra_vs_grpo/entropy_reg,hicra_vs_grpo/high_entropy,hicra_vs_grpo/placebo \
-  seed=0,1,2 "${BUDGET[@]}" "$@"
+  "${BUDGET[@]}" "$@"
