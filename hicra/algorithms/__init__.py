@@ -13,7 +13,9 @@ Tensor vocabulary (used in every docstring and shape comment of this package):
     old_logprobs       (B,T)  float, log pi_old(token) of the policy that sampled the rollout (constant)
     ref_logprobs       (B,T)  float, log pi_ref(token) of the frozen reference model (constant)
 
-Modules here import only torch and the standard library: no Lightning, Hydra, MLflow or transformers.
+Modules here import only torch and the standard library (stats.py: scipy for the t quantile, imported lazily):
+no Lightning, Hydra, MLflow or transformers. `stats` holds the seed statistics of `hicra-compare` (mean with a
+Student-t CI, Welch difference CI) on plain lists of floats.
 """
 
 from hicra.algorithms.advantages import ADVANTAGE_SCALES, frac_zero_std_groups, group_advantages
@@ -35,7 +37,9 @@ from hicra.algorithms.losses import (
     kl_penalty,
     policy_loss,
 )
+from hicra.algorithms.pass_at_k import mean_pass_at_k, pass_at_k
 from hicra.algorithms.spec import Algorithm
+from hicra.algorithms.stats import DiffCI, MeanCI, mean_ci, t_quantile, welch_diff_ci, welch_dof
 from hicra.algorithms.transforms import hicra_token_advantages, identity_token_advantages
 
 __all__ = [
@@ -43,6 +47,8 @@ __all__ = [
     "AGGREGATIONS",
     "KL_ESTIMATORS",
     "Algorithm",
+    "DiffCI",
+    "MeanCI",
     "aggregate",
     "aggregate_denominator",
     "conditional_entropy_after_gram",
@@ -56,10 +62,16 @@ __all__ = [
     "masked_mean",
     "masked_sum",
     "masked_token_stats",
+    "mean_ci",
+    "mean_pass_at_k",
     "pass_at_g",
+    "pass_at_k",
     "policy_loss",
     "relative_perplexity",
     "semantic_entropy",
+    "t_quantile",
     "top_entropy_overlap",
     "top_fraction_mask",
+    "welch_diff_ci",
+    "welch_dof",
 ]

@@ -7,12 +7,14 @@ import logging
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 DONE_STATUSES = ("FINISHED", "FAILED")
+RUN_KIND_TAG = "hicra.run_kind"            # "train" (hicra-train), "eval" (hicra-eval), "compare" (hicra-compare)
+NON_TRAINING_KINDS = ("eval", "compare")
 
 
 class AnalyzeError(Exception):
@@ -27,6 +29,11 @@ class RunInfo:
     planner: str
     seed: str
     status: str
+    # Filled by resolve_runs for callers that group or filter runs (hicra-compare); empty when built by hand.
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    experiment_id: str = ""
+    start_time: int = 0
 
     @property
     def label(self) -> str:
@@ -65,11 +72,18 @@ def _info(run) -> RunInfo:
     tags = run.data.tags
     return RunInfo(run_id=run.info.run_id, name=run.info.run_name or tags.get("mlflow.runName") or run.info.run_id[:8],
                    algorithm=tags.get("choice.algorithm", "unknown"), planner=tags.get("choice.planner", "unknown"),
-                   seed=tags.get("seed", "?"), status=run.info.status)
+                   seed=tags.get("seed", "?"), status=run.info.status, tags=dict(tags),
+                   params=dict(run.data.params), experiment_id=run.info.experiment_id,
+                   start_time=run.info.start_time or 0)
 
 
-def resolve_runs(client, run_ids: list[str], experiment: str) -> list[RunInfo]:
-    """The given runs, or every finished/failed run of `experiment` (oldest first)."""
+def resolve_runs(client, run_ids: list[str], experiment: str,
+                 statuses: tuple[str, ...] | None = DONE_STATUSES) -> list[RunInfo]:
+    """The given runs, or the training runs of `experiment` whose status is in `statuses` (None: any), oldest first.
+
+    An experiment also holds the runs that hicra-eval and hicra-compare log (tag `hicra.run_kind`): they carry no
+    training metrics, so they are left out here; runs given by id are returned as they are.
+    """
     from mlflow.exceptions import MlflowException
 
     if run_ids:
@@ -84,9 +98,14 @@ def resolve_runs(client, run_ids: list[str], experiment: str) -> list[RunInfo]:
         if exp is None:
             raise AnalyzeError(f"experiment '{experiment}' not found in the tracking store")
         found = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"], max_results=5000)
-        runs = [_info(r) for r in found if r.info.status in DONE_STATUSES]
+        training = [r for r in found if r.data.tags.get(RUN_KIND_TAG) not in NON_TRAINING_KINDS]
+        runs = [_info(r) for r in training if statuses is None or r.info.status in statuses]
         if not runs:
-            raise AnalyzeError(f"experiment '{experiment}' has no finished or failed runs")
+            which = "" if statuses is None else " finished or failed" if statuses == DONE_STATUSES else \
+                " " + "/".join(statuses)
+            skipped = f" ({len(found) - len(training)} eval/compare run(s) skipped)" if len(found) > len(training) \
+                else ""
+            raise AnalyzeError(f"experiment '{experiment}' has no{which} training runs{skipped}")
     _dedupe_labels(runs)
     return runs
 

@@ -1,0 +1,140 @@
+"""Group runs into the arms of a study: by Hydra choices and by the config keys that were swept.
+
+Automatic keys: `choice.algorithm`, `choice.planner`, then any other `choice.<group>` tag (experiment, task,
+model, ...) that splits the runs further, then every flattened config param that splits them further. "Splits
+further" is what separates a swept key from a consequence of a choice: `algorithm.token_advantage_fn._target_`
+differs between grpo and hicra but adds no split once `choice.algorithm` is a key, whereas `algorithm.alpha=0.1`
+vs `0.2` inside hicra does. Params are tried shortest name first, so an interpolated copy
+(`algorithm.token_advantage_fn.alpha: ${..alpha}`) never shows up beside the key it copies.
+
+Per-run keys never define an arm: `seed`, a `*.seed` that equals the run's seed (`planner.seed: ${seed}`),
+everything under `logger.`, `paths.`, `hydra.`; tags other than `choice.*` (git, command, run dir) are not read.
+
+A run without a key is grouped under `key=<missing>` and named in a note. An automatic param key absent from a
+whole cell of choices (grpo has no `algorithm.alpha`) is "not applicable" there: left out of that group's label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hicra.analyze.runs import AnalyzeError, RunInfo
+from hicra.compare.collect import TrainRun
+
+MISSING = "<missing>"
+DEFAULT_KEYS = ("choice.algorithm", "choice.planner")
+IGNORED_CHOICES = ("choice.logger", "choice.paths", "choice.hydra")  # where outputs go, not what was trained
+PER_RUN_PREFIXES = ("logger.", "paths.", "hydra.")
+
+
+@dataclass
+class Group:
+    label: str
+    values: dict[str, str | None]  # grouping key -> value (None: missing); not-applicable keys are absent
+    runs: list[TrainRun]
+
+
+@dataclass
+class Grouping:
+    keys: list[str]
+    source: str  # "automatic" or "--group-by"
+    groups: list[Group]
+    notes: list[str] = field(default_factory=list)
+
+
+def lookup(info: RunInfo, key: str) -> str | None:
+    """A tag, else a param (`seed` is both and they agree), else None."""
+    return info.tags.get(key, info.params.get(key))
+
+
+def short_name(key: str) -> str:
+    return key.removeprefix("choice.")
+
+
+def _cells(infos: list[RunInfo], keys: list[str]) -> set[tuple]:
+    return {tuple(lookup(i, k) for k in keys) for i in infos}
+
+
+def _refines(infos: list[RunInfo], keys: list[str], key: str) -> bool:
+    return len(_cells(infos, [*keys, key])) > len(_cells(infos, keys))
+
+
+def _per_run(key: str, infos: list[RunInfo]) -> bool:
+    if key == "seed" or key.startswith(PER_RUN_PREFIXES):
+        return True
+    # `planner.seed: ${seed}` follows the run's seed; a `task.seed` fixed across seeds and swept on purpose does not
+    return key.endswith(".seed") and all(lookup(i, key) in (None, lookup(i, "seed")) for i in infos)
+
+
+def automatic_keys(infos: list[RunInfo]) -> list[str]:
+    keys = list(DEFAULT_KEYS)
+    choices = sorted({k for i in infos for k in i.tags if k.startswith("choice.")} - set(keys))
+    params = sorted({k for i in infos for k in i.params}, key=lambda k: (k.count("."), k))
+    for key in [c for c in choices if not c.startswith(IGNORED_CHOICES)] + params:
+        if not _per_run(key, infos) and _refines(infos, keys, key):
+            keys.append(key)
+    return keys
+
+
+def explicit_keys(infos: list[RunInfo], names: list[str]) -> list[str]:
+    """`--group-by` names as given, or `choice.<name>` when only that exists; a name no run has is an error."""
+    keys, absent = [], []
+    for name in names:
+        if any(lookup(i, name) is not None for i in infos):
+            keys.append(name)
+        elif any(lookup(i, f"choice.{name}") is not None for i in infos):
+            keys.append(f"choice.{name}")
+        else:
+            absent.append(name)
+    if absent:
+        choices = sorted({k for i in infos for k in i.tags if k.startswith("choice.")})
+        params = sorted({k for i in infos for k in i.params})
+        raise AnalyzeError(f"--group-by key(s) {', '.join(absent)} not found in any of the {len(infos)} runs; "
+                           f"available: tags {', '.join(choices) or '(no choice.* tags)'} or one of "
+                           f"{len(params)} params (e.g. {', '.join(params[:6]) or 'none'})")
+    return keys
+
+
+def make_grouping(runs: list[TrainRun], group_by: list[str] | None) -> Grouping:
+    infos = [r.info for r in runs]
+    keys = explicit_keys(infos, group_by) if group_by else automatic_keys(infos)
+    choice_keys = [k for k in keys if k.startswith("choice.")]
+    cell_of = {i.run_id: tuple(lookup(i, k) for k in choice_keys) for i in infos}
+    not_applicable = set()  # (cell, key): an automatic param key that no run of the cell has
+    if not group_by:
+        for key in (k for k in keys if not k.startswith("choice.")):
+            for cell in set(cell_of.values()):
+                if all(lookup(i, key) is None for i in infos if cell_of[i.run_id] == cell):
+                    not_applicable.add((cell, key))
+
+    by_label: dict[str, Group] = {}
+    for run in runs:
+        values = {k: lookup(run.info, k) for k in keys if (cell_of[run.info.run_id], k) not in not_applicable}
+        label = " ".join(f"{short_name(k)}={MISSING if v is None else v}" for k, v in values.items()) or "all runs"
+        by_label.setdefault(label, Group(label, values, [])).runs.append(run)
+    groups = sorted(by_label.values(), key=lambda g: g.label)
+    return Grouping(keys, "--group-by" if group_by else "automatic", groups, _notes(runs, keys, groups,
+                                                                                     not_applicable, cell_of))
+
+
+def _notes(runs, keys, groups, not_applicable, cell_of) -> list[str]:
+    notes = []
+    for key in keys:
+        lacking = [r.info for r in runs if lookup(r.info, key) is None
+                   and (cell_of[r.info.run_id], key) not in not_applicable]
+        if lacking:
+            notes.append(f"{len(lacking)} run(s) have no `{key}` and are grouped under `{short_name(key)}={MISSING}`: "
+                         + ", ".join(f"{i.name} ({i.run_id})" for i in lacking))
+    for key in keys:
+        absent = [f"`{g.label}`" for g in groups if key not in g.values]
+        if absent:
+            notes.append(f"`{key}` is not in the config of group(s) {', '.join(absent)}: not applicable to their "
+                         "Hydra choices, so left out of their labels")
+    for group in groups:
+        counted = [r for r in group.runs if not r.unfinished] or group.runs  # the runs statistics are drawn from
+        seeds = [r.info.seed for r in counted]
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            notes.append(f"`{group.label}`: several runs share seed(s) {', '.join(repeated)}; each run counts as "
+                         "one sample, so n overstates the number of independent seeds")
+    return notes

@@ -1,0 +1,140 @@
+"""report.md and the table printed on stdout, from the summary dict (the same numbers as summary.json)."""
+
+from __future__ import annotations
+
+
+def fmt_ci(ci: dict, digits: int = 3) -> str:
+    """`0.433 ± 0.124`; one value: `0.500 ± n/a`; none: `n/a`. Never prints NaN."""
+    if ci["mean"] is None:
+        return "n/a"
+    half = "n/a" if ci["half_width"] is None else f"{ci['half_width']:.{digits}f}"
+    return f"{ci['mean']:.{digits}f} ± {half}"
+
+
+def _stat_cell(group: dict, field: str, digits: int = 3) -> str:
+    ci = group[field]
+    text = fmt_ci(ci, digits)
+    if ci["mean"] is not None and ci["n"] < group["n_used"]:
+        text += f" [{ci['n']} of {group['n_used']} runs]"  # some runs never logged this metric
+    return text + (" (partial)" if group["partial"] and ci["mean"] is not None else "")
+
+
+def _seeds_cell(group: dict) -> str:
+    return f"{group['n_runs']}" + (f" ({group['n_unfinished']} unfinished)" if group["n_unfinished"] else "")
+
+
+def _threshold_cell(group: dict) -> str:
+    t = group["threshold"]
+    step = "never" if t["median_step"] is None else f"{t['median_step']:g}"
+    return f"{step} ({t['reached']}/{t['of']} reached)" + (" (partial)" if group["partial"] else "")
+
+
+def main_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    metric, threshold = summary["metric"], summary["threshold"]
+    headers = ["group", "seeds", f"final {metric}", f"best {metric}", f"steps to {metric} >= {threshold:g}",
+               "semantic entropy (final)", "response length (final)"]
+    rows = [[g["label"], _seeds_cell(g), _stat_cell(g, "final"), _stat_cell(g, "best"), _threshold_cell(g),
+             _stat_cell(g, "semantic_entropy_final"), _stat_cell(g, "response_length_final", 1)]
+            for g in summary["groups"]]
+    return headers, rows
+
+
+def eval_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    keys = summary["eval_keys"]
+    rows = []
+    for g in summary["groups"]:
+        cells = [f"{fmt_ci(g['evals'][k]['score'])} ({g['evals'][k]['evaluated']}/{g['evals'][k]['of']} evaluated)"
+                 + (" (partial)" if g["partial"] else "") for k in keys]
+        rows.append([g["label"], *cells])
+    return ["group", *[f"eval/score {k}" for k in keys]], rows
+
+
+def _diff_rows(summary: dict) -> list[list[str]]:
+    rows = []
+    for c in summary["comparisons"]:
+        diff = "n/a" if c["diff"] is None else f"{c['diff']:+.3f}"
+        ci = "n/a" if c["ci_low"] is None else f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+        rows.append([c["group"], c["quantity"], diff, ci, f"{c['n_group']} vs {c['n_baseline']}", c["verdict"]])
+    return rows
+
+
+def _or_dash(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def _md(headers: list[str], rows: list[list[str]]) -> list[str]:
+    esc = [[str(c).replace("|", "\\|") for c in row] for row in [headers, *rows]]
+    return [f"| {' | '.join(esc[0])} |", "|" + "---|" * len(headers), *[f"| {' | '.join(r)} |" for r in esc[1:]]]
+
+
+def text_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    def line(row: list[str]) -> str:
+        return "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *map(line, rows)])
+
+
+FOOTNOTES = [
+    ("Cells are mean ± half-width of the 95% confidence interval over runs (Student t, n - 1 degrees of freedom); "
+     "`± n/a`: one run, so no interval."),
+    ("**Final, best, steps, entropy, length and eval columns use finished runs only.** A run is unfinished when its "
+     "MLflow status is not FINISHED or its last logged step is below its `trainer.max_steps`; unfinished runs count "
+     "in the learning curves up to where they got. `(partial)`: the group has no finished run, so its numbers come "
+     "from unfinished runs and are not comparable with the others."),
+    ("final = the metric at the run's last logged step; best = its maximum over all logged steps (step 0, the "
+     "untrained model, included); steps to threshold = median over the runs that reached it of the first step where "
+     "the metric >= threshold (k/n reached)."),
+    ("Semantic entropy (`hicra/semantic_entropy`, bits) and response length (`train/response_length`, tokens) are "
+     "each run's mean over its last 3 logged steps (rollout metrics are noisy from step to step)."),
+    "`[m of n runs]`: only m of the n runs logged that metric.",
+]
+
+
+def render_markdown(summary: dict, figures: list[str]) -> str:
+    keys = ", ".join(f"`{k}`" for k in summary["group_keys"])
+    lines = [f"# hicra comparison: {summary['experiment']}", "",
+             (f"Generated {summary['generated']} by `hicra-compare` from `{summary['tracking_uri']}`: "
+              f"{summary['n_runs']} training run(s) in {len(summary['groups'])} group(s), grouped by {keys} "
+              f"({summary['group_keys_source']})."), "", "## Summary", "", *_md(*main_table(summary)), ""]
+    lines += [f"- {f}" for f in FOOTNOTES] + [""]
+    if summary["eval_keys"]:
+        lines += ["## Evaluation", "", ("`eval/score` of the eval runs linked to each training run (tag "
+                                         "`hicra.source_run_id`), the latest per benchmark/protocol; m/n = finished "
+                                         "runs evaluated."), "",
+                  *_md(*eval_table(summary)), ""]
+    lines += ["## Differences vs baseline", ""]
+    if summary["baseline"] is None:
+        lines += ["No baseline group (see notes).", ""]
+    else:
+        lines += [(f"Baseline: `{summary['baseline']}`. Each row is group mean minus baseline mean over finished "
+                   "runs, with a Welch 95% CI (unequal variances and sizes). Each interval is a separate 95% "
+                   "interval, not corrected for the number of comparisons in this table."), "",
+                  *_md(["group", "quantity", "difference", "95% CI (Welch)", "n (group vs baseline)", "verdict"],
+                       _diff_rows(summary)), ""]
+    if figures:
+        lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
+    lines += ["## Notes", ""] + ([f"- {n}" for n in summary["notes"]] or ["None."]) + [""]
+    lines += ["## Runs per group", ""]
+    for g in summary["groups"]:
+        lines += [f"### {g['label']}", "", *_md(
+            ["run", "run id", "seed", "status", "last step / max", "final", "best", "first step >= threshold",
+             "unfinished because"],
+            [[r["name"], f"`{r['run_id']}`", r["seed"], r["status"], f"{_or_dash(r['last_step'])} / {_or_dash(r['max_steps'])}",
+              "n/a" if r["final"] is None else f"{r['final']:.3f}", "n/a" if r["best"] is None else f"{r['best']:.3f}",
+              "never" if r["steps_to_threshold"] is None else str(r["steps_to_threshold"]),
+              r["unfinished_reason"] or "-"] for r in g["runs"]]), ""]
+    return "\n".join(lines)
+
+
+def render_stdout(summary: dict) -> str:
+    parts = [text_table(*main_table(summary))]
+    if summary["eval_keys"]:
+        parts.append(text_table(*eval_table(summary)))
+    if summary["n_unfinished"]:
+        parts.append(f"{summary['n_unfinished']} unfinished run(s): counted in curves only; statistics use finished "
+                     "runs (see report.md)")
+    if summary["comparisons"]:
+        parts.append("\n".join([f"Differences vs baseline `{summary['baseline']}` (Welch 95% CI):"] +
+                               [f"- {c['group']}, {c['quantity']}: {c['verdict']}" for c in summary["comparisons"]]))
+    return "\n\n".join(parts)

@@ -1,0 +1,166 @@
+"""The numbers of a comparison: per run, per group (mean +- 95% CI over runs), and each group against a baseline.
+
+Which runs a group statistic uses: its finished runs. Unfinished runs (status not FINISHED, or stopped before
+trainer.max_steps) still draw their learning curves up to where they got, but a value "at the end" of a run that did
+not reach the end is not comparable. A group with no finished run falls back to its unfinished runs and every
+number is marked partial.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict
+
+import pandas as pd
+
+from hicra.algorithms.stats import MeanCI, mean_ci, welch_diff_ci
+from hicra.analyze.runs import AnalyzeError, series
+from hicra.compare.collect import EVAL_SCORE, EvalResult, TrainRun
+from hicra.compare.grouping import Group
+
+SEMANTIC_ENTROPY, RESPONSE_LENGTH = "hicra/semantic_entropy", "train/response_length"
+TAIL_STEPS = 3  # rollout metrics are noisy step to step: "final" = mean of each run's last 3 logged values
+CONFIDENCE = 0.95
+
+
+def _last(s: pd.Series) -> float | None:
+    return None if s.empty else float(s.sort_index().iloc[-1])
+
+
+def _tail_mean(s: pd.Series) -> float | None:
+    return None if s.empty else float(s.sort_index().iloc[-TAIL_STEPS:].mean())
+
+
+def first_step_reaching(s: pd.Series, threshold: float) -> int | None:
+    hits = s[s >= threshold]
+    return None if hits.empty else int(hits.index.min())
+
+
+def run_numbers(run: TrainRun, frame: pd.DataFrame, metric: str, threshold: float,
+                evals: dict[str, EvalResult]) -> dict:
+    """One run's row of summary.json; `evals`: benchmark/protocol -> the eval kept for this run."""
+    m = series(frame, run.info.run_id, metric)
+    return {
+        "run_id": run.info.run_id, "name": run.info.name, "seed": run.info.seed, "status": run.info.status,
+        "unfinished": run.unfinished, "unfinished_reason": run.unfinished_reason,
+        "last_step": run.last_step, "max_steps": run.max_steps,
+        "final": _last(m), "best": None if m.empty else float(m.max()),
+        "steps_to_threshold": first_step_reaching(m, threshold),
+        "semantic_entropy_final": _tail_mean(series(frame, run.info.run_id, SEMANTIC_ENTROPY)),
+        "response_length_final": _tail_mean(series(frame, run.info.run_id, RESPONSE_LENGTH)),
+        "evals": {key: {"eval_run_id": e.run_id, **e.metrics} for key, e in evals.items()},
+    }
+
+
+def ci_dict(ci: MeanCI) -> dict:
+    return {k: v for k, v in asdict(ci).items() if k != "confidence"}
+
+
+def _values(rows: list[dict], field: str) -> list[float]:
+    return [r[field] for r in rows if r[field] is not None]
+
+
+def group_numbers(group: Group, rows: list[dict], eval_keys: list[str]) -> dict:
+    """Group statistics from its finished runs (all runs, marked partial, when none finished)."""
+    finished = [r for r in rows if not r["unfinished"]]
+    used = finished or rows
+    steps = _values(used, "steps_to_threshold")
+    evals = {}
+    for key in eval_keys:
+        scores = [r["evals"][key][EVAL_SCORE] for r in used if key in r["evals"]]
+        evals[key] = {"evaluated": len(scores), "of": len(used), "score": ci_dict(mean_ci(scores, CONFIDENCE))}
+    return {
+        "label": group.label, "keys": group.values, "n_runs": len(rows),
+        "n_unfinished": len(rows) - len(finished), "partial": not finished, "n_used": len(used),
+        "final": ci_dict(mean_ci(_values(used, "final"), CONFIDENCE)),
+        "best": ci_dict(mean_ci(_values(used, "best"), CONFIDENCE)),
+        "threshold": {"reached": len(steps), "of": len(used),
+                      "median_step": float(statistics.median(steps)) if steps else None},
+        "semantic_entropy_final": ci_dict(mean_ci(_values(used, "semantic_entropy_final"), CONFIDENCE)),
+        "response_length_final": ci_dict(mean_ci(_values(used, "response_length_final"), CONFIDENCE)),
+        "evals": evals,
+        "runs": rows,
+    }
+
+
+def pick_baseline(groups: list[dict], requested: str | None) -> tuple[str | None, list[str]]:
+    """The baseline group's label and notes. Default: the group with algorithm grpo (most runs if several)."""
+    labels = [g["label"] for g in groups]
+    if requested is not None:
+        exact = [x for x in labels if x == requested]
+        matches = exact or [x for x in labels if requested in x]
+        if len(matches) == 1:
+            return matches[0], []
+        what = "matches several groups" if matches else "matches no group"
+        raise AnalyzeError(f"--baseline '{requested}' {what}; use one of: " + "; ".join(f"'{x}'" for x in labels))
+    grpo = [g for g in groups if g["keys"].get("choice.algorithm") == "grpo"]
+    if not grpo:
+        return None, ["no baseline: no group has algorithm=grpo and --baseline was not given; differences skipped"]
+    best = max(grpo, key=lambda g: g["n_used"])
+    note = f"{len(grpo)} groups have algorithm=grpo; baseline = `{best['label']}` (most runs); choose with --baseline"
+    return best["label"], [] if len(grpo) == 1 else [note]
+
+
+def verdict(name: str, base: str, quantity: str, d) -> str:
+    """One honest sentence about a Welch interval `d` (hicra.algorithms.stats.DiffCI) of name minus base."""
+    n = f"n={d.n_a} vs {d.n_b}"
+    if d.diff is None:
+        return f"not computable: no {quantity} in {'this group' if d.n_a == 0 else 'the baseline'} ({n})"
+    if d.low is None:
+        return (f"no CI: a Welch interval needs >= 2 runs in each group ({n}); the difference {d.diff:+.3f} rests "
+                "on single runs and is not evidence either way")
+    if d.dof is None:
+        return (f"no spread: every run in both groups gave the same {quantity}; the difference is exactly "
+                f"{d.diff:+.3f} in these runs ({n}), but no interval can be estimated")
+    interval = f"difference {d.diff:+.3f}, 95% CI [{d.low:+.3f}, {d.high:+.3f}]"
+    if d.excludes_zero:
+        return (f"CI excludes 0: {name} is {'higher' if d.diff > 0 else 'lower'} than {base} on {quantity} "
+                f"({interval}, {n})")
+    return f"CI includes 0: no detectable difference with {n} ({interval}); this does not show that they are equal"
+
+
+def comparisons(groups: list[dict], baseline: str | None, metric: str, eval_keys: list[str]) -> list[dict]:
+    """Each non-baseline group minus the baseline: final `metric` and every eval score, Welch 95% CI."""
+    if baseline is None:
+        return []
+    base = next(g for g in groups if g["label"] == baseline)
+    out = []
+    for group in (g for g in groups if g["label"] != baseline):
+        quantities = [(f"final {metric}", lambda rows: _values(rows, "final"))]
+        quantities += [(f"{EVAL_SCORE} {key}", lambda rows, k=key: [r["evals"][k][EVAL_SCORE] for r in rows
+                                                                      if k in r["evals"]]) for key in eval_keys]
+        for quantity, values in quantities:
+            used_g = [r for r in group["runs"] if not r["unfinished"]] or group["runs"]
+            used_b = [r for r in base["runs"] if not r["unfinished"]] or base["runs"]
+            d = welch_diff_ci(values(used_g), values(used_b), CONFIDENCE)
+            partial = group["partial"] or base["partial"]
+            text = verdict(group["label"], baseline, quantity, d)
+            out.append({"group": group["label"], "baseline": baseline, "quantity": quantity, "diff": d.diff,
+                        "ci_low": d.low, "ci_high": d.high, "dof": d.dof, "n_group": d.n_a, "n_baseline": d.n_b,
+                        "partial": partial,
+                        "verdict": text + (" [partial: from unfinished runs]" if partial else "")})
+    return out
+
+
+def unfinished_notes(runs: list[TrainRun]) -> list[str]:
+    return [f"unfinished: {r.info.name} ({r.info.run_id}): {r.unfinished_reason}" for r in runs if r.unfinished]
+
+
+def build_summary(grouping, frame: pd.DataFrame, evals: list[EvalResult], *, metric: str, threshold: float,
+                  baseline: str | None, meta: dict, notes: list[str]) -> dict:
+    """Everything summary.json holds; report.md and stdout are rendered from it. `meta`: experiment, uri, time."""
+    eval_keys = sorted({e.key for e in evals})
+    by_run: dict[str, dict[str, EvalResult]] = {}
+    for e in evals:
+        by_run.setdefault(e.source_run_id, {})[e.key] = e
+    groups = [group_numbers(g, [run_numbers(r, frame, metric, threshold, by_run.get(r.info.run_id, {}))
+                                for r in g.runs], eval_keys) for g in grouping.groups]
+    chosen, baseline_notes = pick_baseline(groups, baseline)
+    groups.sort(key=lambda g: (g["label"] != chosen, g["label"]))  # baseline first, then by label
+    runs = [r for g in grouping.groups for r in g.runs]
+    return {**meta, "metric": metric, "threshold": threshold, "confidence": CONFIDENCE,
+            "tail_steps": TAIL_STEPS, "group_keys": grouping.keys, "group_keys_source": grouping.source,
+            "n_runs": len(runs), "n_unfinished": sum(r.unfinished for r in runs), "baseline": chosen,
+            "eval_keys": eval_keys, "groups": groups,
+            "comparisons": comparisons(groups, chosen, metric, eval_keys),
+            "notes": [*grouping.notes, *unfinished_notes(runs), *baseline_notes, *notes]}

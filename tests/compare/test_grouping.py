@@ -1,0 +1,69 @@
+"""hicra.compare.grouping on hand-built RunInfo objects (no MLflow): swept keys, per-run keys, labels, notes."""
+
+import pytest
+
+from hicra.analyze.runs import AnalyzeError, RunInfo
+from hicra.compare.collect import TrainRun
+from hicra.compare.grouping import automatic_keys, make_grouping
+
+
+def run(i: int, algo: str | None, planner: str | None, seed: int, **params) -> TrainRun:
+    tags = {"seed": str(seed), "git.sha": f"sha{i}", "hicra.run_dir": f"/tmp/{i}", "choice.logger": f"x{i}"}
+    tags |= {"choice.algorithm": algo} if algo else {}
+    tags |= {"choice.planner": planner} if planner else {}
+    params = {"seed": str(seed), "logger.run_name": f"r{i}", "paths.output_dir": f"/o/{i}", **params}
+    info = RunInfo(f"id{i}", f"run{i}", algo or "unknown", planner or "unknown", str(seed), "FINISHED",
+                   tags=tags, params={k.replace("__", "."): str(v) for k, v in params.items()})
+    return TrainRun(info, 10, 10, None)
+
+
+def test_swept_key_inside_a_choice_is_found_and_copies_and_per_run_keys_are_not():
+    runs = [run(0, "grpo", "none", 0, algorithm__target="identity"),
+            run(1, "grpo", "none", 1, algorithm__target="identity"),
+            run(2, "hicra", "strategic_grams", 0, algorithm__target="hicra", algorithm__alpha=0.1,
+                algorithm__fn__alpha=0.1, planner__seed=0),
+            run(3, "hicra", "strategic_grams", 1, algorithm__target="hicra", algorithm__alpha=0.2,
+                algorithm__fn__alpha=0.2, planner__seed=1)]
+    # algorithm.target follows the algorithm choice, algorithm.fn.alpha copies algorithm.alpha, planner.seed
+    # follows seed, logger/paths/git/choice.logger differ per run: none of them is an arm
+    assert automatic_keys([r.info for r in runs]) == ["choice.algorithm", "choice.planner", "algorithm.alpha"]
+    grouping = make_grouping(runs, None)
+    assert [g.label for g in grouping.groups] == ["algorithm=grpo planner=none",
+                                                  "algorithm=hicra planner=strategic_grams algorithm.alpha=0.1",
+                                                  "algorithm=hicra planner=strategic_grams algorithm.alpha=0.2"]
+    assert [len(g.runs) for g in grouping.groups] == [2, 1, 1]
+    assert any("`algorithm.alpha` is not in the config of group(s) `algorithm=grpo planner=none`" in n
+               for n in grouping.notes)
+
+
+def test_a_seed_key_swept_on_purpose_is_an_arm():
+    runs = [run(i, "grpo", "none", i % 2, task__seed=i // 2) for i in range(4)]  # task.seed 0,0,1,1 vs seed 0,1,0,1
+    assert automatic_keys([r.info for r in runs])[-1] == "task.seed"
+
+
+def test_other_choices_only_when_they_split():
+    runs = [run(0, "grpo", "none", 0), run(1, "grpo", "none", 1)]
+    runs[0].info.tags["choice.experiment"] = runs[1].info.tags["choice.experiment"] = "study/grpo"
+    runs[1].info.tags["choice.task"] = "countdown"
+    runs[0].info.tags["choice.task"] = "chain_sum"
+    assert automatic_keys([r.info for r in runs]) == ["choice.algorithm", "choice.planner", "choice.task"]
+
+
+def test_runs_without_choice_tags_are_grouped_as_missing_with_a_note():
+    grouping = make_grouping([run(0, "grpo", "none", 0), run(1, None, None, 0)], None)
+    assert [g.label for g in grouping.groups] == ["algorithm=<missing> planner=<missing>",
+                                                  "algorithm=grpo planner=none"]
+    assert any("have no `choice.algorithm`" in n and "run1 (id1)" in n for n in grouping.notes)
+
+
+def test_group_by_short_choice_names_and_duplicate_seed_note():
+    runs = [run(0, "hicra", "a", 0), run(1, "hicra", "b", 0)]
+    grouping = make_grouping(runs, ["algorithm"])
+    assert grouping.keys == ["choice.algorithm"] and [g.label for g in grouping.groups] == ["algorithm=hicra"]
+    assert any("share seed(s) 0" in n for n in grouping.notes)
+
+
+def test_group_by_key_that_no_run_has_is_an_error():
+    with pytest.raises(AnalyzeError, match=r"alpah not found in any of the 1 runs; available: tags "
+                                           r"choice.algorithm, choice.logger, choice.planner"):
+        make_grouping([run(0, "grpo", "none", 0)], ["choice.algorithm", "algorithm.alpah"])
