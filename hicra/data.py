@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hicra.tasks import Example, build_chat_prompt
 
@@ -29,13 +29,50 @@ class PromptStream(Dataset):
         return self.examples[int(self.order[index])]
 
 
+class SkipFirstBatches(Sampler):
+    """Batches of consecutive indices into a PromptStream, the first `skip` left out on resume.
+
+    `len` stays the full count: Lightning restores its batch counter to `skip`, so the epoch ends after exactly
+    the batches the interrupted run had left.
+    """
+
+    def __init__(self, num_batches: int, batch_size: int, skip: int = 0):
+        self.num_batches, self.batch_size, self.skip = num_batches, batch_size, skip
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self):
+        for b in range(self.skip, self.num_batches):
+            yield list(range(b * self.batch_size, (b + 1) * self.batch_size))
+
+
+class ResumableDataLoader(DataLoader):
+    """Marks the loader resumable for Lightning (its `_Stateful` protocol); the position lives in the datamodule."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 class PromptDataModule(pl.LightningDataModule):
     def __init__(self, task, tokenizer, prompts_per_step: int, num_batches: int, seed: int = 0,
-                 val_batch_size: int = 32, system_prompt: str | None = None):
+                 val_batch_size: int = 32, system_prompt: str | None = None, updates_per_batch: int = 1):
         super().__init__()
         self.task, self.tokenizer = task, tokenizer
         self.prompts_per_step, self.num_batches, self.seed = prompts_per_step, num_batches, seed
         self.val_batch_size, self.system_prompt = val_batch_size, system_prompt
+        self.updates_per_batch = updates_per_batch
+        self.consumed_batches = 0  # set from a checkpoint on resume
+
+    def state_dict(self) -> dict:
+        """Data position, saved in checkpoints: rollout batches whose updates are done."""
+        return {"consumed_batches": self.trainer.global_step // self.updates_per_batch if self.trainer else 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.consumed_batches = int(state["consumed_batches"])
 
     def _collate(self, examples: list[Example]) -> dict:
         prompts = [build_chat_prompt(self.tokenizer, ex.question, self.task.instruction, self.system_prompt)
@@ -44,8 +81,12 @@ class PromptDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         stream = PromptStream(self.task.train_examples(), self.num_batches * self.prompts_per_step, self.seed)
-        return DataLoader(stream, batch_size=self.prompts_per_step, shuffle=False, collate_fn=self._collate)
+        batches = SkipFirstBatches(self.num_batches, self.prompts_per_step, skip=self.consumed_batches)
+        # Own generator: creating the iterator must not draw from the global RNG that sampling uses, or a resumed
+        # run would sample differently from an uninterrupted one.
+        return ResumableDataLoader(stream, batch_sampler=batches, collate_fn=self._collate,
+                                   generator=torch.Generator().manual_seed(self.seed))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.task.val_examples(), batch_size=self.val_batch_size, shuffle=False,
-                          collate_fn=self._collate)
+                          collate_fn=self._collate, generator=torch.Generator().manual_seed(self.seed))

@@ -11,6 +11,8 @@ The module never looks at which algorithm or detector it runs: configs choose, t
 from __future__ import annotations
 
 import copy
+import logging
+import math
 import time
 from typing import Any
 
@@ -19,8 +21,13 @@ import torch
 from torch import Tensor
 
 from hicra.algorithms import Algorithm, aggregate_denominator, frac_zero_std_groups, masked_mean
+from hicra.checkpointing import restore_rng_state, rng_state
+from hicra.errors import TrainingError
+from hicra.rewards import score_completions
 from hicra.rollout import HFSampler, RolloutBatch, sequence_logprobs, trim_padding
 from hicra.tasks import extract_boxed
+
+log = logging.getLogger(__name__)
 
 
 class PolicyGradientModule(pl.LightningModule):
@@ -36,6 +43,7 @@ class PolicyGradientModule(pl.LightningModule):
         micro_batch_size: int = 8,
         max_grad_norm: float | None = 1.0,
         diagnostics=None,
+        max_skipped_updates_in_a_row: int = 5,
     ):
         super().__init__()
         self.automatic_optimization = False  # several updates per rollout batch, micro-batching, our own clipping
@@ -45,6 +53,9 @@ class PolicyGradientModule(pl.LightningModule):
         self.optimizer_factory = optimizer_factory
         self.micro_batch_size, self.max_grad_norm = micro_batch_size, max_grad_norm
         self.diagnostics = diagnostics  # hicra.diagnostics.HierarchyDiagnostics or None
+        self.max_skipped_updates_in_a_row = max_skipped_updates_in_a_row
+        # Run-long fault counters (logged as faults/*; saved in checkpoints so a resumed run keeps counting).
+        self.faults = {"skipped_updates": 0, "reward_errors": 0, "skips_in_a_row": 0}
         # No reference model is built when beta = 0: it would cost a model's memory and a forward pass per step.
         self.reference = _frozen_copy(policy) if algorithm.needs_reference else None
         self.last_rollout: dict[str, Any] | None = None  # read by the completion-sample callback
@@ -60,12 +71,35 @@ class PolicyGradientModule(pl.LightningModule):
 
     def _rollout(self, batch: dict) -> tuple[RolloutBatch, list[str], Tensor]:
         G = self.algorithm.group_size
-        rollout = self.sampler.generate(self.policy, self.tokenizer, batch["prompts"], G)
+        rollout = self._generate(batch["prompts"], G)
         texts = self._decode(rollout)
         examples = [ex for ex in batch["examples"] for _ in range(G)]  # rows are grouped prompt by prompt
-        rewards = torch.tensor([float(self.task.score(t, ex)) for t, ex in zip(texts, examples)],
-                               device=self.device)  # (B,)
+        rewards = torch.tensor(self._score(texts, examples), device=self.device)  # (B,)
         return rollout, texts, rewards
+
+    def _generate(self, prompts: list[str], group_size: int, greedy: bool = False) -> RolloutBatch:
+        try:
+            return self.sampler.generate(self.policy, self.tokenizer, prompts, group_size, greedy=greedy)
+        except torch.OutOfMemoryError as err:
+            setting = "val_batch_size" if greedy else "prompts_per_step, algorithm.group_size"
+            raise TrainingError(
+                f"out of GPU memory generating {len(prompts)} prompts x {group_size} responses x "
+                f"{self.sampler.max_new_tokens} tokens; lower {setting} or rollout.max_new_tokens") from err
+
+    def _score(self, texts: list[str], examples: list) -> list[float]:
+        """Rewards; a scorer failure scores that sample 0, is counted, and its first example is reported."""
+        scored = score_completions(self.task, texts, examples)
+        if scored.errors and not self.faults["reward_errors"]:
+            log.warning("reward function failed on a completion (scored 0, counted in faults/reward_errors): %s",
+                        scored.errors[0])
+            self._log_text(scored.errors[0], "faults/first_reward_error.txt")
+        self.faults["reward_errors"] += len(scored.errors)
+        return scored.scores
+
+    def _log_text(self, text: str, artifact_file: str) -> None:
+        for logger in self.loggers:
+            if hasattr(logger.experiment, "log_text") and getattr(logger, "run_id", None):  # MLflow
+                logger.experiment.log_text(logger.run_id, text, artifact_file)
 
     def _decode(self, rollout: RolloutBatch) -> list[str]:
         ids = rollout.response_ids.masked_fill(~rollout.response_mask, self.tokenizer.pad_token_id)
@@ -100,8 +134,11 @@ class PolicyGradientModule(pl.LightningModule):
         `record` ((B,T) tensors "logprobs", "entropy") receives the detached values of this pass, so the
         diagnostics need no forward pass of their own.
         """
-        total = aggregate_denominator(rollout.response_mask, self.algorithm.aggregation)  # whole-batch normaliser
+        # Whole-batch normaliser over the tokens that carry loss (all response tokens unless the algorithm drops
+        # truncated responses); micro-batches are still cut by the response mask, so `record` stays complete.
+        total = aggregate_denominator(per_token["loss_mask"], self.algorithm.aggregation)
         sums: dict[str, float] = {}
+        loss_tokens = max(float(per_token["loss_mask"].sum()), 1.0)
         for rows, end, micro, tok in self._micro_batches(rollout, per_token):
             logprobs, entropy = sequence_logprobs(self.policy, micro, True, self.sampler.temperature)
             if not self.algorithm.needs_entropy_grad:
@@ -111,10 +148,10 @@ class PolicyGradientModule(pl.LightningModule):
                 record["entropy"][rows, :end] = entropy.detach()
             old = tok["old_logprobs"] if "old_logprobs" in tok else logprobs.detach()  # on-policy: ratio is 1
             loss, metrics = self.algorithm.loss(
-                logprobs, old, tok["token_advantages"], micro.response_mask,
+                logprobs, old, tok["token_advantages"], tok["loss_mask"],
                 ref_logprobs=tok.get("ref_logprobs"), entropy=entropy, total=total)
             self.manual_backward(loss) if self._trainer is not None else loss.backward()
-            weight = micro.num_tokens / max(rollout.num_tokens, 1)
+            weight = float(tok["loss_mask"].sum()) / loss_tokens
             metrics["policy/entropy"] = masked_mean(entropy.detach(), micro.response_mask)
             for k, v in metrics.items():  # losses already sum to the batch value; ratios are token-weighted
                 sums[k] = sums.get(k, 0.0) + float(v) * (1.0 if k.startswith("loss/") else weight)
@@ -122,15 +159,36 @@ class PolicyGradientModule(pl.LightningModule):
 
     def _update(self, rollout: RolloutBatch, per_token: dict[str, Tensor],
                 record: dict[str, Tensor] | None = None) -> dict[str, float]:
-        """One optimizer step over the whole rollout batch."""
+        """One optimizer step over the whole rollout batch; skipped (and counted) when it is not finite."""
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
-        metrics = self._accumulate_gradients(rollout, per_token, record)
-        if self.max_grad_norm:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-            metrics["optim/grad_norm"] = float(grad_norm)
-        opt.step()
+        try:
+            metrics = self._accumulate_gradients(rollout, per_token, record)
+        except torch.OutOfMemoryError as err:
+            raise TrainingError(f"out of GPU memory in the update; lower micro_batch_size (now "
+                                f"{self.micro_batch_size}) or set model.gradient_checkpointing=true") from err
+        # max_norm=inf measures the norm without clipping: the finiteness check needs it either way.
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm or math.inf))
+        metrics["optim/grad_norm"] = grad_norm
+        losses = [v for k, v in metrics.items() if k.startswith("loss/")]
+        if not (math.isfinite(grad_norm) and all(math.isfinite(v) for v in losses)):
+            self._skip_update(opt)
+        else:
+            self.faults["skips_in_a_row"] = 0
+        opt.step()  # after a skip no parameter has a gradient: AdamW leaves them and their moments untouched
         return metrics
+
+    def _skip_update(self, opt) -> None:
+        opt.zero_grad(set_to_none=True)
+        self.faults["skipped_updates"] += 1
+        self.faults["skips_in_a_row"] += 1
+        log.warning("non-finite loss or gradient at step %d: update skipped (faults/skipped_updates=%d)",
+                    self.global_step, self.faults["skipped_updates"])
+        if self.faults["skips_in_a_row"] >= self.max_skipped_updates_in_a_row:
+            raise TrainingError(
+                f"{self.faults['skips_in_a_row']} updates in a row had a non-finite loss or gradient (last at step "
+                f"{self.global_step}); lower optim.lr (now {opt.param_groups[0]['lr']:g}) or check the reward, or "
+                f"raise faults.max_skipped_updates_in_a_row (now {self.max_skipped_updates_in_a_row})")
 
     # --- lightning hooks -------------------------------------------------------------------------------------
 
@@ -139,6 +197,22 @@ class PolicyGradientModule(pl.LightningModule):
         self.policy.train()
         if self.reference is not None:
             self.reference.eval()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Everything besides weights/optimizer/loops that a resumed run needs to continue exactly."""
+        checkpoint["hicra"] = {"rng": rng_state(), "faults": dict(self.faults),
+                               "train_history": self.train_history, "val_history": self.val_history,
+                               "detector": self.detector.state_dict() if hasattr(self.detector, "state_dict") else None}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("hicra")
+        if state is None:  # a plain Lightning checkpoint: weights and optimizer only
+            return
+        restore_rng_state(state["rng"])
+        self.faults.update(state["faults"])
+        self.train_history, self.val_history = list(state["train_history"]), list(state["val_history"])
+        if state["detector"] is not None:
+            self.detector.load_state_dict(state["detector"])
 
     def transfer_batch_to_device(self, batch: dict, device, dataloader_idx: int) -> dict:
         return batch  # prompts are strings; the sampler tokenizes them onto the policy's device
@@ -157,7 +231,8 @@ class PolicyGradientModule(pl.LightningModule):
         advantages = self.algorithm.advantages(rewards)  # (B,)
         token_advantages = self.algorithm.token_advantages(advantages, planning_mask)  # (B,T)
 
-        per_token = {"token_advantages": token_advantages}
+        per_token = {"token_advantages": token_advantages,
+                     "loss_mask": self.algorithm.loss_mask(rollout.response_mask, rollout.truncated)}
         if old_logprobs is not None:
             per_token["old_logprobs"] = old_logprobs
         if self.reference is not None:
@@ -172,6 +247,7 @@ class PolicyGradientModule(pl.LightningModule):
         metrics = {k: sum(u[k] for u in updates) / len(updates) for k in updates[0]}
         metrics |= self._rollout_metrics(rollout, rewards, planning_mask, token_advantages)
         metrics["train/boxed_frac"] = sum(extract_boxed(t) is not None for t in texts) / len(texts)
+        metrics |= {f"faults/{k}": float(v) for k, v in self.faults.items() if k != "skips_in_a_row"}
         if self.diagnostics is not None:
             t_diag = time.perf_counter()
             metrics |= self.diagnostics(rollout.response_ids, rollout.response_mask, rewards,
@@ -200,6 +276,7 @@ class PolicyGradientModule(pl.LightningModule):
             "train/accuracy": float((rewards >= 1.0).float().mean()),
             "train/response_length": float(mask.sum(dim=1).float().mean()),
             "train/truncated_frac": float(rollout.truncated.float().mean()),
+            "train/empty_frac": float(((mask.sum(dim=1) <= 1) & ~rollout.truncated).float().mean()),  # EOS only
             "train/frac_zero_std_groups": float(frac_zero_std_groups(rewards, self.algorithm.group_size)),
             "hicra/planning_token_frac": float(planning.sum() / mask.sum().clamp(min=1)),
             "hicra/adv_planning_mean": float(masked_mean(token_advantages, planning)),
@@ -207,9 +284,9 @@ class PolicyGradientModule(pl.LightningModule):
         }
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        rollout = self.sampler.generate(self.policy, self.tokenizer, batch["prompts"], 1, greedy=True)
+        rollout = self._generate(batch["prompts"], 1, greedy=True)
         texts = self._decode(rollout)
-        self._val_scores += [float(self.task.score(t, ex)) for t, ex in zip(texts, batch["examples"])]
+        self._val_scores += self._score(texts, batch["examples"])
         self._val_lengths += rollout.response_mask.sum(dim=1).float().tolist()
 
     def on_validation_epoch_end(self) -> None:

@@ -51,3 +51,12 @@ class ParityTask:
 
     def score(self, completion: str, example) -> float:
         return float(len(completion) % 2 == 0)
+
+
+class FlakyTask(ParityTask):
+    """ParityTask whose scorer raises on every completion of length divisible by 3 (a buggy reward function)."""
+
+    def score(self, completion: str, example) -> float:
+        if len(completion) % 3 == 0:
+            raise ValueError("cannot parse this completion")
+        return super().score(completion, example)

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from hicra.algorithms.losses import AGGREGATIONS, KL_ESTIMATORS, Total, aggregate, kl_penalty, policy_loss
+from hicra.algorithms.transforms import drop_truncated
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Algorithm:
     entropy_coef: float = 0.0
     num_iterations: int = 1
     needs_planning_mask: bool = False
+    exclude_truncated: bool = False  # DAPO overlong filtering: truncated responses get no gradient
     alpha: Optional[float] = None  # strength of the token transform, bound into token_advantage_fn by the config
 
     def __post_init__(self) -> None:
@@ -85,6 +87,10 @@ class Algorithm:
     def token_advantages(self, advantages: Tensor, planning_mask: Tensor) -> Tensor:
         """advantages (B,), planning_mask (B,T) -> token_advantages (B,T), detached."""
         return self.token_advantage_fn(advantages, planning_mask)
+
+    def loss_mask(self, response_mask: Tensor, truncated: Tensor) -> Tensor:
+        """Tokens the loss is taken over: response_mask (B,T), truncated (B,) -> (B,T) bool."""
+        return drop_truncated(response_mask, truncated) if self.exclude_truncated else response_mask.bool()
 
     def loss(
         self,

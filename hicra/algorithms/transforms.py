@@ -47,3 +47,13 @@ def hicra_token_advantages(advantages: Tensor, planning_mask: Tensor, alpha: flo
         raise ValueError(f"alpha must be in [0, 1) (alpha >= 1 zeroes or flips negative advantages), got {alpha}")
     token_advantages, mask = _broadcast(advantages, planning_mask)
     return torch.where(mask, token_advantages + alpha * token_advantages.abs(), token_advantages)  # (B,T)
+
+
+def drop_truncated(response_mask: Tensor, truncated: Tensor) -> Tensor:
+    """DAPO's overlong filtering: responses cut at the length limit contribute no token to the loss.
+
+    Their reward still enters the group baseline (advantages are computed before this mask is applied); only
+    their own gradient is dropped, because a cut response is judged on an answer it never had room to give.
+    response_mask (B,T), truncated (B,) bool -> loss mask (B,T) bool.
+    """
+    return response_mask.bool() & ~truncated.bool().unsqueeze(1)

@@ -126,6 +126,13 @@ class RandomPlaceboDetector:
             out[b, positions[self._pick(positions.numel(), k[b])]] = True
         return out.to(response_ids.device)
 
+    def state_dict(self) -> dict:
+        """The generator's position: saved in checkpoints so a resumed run marks the same random tokens."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
     def __repr__(self) -> str:
         amount = f"fraction={self.fraction}" if self.fraction is not None else f"matched to {self.grams_detector!r}"
         return f"RandomPlaceboDetector(mode={self.mode!r}, seed={self.seed}, {amount})"

@@ -84,3 +84,13 @@ def test_partial_shares_signature():
     hicra = functools.partial(hicra_token_advantages, alpha=0.2)
     for fn in (hicra, identity_token_advantages):
         assert fn(ADV, PLAN).shape == (3, 3)
+
+
+def test_drop_truncated_removes_whole_rows_only():
+    from hicra.algorithms.transforms import drop_truncated
+
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0]], dtype=torch.bool)  # (B=3,T=3)
+    truncated = torch.tensor([False, True, False])
+    out = drop_truncated(mask, truncated)
+    assert out.tolist() == [[True, True, False], [False, False, False], [True, False, False]]
+    assert out.dtype == torch.bool and mask.tolist()[1] == [True, True, True]  # input untouched

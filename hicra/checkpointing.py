@@ -1,0 +1,118 @@
+"""Crash-safe checkpoints and exact resume.
+
+A checkpoint (`<run dir>/checkpoints/last.ckpt`, Lightning format) holds the policy, the optimizer, Lightning's
+loop counters (global step, batch position), the data position (`PromptDataModule.state_dict`) and, through the
+module's `on_save_checkpoint`, every random generator and the fault counters. Beside it, `run.json` names the
+MLflow run it belongs to, so `hicra-train ... ckpt_path=last` continues that run instead of starting a new one.
+
+Why our own CheckpointIO: Lightning's local save goes through an fsspec "transaction" that writes to a temp file in
+the system temp dir and `shutil.move`s it, which is a copy (not a rename) when /tmp is another filesystem, and
+never fsyncs. A SIGKILL during that copy leaves a truncated `last.ckpt`. Here the bytes go to a temp file in the
+same folder, are fsynced, and replace the old file with one `os.replace`: a reader sees the old complete file
+or the new complete one, never a partial one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from hicra.errors import ConfigError
+
+LAST = "last.ckpt"
+RUN_RECORD = "run.json"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save into `<name>.tmp-<pid>` beside the target, fsync, then one atomic rename."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a power cut
+        finally:
+            os.close(dir_fd)
+
+
+def checkpoint_callback(dirpath: Path, every_n_steps: int) -> ModelCheckpoint:
+    """Lightning's ModelCheckpoint writing only `last.ckpt`, every `every_n_steps` optimizer steps.
+
+    Saved at the end of a training batch, before that step's validation: on resume Lightning re-runs the
+    validation it has not seen finish (and the logger drops what MLflow already has, see `ResumableMLFlowLogger`).
+    """
+    callback = ModelCheckpoint(dirpath=str(dirpath), filename="last", save_top_k=0, save_last=True,
+                               every_n_train_steps=every_n_steps, save_on_train_epoch_end=False)
+    callback.CHECKPOINT_NAME_LAST = "last"
+    return callback
+
+
+# --- random generators -----------------------------------------------------------------------------------------
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- which run a checkpoint belongs to --------------------------------------------------------------------------
+
+def write_run_record(checkpoint_dir: Path, record: dict[str, Any]) -> None:
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    tmp = checkpoint_dir / f"{RUN_RECORD}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, checkpoint_dir / RUN_RECORD)
+
+
+def read_run_record(checkpoint: Path) -> dict[str, Any]:
+    path = checkpoint.parent / RUN_RECORD
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"checkpoint record {path} is unreadable ({err}); remove it to resume as a new run") from err
+
+
+def resolve_checkpoint(ckpt_path: str, output_dir: Path) -> Path:
+    """`last` -> the newest `checkpoints/last.ckpt` under `output_dir` (runs and multiruns); else a file path."""
+    if str(ckpt_path) == "last":
+        found = [p for pattern in ("runs/**/checkpoints/" + LAST, "multiruns/**/checkpoints/" + LAST)
+                 for p in output_dir.glob(pattern)]
+        if not found:
+            raise ConfigError(f"ckpt_path=last: no {LAST} under {output_dir}/runs or {output_dir}/multiruns; "
+                              f"pass ckpt_path=<file> or start the run without ckpt_path")
+        return max(found, key=lambda p: p.stat().st_mtime)
+    path = Path(ckpt_path).expanduser()
+    if path.is_dir():
+        path = path / LAST
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path} does not exist; allowed: last or a .ckpt file (or its folder)")
+    return path
