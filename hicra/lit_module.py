@@ -55,7 +55,7 @@ class PolicyGradientModule(pl.LightningModule):
         self.diagnostics = diagnostics  # hicra.diagnostics.HierarchyDiagnostics or None
         self.max_skipped_updates_in_a_row = max_skipped_updates_in_a_row
         # Run-long fault counters (logged as faults/*; saved in checkpoints so a resumed run keeps counting).
-        self.faults = {"skipped_updates": 0, "reward_errors": 0, "skips_in_a_row": 0}
+        self.faults = {"skipped_updates": 0, "reward_errors": 0, "reward_timeouts": 0, "skips_in_a_row": 0}
         # No reference model is built when beta = 0: it would cost a model's memory and a forward pass per step.
         self.reference = _frozen_copy(policy) if algorithm.needs_reference else None
         self.last_rollout: dict[str, Any] | None = None  # read by the completion-sample callback
@@ -94,6 +94,10 @@ class PolicyGradientModule(pl.LightningModule):
                         scored.errors[0])
             self._log_text(scored.errors[0], "faults/first_reward_error.txt")
         self.faults["reward_errors"] += len(scored.errors)
+        verifier = getattr(self.task, "verifier_faults", None)  # hicra Tasks: timeouts/errors inside their verifier
+        if verifier is not None:
+            for key, count in verifier.read().items():
+                self.faults[key] = self.faults.get(key, 0) + count
         return scored.scores
 
     def _log_text(self, text: str, artifact_file: str) -> None:

@@ -7,10 +7,12 @@ task, and subclasses only compare an extracted answer with the reference (`score
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from hicra.tasks.answers import extract_boxed, extract_last_number
+from hicra.tasks.bounded import DEFAULT_TIMEOUT_S, VerifierFaults, VerifierTimeout, VerifierUnavailable, time_limit
 
 # Short, imperative, and naming the exact output format: a 135M model follows a concrete format request far
 # more often than an abstract one ("reason carefully ..."), and the box is the only thing the scorer reads.
@@ -41,6 +43,13 @@ class Task(ABC):
     instruction: str = DEFAULT_INSTRUCTION
     # When a completion has no box, read its last number instead (off = the paper's strict boxed match).
     last_number_fallback: bool = False
+    # Wall-clock bound (s) on one completion's verifier call in the worker process (`hicra.tasks.bounded`).
+    verify_timeout_s: float = DEFAULT_TIMEOUT_S
+    # Extracted answers longer than max(max_answer_chars, 2 * len(reference)) score 0 without reaching a verifier:
+    # a final answer is a number or a short expression (long references, e.g. reasoning-gym boards, get twice their
+    # length), a verifier's cost grows with length (math-verify: ~1.5 s for 500 characters of `x` on the 2-core VM),
+    # and model text can be megabytes long.
+    max_answer_chars: int = 512
 
     @abstractmethod
     def train_examples(self) -> list[Example]:
@@ -60,10 +69,37 @@ class Task(ABC):
 
         Wrong boxed answers score 0.0 except where a task's verifier gives partial credit (see
         `ReasoningGymTask`), so accuracy counts ``score == 1.0``.
+
+        The completion is untrusted input and this never raises because of it: extraction is linear-time, an
+        over-long answer scores 0, and a verifier that passes `verify_timeout_s`, raises, or returns NaN/inf scores
+        0 and is counted in `verifier_faults` (a finite value outside [0, 1] is clipped). Only a verifier worker
+        that cannot start at all (`VerifierUnavailable`, an environment problem) propagates.
         """
         prediction = extract_boxed(completion)
         if prediction is None and self.last_number_fallback:
             prediction = extract_last_number(completion)
-        if prediction is None:
+        if prediction is None or len(prediction) > max(self.max_answer_chars, 2 * len(example.answer)):
             return 0.0
-        return float(self.score_answer(prediction, example))
+        try:
+            with time_limit(self.verify_timeout_s):
+                reward = float(self.score_answer(prediction, example))
+        except VerifierTimeout:
+            self.verifier_faults.add(timeouts=1)
+            return 0.0
+        except VerifierUnavailable:
+            raise
+        except Exception:  # noqa: BLE001 - a verifier failing on model text costs this sample, not the run
+            self.verifier_faults.add(errors=1)
+            return 0.0
+        if not math.isfinite(reward):
+            self.verifier_faults.add(errors=1)
+            return 0.0
+        return min(max(reward, 0.0), 1.0)
+
+    @property
+    def verifier_faults(self) -> VerifierFaults:
+        """Verifier timeouts and errors of this task's `score` calls since the last ``verifier_faults.read()``."""
+        faults = self.__dict__.get("_verifier_faults")
+        if faults is None:  # subclasses do not call Task.__init__, so created on first use
+            faults = self.__dict__.setdefault("_verifier_faults", VerifierFaults())
+        return faults

@@ -25,6 +25,8 @@ from reasoning_gym.factory import DATASETS
 
 from hicra.errors import ConfigError
 from hicra.tasks.base import DEFAULT_INSTRUCTION, Example, Task
+from hicra.tasks.bounded import run_bounded
+from hicra.tasks.reasoning_gym_verifiers import IN_PROCESS_DATASETS, score_in_worker
 
 # Items are generated from Random(seed + index), so validation seeds must sit far from any training index
 # range; otherwise val item i would be train item i + offset, word for word.
@@ -102,13 +104,19 @@ class ReasoningGymTask(Task):
         return self._train
 
     def score_answer(self, prediction: str, example: Example) -> float:
-        """The dataset's own verdict on `prediction` (see the class docstring for partial credit)."""
-        if self._scorer is None:
-            self._scorer = self._create(1, self.seed)  # score_answer depends on the config, not on the items
-        try:
-            return float(self._scorer.score_answer(prediction, example.meta["entry"]))
-        except Exception:  # a verifier choking on odd model output is a wrong answer, not a crashed run
-            return 0.0
+        """The dataset's own verdict on `prediction` (see the class docstring for partial credit).
+
+        Verifiers audited as evaluating nothing and linear-time (`IN_PROCESS_DATASETS`: chain_sum, basic_arithmetic,
+        gsm_symbolic) run here. Every other dataset's verifier runs in the bounded worker, where the ones that would
+        evaluate model text (countdown's ``parse_expr``, ``eval`` in the matrix puzzles) are guarded; see
+        `hicra.tasks.reasoning_gym_verifiers`. A verifier that raises is reported to `Task.score` (scored 0, counted).
+        """
+        entry = example.meta["entry"]
+        if self.name in IN_PROCESS_DATASETS:
+            if self._scorer is None:
+                self._scorer = self._create(1, self.seed)  # score_answer depends on the config, not on the items
+            return float(self._scorer.score_answer(prediction, entry))
+        return float(run_bounded(score_in_worker, self.name, self.difficulty, self.seed, prediction, entry))
 
     def _create(self, size: int, seed: int):
         return reasoning_gym.create_dataset(self.name, size=max(size, 1), seed=seed, **self.difficulty)
