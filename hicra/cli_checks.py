@@ -19,6 +19,19 @@ def group_options(conf_dir: Path, group: str) -> list[str]:
     return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml"))
 
 
+def hydra_group_options(conf_dir: Path, group: str) -> list[str]:
+    """Options of Hydra's own groups (`hydra/launcher`, `hydra/sweeper`, ...): Hydra's package, its installed plugins
+    (joblib, submitit_slurm, optuna) and conf/hydra/<group>/ presets, as Hydra itself resolves them."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def check_group_choices(args: list[str], conf_dir: Path) -> None:
     """Every `group=option` (sweeps included) names a file conf/<group>/<option>.yaml."""
     candidates = [a for a in args if "=" in a and not a.startswith("-")]
@@ -29,10 +42,10 @@ def check_group_choices(args: list[str], conf_dir: Path) -> None:
         raise ConfigError(f"cannot parse the overrides {candidates}: {first}") from err
     for override in overrides:
         group = override.key_or_group
-        if override.is_delete() or not (conf_dir / group).is_dir():
+        if override.is_delete() or not (group.startswith("hydra/") or (conf_dir / group).is_dir()):
             continue
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
-        allowed = group_options(conf_dir, group)
+        allowed = hydra_group_options(conf_dir, group) if group.startswith("hydra/") else group_options(conf_dir, group)
         for value in values:
             if value is None or str(value) == "null":
                 continue

@@ -260,10 +260,13 @@ class PolicyGradientModule(pl.LightningModule):
         metrics |= {"perf/step_time_s": t_end - t0, "perf/generation_s": t_gen, "perf/update_s": t_end - t_upd,
                     "perf/tokens_per_s": rollout.num_tokens / (t_end - t0),
                     "optim/lr": self.optimizers().param_groups[0]["lr"]}
-        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(texts))
+        step = self.global_step - self.algorithm.num_iterations  # updates the sampling policy had (MLflow's step)
+        # Written now, not at Lightning's end-of-batch flush: a checkpoint saved at the end of this batch must
+        # never be ahead of the metrics MLflow holds, or a kill right after it would leave a gap on resume.
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=step)
         self.log_dict({"reward": metrics["train/reward_mean"], "acc": metrics["train/accuracy"]},
                       prog_bar=True, logger=False, on_step=True, batch_size=len(texts))
-        step = self.global_step - self.algorithm.num_iterations  # updates the sampling policy had (MLflow's step)
         self.train_history.append({"step": step, **metrics})
         self.last_rollout = {"step": step, "rollout": rollout, "texts": texts, "rewards": rewards.cpu(),
                              "planning_mask": planning_mask.cpu(), "advantages": advantages.cpu(),

@@ -6,6 +6,7 @@ files), the Hydra choices as `choice.<group>` tags, the git SHA and dirty flag, 
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -70,24 +71,40 @@ def flatten(cfg: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def log_run_metadata(logger, cfg: DictConfig, choices: dict[str, str], run_dir: Path | None) -> None:
-    """Params, tags and config artifacts on the logger's run (Lightning's MLFlowLogger)."""
+def log_run_metadata(logger, cfg: DictConfig, choices: dict[str, str], run_dir: Path | None,
+                     resumed_from: Path | None = None) -> None:
+    """Params, tags and config artifacts on the logger's run (Lightning's MLFlowLogger).
+
+    A resumed run keeps the params of its first start (MLflow params are write-once); the resuming config goes
+    to `config/resumed-<checkpoint mtime>/` and the tags say where the run lives now.
+    """
     client, run_id = logger.experiment, logger.run_id
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    logger.log_hyperparams(flatten(resolved))
     tags = run_tags(cfg, choices)
     # Where the run's files live (final_model/, completions/): `hicra-eval <run id>` finds the checkpoint here.
     tags |= {"hicra.run_kind": "train", "hicra.run_dir": str(Path(run_dir or ".").resolve())}
+    artifact_dir = "config"
+    if resumed_from is None:
+        logger.log_hyperparams(flatten(resolved))
+    else:
+        tags |= {"hicra.resumed_from": str(resumed_from.resolve())}
+        artifact_dir = f"config/resumed-{int(resumed_from.stat().st_mtime)}"
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
     config_dir = Path(run_dir or ".") / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "resolved.yaml").write_text(OmegaConf.to_yaml(resolved))
-    client.log_artifact(run_id, str(config_dir / "resolved.yaml"), "config")
+    client.log_artifact(run_id, str(config_dir / "resolved.yaml"), artifact_dir)
     hydra_dir = Path(run_dir or ".") / ".hydra"
     for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
         if (hydra_dir / name).is_file():
-            client.log_artifact(run_id, str(hydra_dir / name), "config/hydra")
+            client.log_artifact(run_id, str(hydra_dir / name), f"{artifact_dir}/hydra")
+
+
+def mark_running(logger) -> None:
+    """Set the run's status back to RUNNING (Lightning's `validate` finalises the logger when it ends)."""
+    if logger is not None:
+        logger.experiment.update_run(logger.run_id, status="RUNNING")
 
 
 def check_tracking_uri(uri: str) -> None:
@@ -98,3 +115,31 @@ def check_tracking_uri(uri: str) -> None:
         mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as err:  # noqa: BLE001 - any failure here means the URI is unusable
         raise ConfigError(f"logger.tracking_uri '{uri}' cannot be used: {str(err).splitlines()[0][:200]}") from err
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """Exclusive lock on `<db>.lock` for a sqlite store: parallel jobs on one machine (hydra/launcher=joblib) would
+    otherwise race to create and migrate the same fresh database ("Online migration expected to match one row")."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    with open(uri[len("sqlite:///"):] + ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+def ensure_experiment(uri: str, name: str, artifact_location: str | None) -> None:
+    """Create the MLflow experiment unless it exists; a job that loses the creation race uses the winner's."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=uri)
+    if client.get_experiment_by_name(name) is None:
+        try:
+            client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:
+            if client.get_experiment_by_name(name) is None:
+                raise

@@ -3,6 +3,7 @@
     hicra-train                                   # HICRA on SmolLM2-135M-Instruct, reasoning-gym chain_sum, MLflow
     hicra-train algorithm=grpo planner=none trainer.max_steps=50
     hicra-train -m algorithm=grpo,hicra,entropy_reg seed=0,1,2   # 9 runs in one MLflow experiment
+    hicra-train -m hparams_search=hicra_optuna experiment=cpu_small     # Optuna over alpha, clip, aggregation
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from omegaconf.errors import OmegaConfBaseException
 from hicra.completions_html import CompletionSampleLogger, CorrectCompletionsRecorder
 from hicra.cli_checks import check_composes, check_group_choices
 from hicra.data import PromptDataModule
-from hicra.errors import ConfigError
+from hicra.errors import ConfigError, UserError
 from hicra.lit_module import PolicyGradientModule
 from hicra.summary import format_summary
+from hicra.checkpointing import (LAST, AtomicCheckpointIO, checkpoint_callback, read_run_record, resolve_checkpoint,
+                                 write_run_record)
 from hicra.tracking import (PROJECT_ROOT, absolute_artifact_location, absolute_tracking_uri, check_tracking_uri,
-                            default_run_name, log_run_metadata)
+                            default_run_name, ensure_experiment, log_run_metadata, mark_running, store_lock)
 
 CONF_DIR = PROJECT_ROOT / "conf"
 # Lightning notices that prompts bypass device transfer (on purpose: they are strings) and advertises services.
@@ -43,8 +46,8 @@ def build(node: DictConfig, **kwargs):
         return instantiate(node, **kwargs)
     except InstantiationException as err:
         cause = err
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
+        while cause.__cause__ is not None and not isinstance(cause, ConfigError):  # a ConfigError is the story,
+            cause = cause.__cause__                                                # not the OSError it wraps
         if isinstance(cause, (ConfigError, ValueError, TypeError, OmegaConfBaseException)):
             raise ConfigError(str(cause).splitlines()[0]) from err
         raise
@@ -77,14 +80,45 @@ def preflight(cfg: DictConfig, choices: dict[str, str]):
     return algorithm, sampler, task
 
 
-def build_logger(cfg: DictConfig, choices: dict[str, str]):
+def build_logger(cfg: DictConfig, choices: dict[str, str], resume_run_id: str | None = None):
+    """The MLflow logger: a new run, or with `resume_run_id` the run a checkpoint belongs to."""
     if not cfg.logger.get("_target_"):
         return None
     uri = absolute_tracking_uri(cfg.logger.tracking_uri)
-    check_tracking_uri(uri)
-    return build(cfg.logger, tracking_uri=uri,
-                 artifact_location=absolute_artifact_location(cfg.logger.get("artifact_location")),
+    artifact_location = absolute_artifact_location(cfg.logger.get("artifact_location"))
+    with store_lock(uri):
+        check_tracking_uri(uri)
+        ensure_experiment(uri, cfg.logger.experiment_name, artifact_location)
+        if resume_run_id is not None:
+            check_run_exists(uri, resume_run_id)
+    return build(cfg.logger, tracking_uri=uri, artifact_location=artifact_location, run_id=resume_run_id,
                  run_name=cfg.logger.get("run_name") or default_run_name(choices, cfg.seed))
+
+
+def check_run_exists(uri: str, run_id: str) -> None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient(tracking_uri=uri).get_run(run_id)
+    except MlflowException:
+        raise ConfigError(f"the checkpoint belongs to MLflow run {run_id}, which is not in logger.tracking_uri={uri}; "
+                          f"pass the tracking URI the run was logged to") from None
+
+
+def find_resume_point(cfg: DictConfig, out_dir: Path) -> tuple[Path | None, str | None]:
+    """(checkpoint, MLflow run id) to resume from with `ckpt_path=...`; (None, None) for a new run.
+
+    Never overwrites: a run directory that already holds a checkpoint or a final model is refused unless this
+    run resumes from that very checkpoint.
+    """
+    ckpt = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.output_dir)) if cfg.get("ckpt_path") else None
+    own = out_dir / "checkpoints" / LAST
+    for existing in (own, out_dir / "final_model"):
+        if existing.exists() and (ckpt is None or ckpt.resolve() != own.resolve()):
+            raise ConfigError(f"{existing} already exists and would be overwritten; choose another hydra.run.dir "
+                              f"(or resume it with ckpt_path={own})")
+    return ckpt, (read_run_record(ckpt).get("mlflow_run_id") if ckpt is not None else None)
 
 
 def run_dir(cfg: DictConfig) -> Path:
@@ -97,30 +131,36 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     """Fit one run; returns the summary numbers (also printed). Raises ConfigError on a user's mistake."""
     choices = choices if choices is not None else hydra_choices()
     algorithm, sampler, task = preflight(cfg, choices)
-    logger = build_logger(cfg, choices)
     out_dir = run_dir(cfg)
+    ckpt, resume_run_id = find_resume_point(cfg, out_dir)
+    logger = build_logger(cfg, choices, resume_run_id)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     bundle = build(cfg.model)
     detector = build(cfg.planner, tokenizer=bundle.tokenizer)
     num_batches = math.ceil(cfg.trainer.max_steps / algorithm.num_iterations)
     datamodule = PromptDataModule(task, bundle.tokenizer, cfg.prompts_per_step, num_batches, seed=cfg.seed,
-                                  val_batch_size=cfg.val_batch_size, system_prompt=cfg.system_prompt)
+                                  val_batch_size=cfg.val_batch_size, system_prompt=cfg.system_prompt,
+                                  updates_per_batch=algorithm.num_iterations)
     module = PolicyGradientModule(bundle.model, bundle.tokenizer, algorithm, detector, task, sampler,
                                   optimizer_factory=instantiate(cfg.optim), micro_batch_size=cfg.micro_batch_size,
                                   max_grad_norm=cfg.max_grad_norm,
+                                  max_skipped_updates_in_a_row=cfg.faults.max_skipped_updates_in_a_row,
                                   diagnostics=build(cfg.diagnostics, tokenizer=bundle.tokenizer)
                                   if cfg.get("diagnostics") else None)
     if logger is not None:
-        log_run_metadata(logger, cfg, choices, out_dir)
+        log_run_metadata(logger, cfg, choices, out_dir, resumed_from=ckpt)
     callbacks = [CompletionSampleLogger(cfg.completions_every_n_steps, cfg.completions_per_sample,
                                         out_dir / "completions"), CorrectCompletionsRecorder(out_dir),
                  TQDMProgressBar(refresh_rate=1)]
     trainer = build(cfg.trainer, logger=logger or False, callbacks=callbacks, default_root_dir=str(out_dir),
-                    val_check_interval=min(cfg.val_every_n_steps, num_batches))
+                    val_check_interval=min(cfg.val_every_n_steps, num_batches),
+                    **checkpointing(cfg, out_dir, callbacks, logger))
 
-    trainer.validate(module, datamodule=datamodule, verbose=False)  # step 0: the starting accuracy
-    trainer.fit(module, datamodule=datamodule)
+    if ckpt is None:
+        trainer.validate(module, datamodule=datamodule, verbose=False)  # step 0: the starting accuracy
+        mark_running(logger)  # Lightning's validate marked the MLflow run FINISHED; it has only begun
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt is not None else None)
     if not module.val_history or module.val_history[-1]["step"] != trainer.global_step:
         trainer.validate(module, datamodule=datamodule, verbose=False)
 
@@ -137,11 +177,39 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     return summary
 
 
+def checkpointing(cfg: DictConfig, out_dir: Path, callbacks: list, logger) -> dict:
+    """Trainer arguments for crash-safe `last.ckpt` every `checkpoint_every_n_steps` (0 = none), and the run record
+    beside it that lets `ckpt_path=...` continue the same MLflow run."""
+    every = int(cfg.checkpoint_every_n_steps)
+    if every < 0:
+        raise ConfigError(f"checkpoint_every_n_steps={every} is not allowed; use 0 (off) or an integer >= 1")
+    if every == 0:
+        return {"enable_checkpointing": False}
+    write_run_record(out_dir / "checkpoints", {
+        "mlflow_run_id": logger.run_id if logger is not None else None,
+        "tracking_uri": logger._tracking_uri if logger is not None else None,
+        "run_dir": str(out_dir.resolve())})
+    callbacks.append(checkpoint_callback(out_dir / "checkpoints", every))
+    return {"enable_checkpointing": True, "plugins": [AtomicCheckpointIO()]}
+
+
+def objective(summary: dict, metric: str | None) -> float | None:
+    """The number a sweeper optimises: `metric` at the last validation, else at the last training step."""
+    if not metric:
+        return None
+    for history in (summary["val_history"], summary["train_history"]):
+        if history and metric in history[-1]:
+            return float(history[-1][metric])
+    logged = sorted({k for h in (summary["val_history"], summary["train_history"]) if h for k in h[-1]} - {"step"})
+    raise ConfigError(f"optimized_metric={metric!r} was not logged; allowed: {', '.join(logged)}")
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def _hydra_main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> float | None:
+    """Returns `optimized_metric` so that `hparams_search=...` (the Optuna sweeper) can optimise it."""
     try:
-        train(cfg)
-    except (ConfigError, OmegaConfBaseException) as err:
+        return objective(train(cfg), cfg.get("optimized_metric"))
+    except (UserError, OmegaConfBaseException) as err:
         print(f"hicra-train: error: {str(err).strip().splitlines()[0]}", file=sys.stderr, flush=True)
         sys.exit(2)
 

@@ -15,9 +15,14 @@ HICRA_TRAIN = Path(sys.executable).parent / "hicra-train"
 TINY_RUN = ["experiment=smoke"]
 
 
+def cli_env() -> dict[str, str]:
+    """Environment of a CLI subprocess: quiet, and `support.*` targets (test tasks) importable."""
+    return dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(PROJECT_ROOT / "tests"))
+
+
 def run_cli(args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run `hicra-train` in a subprocess with outputs and the MLflow store under tmp_path."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env = cli_env()
     full = [str(HICRA_TRAIN), *args]
     if not any(a.startswith(("hydra.run.dir", "hydra.sweep.dir")) for a in args):
         full += [f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep"]

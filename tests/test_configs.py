@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from hicra.algorithms import Algorithm
+from hicra.cli_checks import group_options
 from hicra.train import build
 
 from support import CONF_DIR
@@ -101,3 +103,15 @@ def test_experiment_overrides_root_keys_and_groups(compose_cfg):
     assert cfg.completions_every_n_steps == 1 and cfg.save_final_model is False  # root keys
     assert cfg.model._target_.endswith("build_tiny_model") and cfg.algorithm.group_size == 4  # groups
     assert compose_cfg("experiment=smoke", "save_final_model=true").save_final_model is True  # CLI still wins
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in ("experiment", "hparams_search")
+                                          for o in group_options(CONF_DIR, g)])
+def test_every_experiment_and_hparams_search_composes(group, option, compose_cfg, data_file):
+    """Nested options included (`experiment=paper/qwen3_4b_base`): the same list the CLI accepts."""
+    extra = [f"task.path={data_file}"] if option.startswith("paper/") else []  # the paper recipes' one mandatory value
+    cfg = compose_cfg(f"{group}={option}", *extra)
+    assert OmegaConf.missing_keys(cfg) == set()  # nothing else left for the user to fill in
+    OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(build(cfg.algorithm), Algorithm)
+    build(cfg.rollout)

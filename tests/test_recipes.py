@@ -1,0 +1,117 @@
+"""The recipes in conf/experiment/: the paper's (for GPUs and weights) and the small ones on the embedded default."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from hicra.algorithms import Algorithm
+from hicra.train import build
+
+from support import CONF_DIR, run_cli
+
+PAPER = ["qwen3_4b_base", "qwen3_4b_instruct", "qwen2_5_7b_base", "llama3_1_8b_instruct"]
+HUB_IDS = {"qwen3_4b_base": "Qwen/Qwen3-4B-Base", "qwen3_4b_instruct": "Qwen/Qwen3-4B-Instruct-2507",
+           "qwen2_5_7b_base": "Qwen/Qwen2.5-7B", "llama3_1_8b_instruct": "meta-llama/Llama-3.1-8B-Instruct"}
+# Keys whose value the paper does not give: each recipe must say so next to the value it picks.
+UNSTATED = ["lr:", "prompts_per_step:", "kl_coef:", "aggregation:", "temperature:", "scale:", "group_size:"]
+
+
+def test_every_paper_model_has_a_recipe():
+    assert sorted(p.stem for p in (CONF_DIR / "experiment" / "paper").glob("*.yaml")) == sorted(PAPER)
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "math.jsonl"
+    path.write_text("\n".join(f'{{"question": "What is {i} + {i}?", "answer": "{2 * i}"}}' for i in range(20)))
+    return path
+
+
+@pytest.mark.parametrize("stem", PAPER)
+def test_paper_recipe_pins_what_the_paper_states(stem, compose_cfg, data_file, smollm2_tokenizer):
+    cfg = compose_cfg(f"experiment=paper/{stem}", f"task.path={data_file}")
+    assert cfg.model.name_or_path == HUB_IDS[stem] and cfg.model._target_.endswith("load_pretrained")
+    assert cfg.model.dtype == "bfloat16" and cfg.model.gradient_checkpointing is True
+    alg = build(cfg.algorithm)
+    assert isinstance(alg, Algorithm) and alg.needs_planning_mask and alg.alpha == 0.2
+    assert (alg.clip_low, alg.clip_high, alg.group_size, alg.kl_coef) == (0.2, 0.28, 8, 0.0)
+    assert cfg.planner._target_.endswith("StrategicGramDetector")
+    task = build(cfg.task)
+    assert task.last_number_fallback is False and task.train_examples() and task.val_examples()  # strict \boxed{}
+    assert build(cfg.rollout).max_new_tokens == 16384  # the paper's 16K
+    assert cfg.trainer.accelerator == "gpu" and 150 <= cfg.trainer.max_steps <= 500
+    detector = build(cfg.planner, tokenizer=smollm2_tokenizer)
+    ids = torch.tensor([smollm2_tokenizer("Wait, but 2 + 2 = 4", add_special_tokens=False).input_ids])
+    assert detector.mask(ids, torch.ones_like(ids, dtype=torch.bool), torch.rand(ids.shape)).any()
+
+
+@pytest.mark.parametrize("stem", PAPER)
+def test_paper_recipe_needs_the_data_path_and_says_what_is_unstated(stem, compose_cfg):
+    cfg = compose_cfg(f"experiment=paper/{stem}")
+    assert OmegaConf.is_missing(cfg.task, "path")  # cannot start by accident without the user's data
+    text = (CONF_DIR / "experiment" / "paper" / f"{stem}.yaml").read_text()
+    assert f"hicra-train experiment=paper/{stem} task.path=" in text  # the command that launches it
+    lines = text.splitlines()
+    for key in UNSTATED:
+        (line,) = [line for line in lines if line.strip().startswith(key)]
+        assert "# not stated in the paper" in line, line
+    assert "dynamic" not in OmegaConf.to_yaml(cfg).lower()  # no invented key: Llama's dynamic sampling is a comment
+
+
+def test_paper_recipes_differ_only_in_the_model(compose_cfg):
+    def comparable(stem):
+        cfg = OmegaConf.to_container(compose_cfg(f"experiment=paper/{stem}"))
+        cfg["model"].pop("name_or_path"), cfg["logger"].pop("experiment_name")
+        return cfg
+
+    reference = comparable(PAPER[0])
+    for stem in PAPER[1:]:
+        assert comparable(stem) == reference, stem
+    assert "dynamic-sampling option" in (CONF_DIR / "experiment" / "paper" / "llama3_1_8b_instruct.yaml").read_text()
+
+
+def test_grpo_arm_of_a_paper_recipe_is_plain_grpo(compose_cfg):
+    hicra = compose_cfg("experiment=paper/qwen2_5_7b_base")
+    grpo = compose_cfg("experiment=paper/qwen2_5_7b_base", "algorithm=grpo", "planner=none")
+    assert "alpha" not in grpo.algorithm
+    assert grpo.algorithm.token_advantage_fn._target_.endswith("identity_token_advantages")
+    assert grpo.planner._target_.endswith("NullDetector")
+    assert {k: grpo.algorithm[k] for k in ("clip_high", "aggregation", "group_size")} == \
+        {k: hicra.algorithm[k] for k in ("clip_high", "aggregation", "group_size")}
+
+
+def test_paper_recipe_without_data_fails_in_one_line(tmp_path):
+    result = run_cli(["experiment=paper/qwen3_4b_base", "logger=none"], tmp_path, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("hicra-train: error:")]
+    assert errors == ["hicra-train: error: Missing mandatory value: task.path"], result.stderr[-2000:]
+
+
+def test_paper_recipe_without_weights_fails_in_one_line(tmp_path, data_file, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))  # no cached weights, whatever this machine holds
+    result = run_cli(["experiment=paper/qwen3_4b_base", f"task.path={data_file}", "logger=none"], tmp_path,
+                     timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("hicra-train: error:")]
+    assert len(errors) == 1 and "cannot load model 'Qwen/Qwen3-4B-Base'" in errors[0], result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name,accelerator,prompts,tokens,steps", [("cpu_small", "cpu", 2, 64, 8),
+                                                                   ("gpu_small", "gpu", 16, 256, 200)])
+def test_small_recipes_on_the_embedded_default(name, accelerator, prompts, tokens, steps, compose_cfg):
+    cfg = compose_cfg(f"experiment={name}")
+    assert cfg.model.name_or_path == "bundled://smollm2-135m-instruct" and cfg.task.dataset == "chain_sum"
+    assert cfg.trainer.accelerator == accelerator and cfg.prompts_per_step == prompts
+    assert cfg.rollout.max_new_tokens == tokens and cfg.trainer.max_steps == steps
+    assert cfg.algorithm._target_ and compose_cfg(f"experiment={name}", "algorithm=grpo").algorithm.get("alpha") is None
+    assert f"hicra-train experiment={name}" in (CONF_DIR / "experiment" / f"{name}.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_cpu_small_runs_one_step_on_the_tiny_model(tmp_path):
+    result = run_cli(["experiment=cpu_small", "model=tiny", "trainer.max_steps=1"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "hicra run summary: experiment=cpu_small" in result.stdout and "steps=1" in result.stdout
