@@ -7,12 +7,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -46,21 +45,20 @@ def machine() -> str:
 
 def commit() -> str:
     def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", *args], check=False, cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     sha = git("rev-parse", "HEAD") or "unknown"
     return sha + (" (dirty tree)" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def setup_rows(summary: dict) -> list[str]:
-    params = {}
-    for group in summary.get("groups", []):
-        for run in group.get("runs", []):
-            params = run.get("params") or {}
-            if params:
-                break
-        if params:
-            break
+def setup_rows(tracking_uri: str, experiment: str) -> list[str]:
+    """The budget of the study, read from one training run's params (every arm shares it)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], "tags.`hicra.run_kind` = 'train'", max_results=1) if exp else []
+    params = runs[0].data.params if runs else {}
     return [f"| `{k}` | {params[k]} |" for k in SETUP_KEYS if k in params]
 
 
@@ -70,13 +68,14 @@ def main() -> None:
     p.add_argument("--command", required=True)
     p.add_argument("--seconds", type=float, default=None, help="wall time of the whole study")
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    p.add_argument("--tracking-uri", default=f"sqlite:///{ROOT / 'outputs' / 'mlflow.db'}")
+    p.add_argument("--experiment", default="hicra_vs_grpo")
     args = p.parse_args()
 
     report = (args.results / "report.md").read_text(encoding="utf-8")
-    summary = json.loads((args.results / "summary.json").read_text(encoding="utf-8"))
     prefix = os.path.relpath(args.results, args.out.parent)
     report = re.sub(r"\]\(([^)/]+\.png)\)", rf"]({prefix}/\1)", report)  # figures live in the results folder
-    report = re.sub(r"^# ", "## ", report, flags=re.M)  # one title per page
+    report = re.sub(r"^# ", "## ", report, flags=re.MULTILINE)  # one title per page
     wall = f"{args.seconds / 60:.0f} min" if args.seconds else "not recorded"
     lines = [
         "# HICRA vs GRPO and baselines on the embedded default",
@@ -89,7 +88,7 @@ def main() -> None:
         f"| command | `{args.command}` |",
         f"| commit | `{commit()}` |",
         f"| machine | {machine()} |",
-        f"| finished | {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} |",
+        f"| finished | {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} |",
         f"| wall time (train + eval + compare) | {wall} |",
         "",
         "Arms (one Hydra multirun, `conf/experiment/hicra_vs_grpo/*.yaml`): GRPO; HICRA with the paper's Strategic",
@@ -98,7 +97,7 @@ def main() -> None:
         "",
         "| setting | value |",
         "|---|---|",
-        *setup_rows(summary),
+        *setup_rows(args.tracking_uri, args.experiment),
         "",
         report,
     ]

@@ -6,12 +6,16 @@ A Hydra ``task`` option instantiates one `Task`, e.g. ``_target_: hicra.tasks.Re
 
 from hicra.tasks.answers import extract_boxed
 from hicra.tasks.base import DEFAULT_INSTRUCTION, Example, Task
+from hicra.tasks.champ import ChampTask
+from hicra.tasks.eval_file import EvalFileTask
 from hicra.tasks.local_file import LocalFileTask
 from hicra.tasks.prompts import build_chat_prompt
 from hicra.tasks.reasoning_gym_task import ReasoningGymTask
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
+    "ChampTask",
+    "EvalFileTask",
     "Example",
     "LocalFileTask",
     "ReasoningGymTask",

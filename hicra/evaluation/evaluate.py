@@ -1,0 +1,204 @@
+"""The evaluation loop: check everything, then for each checkpoint load, sample, score, log, and print a table."""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from hicra.errors import ConfigError
+from hicra.evaluation import sources as src
+from hicra.evaluation.benchmarks import questions, skipped_count
+from hicra.evaluation.generation import sample_answers
+from hicra.evaluation.metrics import summarize
+from hicra.evaluation.report import format_table, write_results
+from hicra.evaluation.tracking import earlier_eval, experiment_id, finished_eval_runs, log_eval_run, open_store
+from hicra.tasks import Example, Task
+from hicra.tracking import flatten, git_state
+
+
+def build(node: DictConfig, **kwargs):
+    """`hydra.utils.instantiate` with a user's bad value as a one-line ConfigError (hicra.train.build's rule,
+    repeated here so that hicra-eval does not import Lightning: ~10 s of start-up on a small CPU)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, (ConfigError, ValueError, TypeError, OmegaConfBaseException)):
+            raise ConfigError(str(cause).splitlines()[0]) from err
+        raise
+
+
+@dataclass
+class Job:
+    """One (checkpoint, benchmark) pair, checked and ready to run."""
+
+    source: src.Source
+    benchmark: str
+    task: Task
+    examples: list[Example]
+    earlier: object | None = None  # an eval run that already has this result (a resumed study)
+
+
+def check_settings(cfg: DictConfig) -> None:
+    if cfg.limit is not None and (isinstance(cfg.limit, bool) or not isinstance(cfg.limit, int) or cfg.limit < 1):
+        raise ConfigError(f"limit={cfg.limit} is not allowed; use null (every problem) or an integer >= 1")
+    for key in ("batch_size", "max_new_tokens", "max_prompt_tokens"):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ConfigError(f"{key}={cfg[key]} is not allowed; use an integer >= 1")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name} is not allowed; use auto, cpu, cuda or cuda:<index>") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} is not available on this machine; use device=auto or device=cpu")
+    return device
+
+
+def source_task(source: src.Source, cfg: DictConfig) -> Task:
+    """The task a checkpoint trained on: its run's resolved `task`, else eval.yaml's `task` group."""
+    node = source.resolved.task if source.resolved is not None and "task" in source.resolved else cfg.task
+    return build(node)
+
+
+def system_prompt(source: src.Source, cfg: DictConfig) -> str | None:
+    if cfg.system_prompt is not None or source.resolved is None:
+        return cfg.system_prompt
+    return source.resolved.get("system_prompt")
+
+
+def load_model(source: src.Source, cfg: DictConfig, device: torch.device):
+    from hicra.models import load_pretrained
+
+    if source.model_path is None:
+        bundle = build(cfg.model)
+    else:
+        bundle = load_pretrained(str(source.model_path), dtype=cfg.model.get("dtype", "float32"))
+    bundle.model.to(device)
+    return bundle
+
+
+def eval_tags(source: src.Source, job: Job, protocol_name: str, cfg: DictConfig, out_dir: Path) -> dict[str, str]:
+    tags = {"hicra.run_kind": "eval", "hicra.benchmark": job.benchmark, "hicra.protocol": protocol_name,
+            "hicra.checkpoint": source.checkpoint, "hicra.limit": str(cfg.limit),
+            "hicra.eval_dir": str(out_dir.resolve()),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:5000], **git_state()}
+    if source.run is not None:
+        tags |= {"hicra.source_run_id": source.run_id, "hicra.source_run_name": source.label}
+        tags |= {f"source.{k}": v for k, v in source.run.data.tags.items() if k.startswith("choice.") or k == "seed"}
+    return tags
+
+
+def plan(cfg: DictConfig, benchmark, client, choices: dict[str, str],
+         params: dict[str, str]) -> tuple[list[Job], list[str]]:
+    """Every check that can run before a model loads: sources, questions, earlier results."""
+    checkpoint = None if cfg.checkpoint is None else str(cfg.checkpoint)
+    sources, notes = src.resolve(checkpoint, cfg.model, choices.get("model", "model"), client)
+    resumable = checkpoint is not None and checkpoint.startswith(src.EXPERIMENT_PREFIX)
+    earlier_runs = finished_eval_runs(client, sorted({s.experiment_id for s in sources})) if resumable else []
+    jobs = []
+    for source in sources:
+        task = benchmark.task if benchmark.task is not None else source_task(source, cfg)
+        job = Job(source, benchmark.name or task.name, task, questions(task, cfg.limit))
+        if resumable:
+            job.earlier = earlier_eval(earlier_runs, source.run_id, params)
+        jobs.append(job)
+    return jobs, notes
+
+
+def evaluate(cfg: DictConfig, choices: dict[str, str], out_dir: Path) -> list[dict]:
+    """Evaluate every checkpoint `cfg.checkpoint` names; returns the table rows (also printed and written)."""
+    check_settings(cfg)
+    protocol = build(cfg.protocol)
+    benchmark = build(cfg.benchmark)
+    sampler = protocol.sampler(cfg.max_new_tokens, cfg.max_prompt_tokens)
+    device = pick_device(str(cfg.device))
+    logging_on = bool(cfg.logger.get("_target_"))
+    client = None
+    if logging_on:
+        client, _ = open_store(cfg.logger, must_exist=src.needs_store(None if cfg.checkpoint is None
+                                                                          else str(cfg.checkpoint)),
+                               why=f"checkpoint={cfg.checkpoint}")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    params = flatten(resolved)
+    jobs, notes = plan(cfg, benchmark, client, choices, params)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_file = out_dir / "resolved.yaml"
+    config_file.write_text(OmegaConf.to_yaml(resolved))
+    for note in notes:
+        print(f"hicra-eval: {note}", flush=True)
+
+    rows = []
+    for index, job in enumerate(jobs):
+        if job.earlier is not None:
+            print(f"hicra-eval: {job.source.label}: already evaluated (eval run {job.earlier.info.run_id}), skipped",
+                  flush=True)
+            rows.append(_row(job, protocol.name, {k: float(v) for k, v in job.earlier.data.metrics.items()},
+                             job.earlier.info.run_id, earlier=True))
+            continue
+        rows.append(run_job(job, index, protocol, sampler, cfg, device, client, params, config_file, out_dir))
+
+    table = format_table(rows, protocol.ks, protocol.greedy)
+    md, js = write_results(rows, table, out_dir)
+    skipped = skipped_count(jobs[0].task) if jobs else 0
+    print("\n" + table, flush=True)
+    if skipped:
+        print(f"({skipped} problems of {jobs[0].benchmark} have no checkable answer and were left out)")
+    print(f"results: {md} and {js.name}" + (f"; MLflow store {client.tracking_uri}" if client else ""), flush=True)
+    return rows
+
+
+def run_job(job: Job, index: int, protocol, sampler, cfg: DictConfig, device, client, params: dict[str, str],
+            config_file: Path, out_dir: Path) -> dict:
+    from transformers import set_seed
+
+    source = job.source
+    bundle = load_model(source, cfg, device)
+    set_seed(cfg.seed)  # every checkpoint sees the same random stream
+    start = time.perf_counter()
+    records = sample_answers(bundle.model, bundle.tokenizer, job.task, job.examples, sampler,
+                             num_samples=protocol.num_samples, greedy=protocol.greedy, batch_size=cfg.batch_size,
+                             system_prompt=system_prompt(source, cfg), desc=f"{source.label} {job.benchmark}")
+    metrics = summarize(records, len(job.examples), protocol.num_samples, protocol.ks, protocol.greedy,
+                        skipped_count(job.task))
+    metrics["perf/eval_seconds"] = time.perf_counter() - start
+    del bundle  # a study loads one checkpoint after another: free this one first
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    folder = out_dir / f"{index:02d}__{source.label}"
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = folder / "samples.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    run_id = None
+    if client is not None:
+        experiment = source.experiment_id or experiment_id(client, cfg.logger.experiment_name,
+                                                           cfg.logger.get("artifact_location"))
+        run_id = log_eval_run(client, experiment, f"eval__{source.label}__{job.benchmark}__{protocol.name}",
+                              eval_tags(source, job, protocol.name, cfg, out_dir), params, metrics,
+                              {"eval": samples, "config": config_file})
+    return _row(job, protocol.name, metrics, run_id, earlier=False)
+
+
+def _row(job: Job, protocol: str, metrics: dict[str, float], run_id: str | None, earlier: bool) -> dict:
+    return {"name": job.source.label, "benchmark": job.benchmark, "protocol": protocol,
+            "checkpoint": job.source.checkpoint, "source_run_id": job.source.run_id, "eval_run_id": run_id,
+            "earlier": earlier, "metrics": metrics}

@@ -1,0 +1,41 @@
+"""Batched sampling for evaluation: `batch_size` prompts per `generate` call, `num_samples` answers each.
+
+One record per sample, in problem order then sample order (rows of a rollout are grouped prompt by prompt).
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from hicra.rollout import HFSampler
+from hicra.tasks import Example, Task, build_chat_prompt, extract_boxed
+
+
+@torch.no_grad()
+def sample_answers(model, tokenizer, task: Task, examples: list[Example], sampler: HFSampler, *,
+                   num_samples: int, greedy: bool, batch_size: int, system_prompt: str | None,
+                   desc: str = "eval") -> list[dict]:
+    """Generate and score `num_samples` answers per example; a progress bar counts batches."""
+    model.eval()
+    records: list[dict] = []
+    batches = range(0, len(examples), batch_size)
+    progress = tqdm(batches, desc=desc, unit="batch", dynamic_ncols=True)
+    for start in progress:
+        batch = examples[start:start + batch_size]
+        prompts = [build_chat_prompt(tokenizer, ex.question, task.instruction, system_prompt) for ex in batch]
+        rollout = sampler.generate(model, tokenizer, prompts, num_samples, greedy=greedy)  # B = len(batch) x n
+        ids = rollout.response_ids.masked_fill(~rollout.response_mask, tokenizer.pad_token_id)  # (B, T)
+        texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+        lengths = rollout.response_mask.sum(dim=1).tolist()  # (B,) tokens up to and including EOS
+        truncated = rollout.truncated.tolist()  # (B,)
+        for row, text in enumerate(texts):
+            problem, sample = divmod(row, num_samples)
+            example = batch[problem]
+            score = float(task.score(text, example))
+            records.append({"problem": start + problem, "sample": sample, "question": example.question,
+                            "reference": example.answer, "completion": text, "score": score,
+                            "correct": score >= 1.0, "num_tokens": int(lengths[row]),
+                            "truncated": bool(truncated[row]), "boxed": extract_boxed(text) is not None})
+        progress.set_postfix(correct=f"{sum(r['correct'] for r in records)}/{len(records)}")
+    return records

@@ -1,0 +1,46 @@
+"""Evaluation protocols: how many answers are sampled per problem, how, and which pass@k are reported."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from hicra.errors import ConfigError
+from hicra.rollout import HFSampler
+
+
+@dataclass
+class Protocol:
+    """`num_samples` answers per problem (one greedy decode, or samples at `temperature` / `top_p`).
+
+    Every protocol reports pass@1 (the mean over problems of correct samples / num_samples, i.e. accuracy when
+    greedy) as its headline number `eval/score`, plus pass@k for every k in `ks`.
+    """
+
+    name: str
+    num_samples: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    greedy: bool = False
+    ks: Sequence[int] = field(default_factory=lambda: (1,))
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_samples, int) or self.num_samples < 1:
+            raise ConfigError(f"protocol.num_samples={self.num_samples} is not allowed; use an integer >= 1")
+        if self.greedy and self.num_samples != 1:
+            raise ConfigError(f"protocol.num_samples={self.num_samples} is not allowed with greedy decoding "
+                              "(every greedy answer is the same); use 1, or a sampling protocol (paper, pass_at_k)")
+        if not 0.0 < self.temperature <= 10.0:
+            raise ConfigError(f"protocol.temperature={self.temperature} is not allowed; use a value in (0, 10] "
+                              "(protocol=greedy for greedy decoding)")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"protocol.top_p={self.top_p} is not allowed; use a value in (0, 1]")
+        if any(isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.num_samples for k in self.ks):
+            raise ConfigError(f"protocol.ks={list(self.ks)} is not allowed; every k must be an integer in "
+                              f"[1, protocol.num_samples={self.num_samples}]")
+        self.ks = tuple(sorted({1, *self.ks}))
+
+    def sampler(self, max_new_tokens: int, max_prompt_tokens: int) -> HFSampler:
+        """The training sampler with this protocol's settings (greedy decoding uses its val_max_new_tokens)."""
+        return HFSampler(temperature=self.temperature, top_p=self.top_p, top_k=0, max_new_tokens=max_new_tokens,
+                         max_prompt_tokens=max_prompt_tokens, val_max_new_tokens=max_new_tokens)

@@ -1,0 +1,104 @@
+"""Fixtures for hicra-eval: a saved tiny model, a synthetic MLflow store with training runs, the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from support import CONF_DIR, PROJECT_ROOT
+
+HICRA_EVAL = Path(sys.executable).parent / "hicra-eval"
+# A held-out set small enough for seconds-long evals: chain_sum as in training, 4 validation questions.
+SMALL_TASK = {"_target_": "hicra.tasks.ReasoningGymTask", "dataset": "chain_sum", "train_size": 64, "val_size": 4,
+              "seed": 0, "last_number_fallback": True, "min_terms": 2, "max_terms": 2, "min_digits": 1,
+              "max_digits": 1}
+
+
+def run_eval(args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `hicra-eval` in a subprocess with its output folder and MLflow store under tmp_path."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    full = [str(HICRA_EVAL), *args]
+    if not any(a.startswith("hydra.run.dir") for a in args):
+        full += [f"hydra.run.dir={tmp_path}/eval", f"hydra.sweep.dir={tmp_path}/sweep"]
+    if not any(a.startswith("logger") for a in args):
+        full += [f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+                 f"logger.artifact_location={tmp_path}/mlartifacts"]
+    return subprocess.run(full, check=False, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="session")
+def eval_cli():
+    """eval_cli(args, tmp_path) -> CompletedProcess of the real hicra-eval (see run_eval)."""
+    return run_eval
+
+
+@pytest.fixture
+def compose_eval():
+    """compose_eval(*overrides) -> DictConfig of conf/eval.yaml (with HydraConfig set, as inside the app)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    def _compose(*overrides: str):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="eval", overrides=list(overrides))
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random-init tiny Llama + the SmolLM2 tokenizer, saved like hicra-train's final_model."""
+    from hicra.models import build_tiny_model
+
+    path = tmp_path_factory.mktemp("tiny") / "final_model"
+    bundle = build_tiny_model()
+    bundle.model.save_pretrained(path)
+    bundle.tokenizer.save_pretrained(path)
+    return path
+
+
+def fake_training_run(client, experiment: str, name: str, run_dir: Path, model_dir: Path | None,
+                      status: str = "FINISHED", task: dict | None = None) -> str:
+    """A run logged the way hicra-train logs one (tags, run folder, resolved config), without training."""
+    import shutil
+
+    (run_dir / "config").mkdir(parents=True, exist_ok=True)
+    resolved = {"task": task or SMALL_TASK, "system_prompt": None, "seed": 0}
+    (run_dir / "config" / "resolved.yaml").write_text(OmegaConf.to_yaml(resolved))
+    if model_dir is not None:
+        shutil.copytree(model_dir, run_dir / "final_model")
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(
+        experiment, artifact_location=(run_dir.parent / "mlartifacts").as_uri())
+    run = client.create_run(exp_id, run_name=name, tags={
+        "hicra.run_kind": "train", "hicra.run_dir": str(run_dir), "choice.algorithm": name.split("__")[0],
+        "choice.planner": "none", "seed": "0"})
+    client.set_terminated(run.info.run_id, status)
+    return run.info.run_id
+
+
+@pytest.fixture(scope="session")
+def fake_store(tmp_path_factory, tiny_model_dir):
+    """sqlite store with experiment 'study' (grpo run with a final model, hicra run without one) and
+    'broken' (only a FAILED run). Returns (tracking uri, {name: run id})."""
+    import mlflow
+
+    root = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = {
+        "grpo__none__s0": fake_training_run(client, "study", "grpo__none__s0", root / "runs" / "a", tiny_model_dir),
+        "hicra__strategic_grams__s0": fake_training_run(client, "study", "hicra__strategic_grams__s0",
+                                                        root / "runs" / "b", None),
+        "failed": fake_training_run(client, "broken", "grpo__none__s1", root / "runs" / "c", tiny_model_dir,
+                                    status="FAILED"),
+    }
+    return uri, runs

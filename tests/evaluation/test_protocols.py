@@ -1,0 +1,42 @@
+"""Protocols: every conf/protocol option instantiates with the issue's settings; bad values fail in one line."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.utils import instantiate
+
+from hicra.errors import ConfigError
+from hicra.evaluation.protocols import Protocol
+
+from support import CONF_DIR
+
+
+def test_every_protocol_option_instantiates(compose_eval):
+    options = sorted(p.stem for p in (CONF_DIR / "protocol").glob("*.yaml"))
+    assert options == ["greedy", "paper", "pass_at_k"]
+    built = {name: instantiate(compose_eval(f"protocol={name}").protocol) for name in options}
+    paper, greedy, pass_k = built["paper"], built["greedy"], built["pass_at_k"]
+    assert (paper.num_samples, paper.temperature, paper.top_p, paper.greedy, paper.ks) == (8, 0.6, 0.95, False, (1,))
+    assert (greedy.num_samples, greedy.greedy, greedy.ks) == (1, True, (1,))
+    assert (pass_k.num_samples, pass_k.temperature, pass_k.ks) == (16, 1.0, (1, 2, 4, 8, 16))
+    sampler = paper.sampler(max_new_tokens=32, max_prompt_tokens=64)
+    assert (sampler.temperature, sampler.top_p, sampler.max_new_tokens, sampler.val_max_new_tokens) == (0.6, 0.95,
+                                                                                                        32, 32)
+
+
+def test_pass_at_1_is_always_reported():
+    assert Protocol("x", num_samples=4, ks=[4, 2]).ks == (1, 2, 4)
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"num_samples": 0}, "protocol.num_samples=0"),
+    ({"num_samples": 4, "greedy": True}, "greedy"),
+    ({"num_samples": 4, "ks": [8]}, "protocol.ks=[8]"),
+    ({"num_samples": 4, "ks": [0]}, "[1, protocol.num_samples=4]"),
+    ({"num_samples": 4, "temperature": 0.0}, "protocol.temperature=0.0"),
+    ({"num_samples": 4, "top_p": 1.5}, "protocol.top_p=1.5"),
+])
+def test_bad_values_are_one_line_errors(kwargs, fragment):
+    with pytest.raises(ConfigError) as err:
+        Protocol("x", **kwargs)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
