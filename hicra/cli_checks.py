@@ -58,8 +58,9 @@ def _first_of_each_sweep(args: list[str]) -> list[str]:
     candidates = [a for a in args if "=" in a and not a.startswith("-") or a.startswith("~")]
     single = []
     for override in OverridesParser.create().parse_overrides(candidates):
-        if override.key_or_group.startswith("hydra"):
-            continue  # hydra.* and hydra/launcher are Hydra's own business
+        if override.key_or_group.startswith("hydra") and override.key_or_group not in ("hydra.run.dir",
+                                                                                          "hydra.sweep.dir"):
+            continue  # hydra.* and hydra/launcher are Hydra's own business; output folders are checked here
         if override.is_sweep_override():
             single.append(f"{override.get_key_element()}={next(iter(override.sweep_string_iterator()))}")
         else:
@@ -67,8 +68,11 @@ def _first_of_each_sweep(args: list[str]) -> list[str]:
     return single
 
 
-def check_composes(args: list[str], conf_dir: Path, config_name: str) -> None:
-    """Compose the config once with the user's overrides, turning Hydra's multi-line errors into one line."""
+def check_composes(args: list[str], conf_dir: Path, config_name: str):
+    """Compose the config once with the user's overrides, turning Hydra's multi-line errors into one line.
+
+    Returns the composed config (with its `hydra` node) for the checks that need values, e.g. the output folder.
+    """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf.errors import OmegaConfBaseException
@@ -76,7 +80,7 @@ def check_composes(args: list[str], conf_dir: Path, config_name: str) -> None:
     overrides = _first_of_each_sweep(args)
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            compose(config_name=config_name, overrides=overrides)
+            return compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
         lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
         lines = [line.rstrip(".") for line in lines]
@@ -84,3 +88,25 @@ def check_composes(args: list[str], conf_dir: Path, config_name: str) -> None:
         raise ConfigError("; ".join(useful[:3]) or repr(err)) from err
     finally:
         GlobalHydra.instance().clear()
+
+
+def check_output_folder(cfg, multirun: bool) -> None:
+    """The run (or sweep) folder can be created: checked on its nearest existing ancestor, without creating it
+    (Hydra creates it, with a stack trace when it cannot)."""
+    import tempfile
+
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    folder = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)).expanduser().absolute()
+    ancestor = folder
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    try:
+        if not ancestor.is_dir():
+            raise NotADirectoryError(f"{ancestor} is a file")
+        with tempfile.NamedTemporaryFile(dir=ancestor, prefix=".hicra-write-check-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ConfigError(f"{key}={folder} cannot be created ({reason} at {ancestor}); "
+                          f"set paths.output_dir (or {key}) to a folder you can write to") from None
+

@@ -21,9 +21,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def absolute_tracking_uri(uri: str) -> str:
     """`sqlite:///outputs/mlflow.db` -> `sqlite:////abs/outputs/mlflow.db`; plain paths -> file URIs; URLs as is."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        path = Path(uri[len("sqlite:///"):]).expanduser().resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
+        return f"sqlite:///{Path(uri[len('sqlite:///'):]).expanduser().resolve()}"
     if "://" not in uri:
         return Path(uri).expanduser().resolve().as_uri()
     return uri
@@ -108,10 +106,14 @@ def mark_running(logger) -> None:
 
 
 def check_tracking_uri(uri: str) -> None:
-    """Fail before any model loads when the store cannot be opened (bad scheme, unwritable folder)."""
+    """Fail before any model loads when the store cannot be opened (bad scheme, unwritable folder, no server)."""
     import mlflow
 
+    if uri.startswith(("http://", "https://")):
+        check_server_reachable(uri)
     try:
+        if uri.startswith("sqlite:///"):
+            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)  # sqlite makes the file only
         mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as err:  # noqa: BLE001 - any failure here means the URI is unusable
         raise ConfigError(f"logger.tracking_uri '{uri}' cannot be used: {str(err).splitlines()[0][:200]}") from err
@@ -126,7 +128,13 @@ def store_lock(uri: str):
         return
     import fcntl
 
-    with open(uri[len("sqlite:///"):] + ".lock", "a") as handle:
+    lock = Path(uri[len("sqlite:///"):] + ".lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")  # noqa: SIM115 - closed by the with below
+    except OSError as err:
+        raise ConfigError(f"logger.tracking_uri '{uri}' cannot be used: {err.strerror} ({lock.parent})") from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
         yield
 
@@ -143,3 +151,20 @@ def ensure_experiment(uri: str, name: str, artifact_location: str | None) -> Non
         except MlflowException:
             if client.get_experiment_by_name(name) is None:
                 raise
+
+
+def check_server_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """One quick request to the server's /health: MLflow's client would retry an absent server for minutes."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+            pass
+    except urllib.error.HTTPError:
+        return  # the server answered (a proxy may not serve /health): reachable
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError(f"logger.tracking_uri={uri} is unreachable ({reason}); start the MLflow server or use "
+                          f"a local store, e.g. logger.tracking_uri=sqlite:///outputs/mlflow.db") from None
+

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from hicra.completions_html import CompletionSampleLogger, CorrectCompletionsRecorder
-from hicra.cli_checks import check_composes, check_group_choices
+from hicra.cli_checks import check_composes, check_group_choices, check_output_folder
 from hicra.data import PromptDataModule
 from hicra.errors import ConfigError, UserError
 from hicra.lit_module import PolicyGradientModule
@@ -67,6 +67,7 @@ def preflight(cfg: DictConfig, choices: dict[str, str]):
             f"algorithm={choices.get('algorithm', 'hicra')} needs planning tokens but "
             f"planner={choices.get('planner', 'none')} marks none (it would silently be GRPO); "
             f"allowed: planner=strategic_grams or planner=high_entropy")
+    check_devices(cfg)
     for key in ("prompts_per_step", "micro_batch_size", "val_batch_size", "val_every_n_steps"):
         if int(cfg[key]) < 1:
             raise ConfigError(f"{key}={cfg[key]} is not allowed; use an integer >= 1")
@@ -78,6 +79,19 @@ def preflight(cfg: DictConfig, choices: dict[str, str]):
     # Dr.GRPO's constant normaliser must not change with micro-batch or step: default to the generation budget.
     algorithm = dataclasses.replace(algorithm, norm_length=algorithm.norm_length or sampler.max_new_tokens)
     return algorithm, sampler, task
+
+
+def check_devices(cfg: DictConfig) -> None:
+    """A trainer the machine cannot run fails here, in one line, not deep inside Lightning."""
+    import torch
+
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} needs a CUDA GPU and none is visible; "
+                          f"allowed here: trainer=cpu")
+    if "fsdp" in strategy.lower() and (accelerator == "cpu" or not torch.cuda.is_available()):
+        raise ConfigError(f"trainer.strategy={strategy} (FSDP) needs CUDA GPUs; allowed on CPU: strategy=auto or ddp")
 
 
 def build_logger(cfg: DictConfig, choices: dict[str, str], resume_run_id: str | None = None):
@@ -218,7 +232,8 @@ def main() -> None:
     """Console entry point: one-line errors for bad options, then Hydra."""
     try:
         check_group_choices(sys.argv[1:], CONF_DIR)
-        check_composes(sys.argv[1:], CONF_DIR, "train")
+        cfg = check_composes(sys.argv[1:], CONF_DIR, "train")
+        check_output_folder(cfg, multirun=bool({"-m", "--multirun"} & set(sys.argv[1:])))
     except ConfigError as err:
         print(f"hicra-train: error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
