@@ -82,19 +82,27 @@ def analyze(args: argparse.Namespace) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_main(prog: str, body) -> int:
+    """Run a CLI body: a user's mistake (AnalyzeError) is one line and exit 2, Ctrl-C exit 130, no traceback."""
     try:
+        body()
+    except AnalyzeError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    def body():
         args = build_parser().parse_args(argv)
         if args.max_steps < 1:
             raise AnalyzeError(f"--max-steps={args.max_steps} is not allowed; use an integer >= 1")
         analyze(args)
-    except AnalyzeError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        sys.exit(130)
-    return 0
+
+    return run_main(PROG, body)
 
 
 if __name__ == "__main__":

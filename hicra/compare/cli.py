@@ -7,11 +7,10 @@ import argparse
 import json
 import math
 import re
-import sys
 from datetime import datetime
 from pathlib import Path
 
-from hicra.analyze.cli import DEFAULT_URI, normalise_uri
+from hicra.analyze.cli import DEFAULT_URI, normalise_uri, run_main
 from hicra.analyze.runs import AnalyzeError, first_line
 
 PROG = "hicra-compare"
@@ -150,15 +149,7 @@ def compare(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        compare(build_parser().parse_args(argv))
-    except AnalyzeError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        sys.exit(130)
-    return 0
+    return run_main(PROG, lambda: compare(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -5,12 +5,12 @@ Every loader returns a list of non-blank solution texts and raises `ConfigError`
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import tempfile
 from pathlib import Path
 
 from hicra.errors import ConfigError
+from hicra.tasks.champ import champ_file as _champ_file
 
 RUN_CORPUS_ARTIFACT = "corpus/correct_completions.jsonl"  # written by hicra.completions_html.CorrectCompletionsRecorder
 DEFAULT_TRACKING_URI = "sqlite:///outputs/mlflow.db"
@@ -84,14 +84,7 @@ def read_mlflow_run(run_id: str, tracking_uri: str = DEFAULT_TRACKING_URI, limit
 
 
 def champ_file() -> Path:
-    """`champ_dataset/dataset_files/v0.json`, located without importing the package."""
-    spec = importlib.util.find_spec("champ_dataset")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("--champ needs the champ-dataset package (pip install champ-dataset)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "dataset_files" / "v0.json"
-    if not path.is_file():
-        raise ConfigError(f"champ-dataset file not found: {path}")
-    return path
+    return _champ_file("--champ")
 
 
 def read_champ(limit: int | None = None) -> list[str]:

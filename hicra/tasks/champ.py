@@ -39,11 +39,11 @@ _NOT_A_VALUE = re.compile(r"[=<>≥≤±]|\.\.\.|sum_|\band\b|\bor\b")  # relati
 _BINOM = re.compile(r"\bC\((?P<n>[^(),]+),\s*(?P<k>[^(),]+)\)")
 
 
-def champ_file() -> Path:
+def champ_file(needed_by: str = "benchmark=champ") -> Path:
     """`champ_dataset/dataset_files/v0.json`, located without importing the package."""
     spec = importlib.util.find_spec("champ_dataset")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("benchmark=champ needs the champ-dataset package: pip install champ-dataset")
+        raise ConfigError(f"{needed_by} needs the champ-dataset package: pip install champ-dataset")
     path = Path(next(iter(spec.submodule_search_locations))) / "dataset_files" / "v0.json"
     if not path.is_file():
         raise ConfigError(f"champ-dataset file not found: {path}; reinstall champ-dataset")
