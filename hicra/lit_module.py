@@ -140,6 +140,7 @@ class PolicyGradientModule(pl.LightningModule):
         """
         # Whole-batch normaliser over the tokens that carry loss (all response tokens unless the algorithm drops
         # truncated responses); micro-batches are still cut by the response mask, so `record` stays complete.
+        per_token.setdefault("loss_mask", rollout.response_mask.bool())  # (B,T) every response token by default
         total = aggregate_denominator(per_token["loss_mask"], self.algorithm.aggregation)
         sums: dict[str, float] = {}
         loss_tokens = max(float(per_token["loss_mask"].sum()), 1.0)
