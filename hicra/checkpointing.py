@@ -59,10 +59,8 @@ def checkpoint_callback(dirpath: Path, every_n_steps: int) -> ModelCheckpoint:
     Saved at the end of a training batch, before that step's validation: on resume Lightning re-runs the
     validation it has not seen finish (and the logger drops what MLflow already has, see `ResumableMLFlowLogger`).
     """
-    callback = ModelCheckpoint(dirpath=str(dirpath), filename="last", save_top_k=0, save_last=True,
-                               every_n_train_steps=every_n_steps, save_on_train_epoch_end=False)
-    callback.CHECKPOINT_NAME_LAST = "last"
-    return callback
+    return ModelCheckpoint(dirpath=str(dirpath), save_top_k=0, save_last=True,  # -> `last.ckpt`
+                           every_n_train_steps=every_n_steps, save_on_train_epoch_end=False)
 
 
 # --- random generators -----------------------------------------------------------------------------------------

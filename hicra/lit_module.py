@@ -138,12 +138,13 @@ class PolicyGradientModule(pl.LightningModule):
         `record` ((B,T) tensors "logprobs", "entropy") receives the detached values of this pass, so the
         diagnostics need no forward pass of their own.
         """
-        # Whole-batch normaliser over the tokens that carry loss (all response tokens unless the algorithm drops
-        # truncated responses); micro-batches are still cut by the response mask, so `record` stays complete.
-        per_token.setdefault("loss_mask", rollout.response_mask.bool())  # (B,T) every response token by default
-        total = aggregate_denominator(per_token["loss_mask"], self.algorithm.aggregation)
+        # The tokens that carry loss (every response token unless the algorithm drops truncated responses) set the
+        # whole-batch normaliser; micro-batches are still cut by the response mask, so `record` stays complete.
+        loss_mask = self.algorithm.loss_mask(rollout.response_mask, rollout.truncated)  # (B,T)
+        total = aggregate_denominator(loss_mask, self.algorithm.aggregation)
+        per_token = {**per_token, "loss_mask": loss_mask}
         sums: dict[str, float] = {}
-        loss_tokens = max(float(per_token["loss_mask"].sum()), 1.0)
+        loss_tokens = max(float(loss_mask.sum()), 1.0)
         for rows, end, micro, tok in self._micro_batches(rollout, per_token):
             logprobs, entropy = sequence_logprobs(self.policy, micro, True, self.sampler.temperature)
             if not self.algorithm.needs_entropy_grad:
@@ -236,8 +237,7 @@ class PolicyGradientModule(pl.LightningModule):
         advantages = self.algorithm.advantages(rewards)  # (B,)
         token_advantages = self.algorithm.token_advantages(advantages, planning_mask)  # (B,T)
 
-        per_token = {"token_advantages": token_advantages,
-                     "loss_mask": self.algorithm.loss_mask(rollout.response_mask, rollout.truncated)}
+        per_token = {"token_advantages": token_advantages}
         if old_logprobs is not None:
             per_token["old_logprobs"] = old_logprobs
         if self.reference is not None:

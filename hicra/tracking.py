@@ -105,6 +105,16 @@ def mark_running(logger) -> None:
         logger.experiment.update_run(logger.run_id, status="RUNNING")
 
 
+def quiet_mlflow() -> None:
+    """No artifact progress bars, no INFO lines from MLflow's store migrations."""
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def check_tracking_uri(uri: str) -> None:
     """Fail before any model loads when the store cannot be opened (bad scheme, unwritable folder, no server)."""
     import mlflow
@@ -139,18 +149,23 @@ def store_lock(uri: str):
         yield
 
 
-def ensure_experiment(uri: str, name: str, artifact_location: str | None) -> None:
-    """Create the MLflow experiment unless it exists; a job that loses the creation race uses the winner's."""
+def ensure_experiment(uri: str, name: str, artifact_location: str | None) -> str:
+    """Id of the MLflow experiment `name`, created unless it exists; a job that loses the creation race uses the
+    winner's."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient(tracking_uri=uri)
-    if client.get_experiment_by_name(name) is None:
-        try:
-            client.create_experiment(name, artifact_location=artifact_location)
-        except MlflowException:
-            if client.get_experiment_by_name(name) is None:
-                raise
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        existing = client.get_experiment_by_name(name)
+        if existing is None:
+            raise
+        return existing.experiment_id
 
 
 def check_server_reachable(uri: str, timeout_s: float = 5.0) -> None:

@@ -18,7 +18,6 @@ import hydra
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -27,6 +26,7 @@ from hicra.completions_html import CompletionSampleLogger, CorrectCompletionsRec
 from hicra.cli_checks import check_composes, check_group_choices, check_output_folder
 from hicra.data import PromptDataModule
 from hicra.errors import ConfigError, UserError
+from hicra.instantiate import build
 from hicra.lit_module import PolicyGradientModule
 from hicra.summary import format_summary
 from hicra.checkpointing import (LAST, AtomicCheckpointIO, checkpoint_callback, read_run_record, resolve_checkpoint,
@@ -38,19 +38,6 @@ CONF_DIR = PROJECT_ROOT / "conf"
 # Lightning notices that prompts bypass device transfer (on purpose: they are strings) and advertises services.
 warnings.filterwarnings("ignore", message=".*transfer_batch_to_device.*")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-
-
-def build(node: DictConfig, **kwargs):
-    """`hydra.utils.instantiate`, with a user's bad value reported as a one-line ConfigError."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        cause = err
-        while cause.__cause__ is not None and not isinstance(cause, ConfigError):  # a ConfigError is the story,
-            cause = cause.__cause__                                                # not the OSError it wraps
-        if isinstance(cause, (ConfigError, ValueError, TypeError, OmegaConfBaseException)):
-            raise ConfigError(str(cause).splitlines()[0]) from err
-        raise
 
 
 def hydra_choices() -> dict[str, str]:
@@ -67,7 +54,6 @@ def preflight(cfg: DictConfig, choices: dict[str, str]):
             f"algorithm={choices.get('algorithm', 'hicra')} needs planning tokens but "
             f"planner={choices.get('planner', 'none')} marks none (it would silently be GRPO); "
             f"allowed: planner=strategic_grams or planner=high_entropy")
-    check_devices(cfg)
     for key in ("prompts_per_step", "micro_batch_size", "val_batch_size", "val_every_n_steps"):
         if int(cfg[key]) < 1:
             raise ConfigError(f"{key}={cfg[key]} is not allowed; use an integer >= 1")
@@ -76,6 +62,7 @@ def preflight(cfg: DictConfig, choices: dict[str, str]):
     sampler = build(cfg.rollout)
     task = build(cfg.task)
     task.train_examples(), task.val_examples()  # a missing or malformed data file fails here, before the model
+    check_devices(cfg)  # after the config's own values: a missing task.path is the first thing to hear about
     # Dr.GRPO's constant normaliser must not change with micro-batch or step: default to the generation budget.
     algorithm = dataclasses.replace(algorithm, norm_length=algorithm.norm_length or sampler.max_new_tokens)
     return algorithm, sampler, task

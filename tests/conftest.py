@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from support import CONF_DIR
+from support import composer
 
 
 @pytest.fixture(scope="session")
@@ -18,13 +18,7 @@ def smollm2_tokenizer():
 @pytest.fixture
 def compose_cfg():
     """compose_cfg(*overrides) -> DictConfig composed from conf/train.yaml with Hydra's compose API."""
-    from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    def _compose(*overrides: str):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name="train", overrides=list(overrides))
-
-    yield _compose
+    yield composer("train")
     GlobalHydra.instance().clear()

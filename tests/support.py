@@ -15,6 +15,28 @@ HICRA_TRAIN = Path(sys.executable).parent / "hicra-train"
 TINY_RUN = ["experiment=smoke"]
 
 
+def composer(config_name: str):
+    """composer("train")(*overrides) -> DictConfig composed from conf/<config_name>.yaml with Hydra's compose API
+    (callers clear GlobalHydra when done; the fixtures in conftest.py do)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    def _compose(*overrides: str):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name=config_name, overrides=list(overrides))
+
+    return _compose
+
+
+def exit_code(main, args: list[str]) -> int:
+    """Run an argparse CLI's `main(args)` in-process; its return value or SystemExit code."""
+    try:
+        return main(args)
+    except SystemExit as exc:
+        return exc.code
+
+
 def cli_env() -> dict[str, str]:
     """Environment of a CLI subprocess: quiet, and `support.*` targets (test tasks) importable."""
     return dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(PROJECT_ROOT / "tests"))

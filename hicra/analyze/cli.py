@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from hicra.analyze.runs import AnalyzeError, first_line
+from hicra.tracking import absolute_tracking_uri
 
 PROG = "hicra-analyze"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -32,22 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def normalise_uri(uri: str) -> str:
-    """Relative sqlite paths and plain folders are taken from the working directory."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).expanduser().resolve()}"
-    if "://" not in uri:
-        return Path(uri).expanduser().resolve().as_uri()
-    return uri
-
-
 def analyze(args: argparse.Namespace) -> Path:
     from hicra.analyze.figures import render_figures
     from hicra.analyze.report import render_report
     from hicra.analyze.runs import fetch_completions, fetch_metrics, open_client, resolve_runs
     from hicra.analyze.token_viewer import render_token_viewer
 
-    uri = normalise_uri(args.tracking_uri)
+    uri = absolute_tracking_uri(args.tracking_uri)
     client = open_client(uri)
     runs = resolve_runs(client, args.run_ids, args.experiment)
     print(f"{PROG}: {len(runs)} run(s): {', '.join(r.name for r in runs)}")

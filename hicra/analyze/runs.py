@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from hicra.tracking import quiet_mlflow
 
 DONE_STATUSES = ("FINISHED", "FAILED")
 RUN_KIND_TAG = "hicra.run_kind"            # "train" (hicra-train), "eval" (hicra-eval), "compare" (hicra-compare)
@@ -38,12 +38,6 @@ class RunInfo:
     @property
     def label(self) -> str:
         return self.name
-
-
-def quiet_mlflow() -> None:
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def open_client(tracking_uri: str):

@@ -10,8 +10,9 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from hicra.analyze.cli import DEFAULT_URI, normalise_uri, run_main
+from hicra.analyze.cli import DEFAULT_URI, run_main
 from hicra.analyze.runs import AnalyzeError, first_line
+from hicra.tracking import absolute_tracking_uri
 
 PROG = "hicra-compare"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -115,7 +116,7 @@ def compare(args: argparse.Namespace) -> Path:
     group_by = _group_by(args.group_by)
     if not math.isfinite(args.threshold):
         raise AnalyzeError(f"--threshold={args.threshold} is not allowed; use a finite number")
-    uri = normalise_uri(args.tracking_uri)
+    uri = absolute_tracking_uri(args.tracking_uri)
     client = open_client(uri)
     infos = training_runs(client, args.run_ids, args.experiment)
     # Imported once there is something to compare: they pull in torch (hicra.algorithms) and matplotlib, seconds

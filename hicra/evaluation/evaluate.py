@@ -18,27 +18,10 @@ from hicra.evaluation.benchmarks import questions, skipped_count
 from hicra.evaluation.generation import sample_answers
 from hicra.evaluation.metrics import summarize
 from hicra.evaluation.report import format_table, write_results
-from hicra.evaluation.tracking import earlier_eval, experiment_id, finished_eval_runs, log_eval_run, open_store
+from hicra.evaluation.tracking import earlier_eval, finished_eval_runs, log_eval_run, open_store
+from hicra.instantiate import build
 from hicra.tasks import Example, Task
-from hicra.tracking import flatten, git_state
-
-
-def build(node: DictConfig, **kwargs):
-    """`hydra.utils.instantiate` with a user's bad value as a one-line ConfigError (hicra.train.build's rule,
-    repeated here so that hicra-eval does not import Lightning: ~10 s of start-up on a small CPU)."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        cause = err
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
-        if isinstance(cause, (ConfigError, ValueError, TypeError, OmegaConfBaseException)):
-            raise ConfigError(str(cause).splitlines()[0]) from err
-        raise
+from hicra.tracking import absolute_artifact_location, ensure_experiment, flatten, git_state
 
 
 @dataclass
@@ -190,8 +173,9 @@ def run_job(job: Job, index: int, protocol, sampler, cfg: DictConfig, device, cl
     samples.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     run_id = None
     if client is not None:
-        experiment = source.experiment_id or experiment_id(client, cfg.logger.experiment_name,
-                                                           cfg.logger.get("artifact_location"))
+        experiment = source.experiment_id or ensure_experiment(
+            client.tracking_uri, cfg.logger.experiment_name,
+            absolute_artifact_location(cfg.logger.get("artifact_location")))
         run_id = log_eval_run(client, experiment, f"eval__{source.label}__{job.benchmark}__{protocol.name}",
                               eval_tags(source, job, protocol.name, cfg, out_dir), params, metrics,
                               {"eval": samples, "config": config_file})

@@ -6,24 +6,15 @@ An eval run lives in the experiment of the training run it evaluates and is foun
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 from pathlib import Path
 
 from hicra.errors import ConfigError
-from hicra.tracking import absolute_artifact_location, absolute_tracking_uri, check_tracking_uri
+from hicra.tracking import absolute_tracking_uri, check_tracking_uri, quiet_mlflow
 
 # The eval params that decide whether an earlier eval run already answers this one (a resumed study skips it).
 _SIGNATURE_PREFIXES = ("benchmark.", "protocol.")
 _SIGNATURE_KEYS = ("limit", "max_new_tokens", "max_prompt_tokens", "system_prompt", "seed")
-
-
-def quiet_mlflow() -> None:
-    """No artifact progress bars, no INFO lines from MLflow's store migrations."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def open_store(logger_cfg, *, must_exist: bool, why: str = ""):
@@ -31,23 +22,12 @@ def open_store(logger_cfg, *, must_exist: bool, why: str = ""):
     import mlflow
 
     quiet_mlflow()
-    uri = logger_cfg.tracking_uri
-    if must_exist and uri.startswith("sqlite:///"):
-        path = Path(absolute_tracking_uri(uri)[len("sqlite:///"):])
-        if not path.is_file():
-            raise ConfigError(f"no MLflow store at {path}: {why} needs the store its training run logged to "
-                              "(set logger.tracking_uri=...)")
-    uri = absolute_tracking_uri(uri)
+    uri = absolute_tracking_uri(logger_cfg.tracking_uri)
+    if must_exist and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise ConfigError(f"no MLflow store at {uri[len('sqlite:///'):]}: {why} needs the store its training run "
+                          "logged to (set logger.tracking_uri=...)")
     check_tracking_uri(uri)
     return mlflow.MlflowClient(tracking_uri=uri), uri
-
-
-def experiment_id(client, name: str, artifact_location: str | None) -> str:
-    """The id of experiment `name`, created (with the logger's artifact location) if new."""
-    existing = client.get_experiment_by_name(name)
-    if existing is not None:
-        return existing.experiment_id
-    return client.create_experiment(name, artifact_location=absolute_artifact_location(artifact_location))
 
 
 def signature(params: dict[str, str]) -> dict[str, str]:

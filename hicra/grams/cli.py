@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from hicra.errors import ConfigError
+from hicra.tracking import absolute_tracking_uri
 
 PROG = "hicra-grams"
 
@@ -94,7 +95,7 @@ def _load_corpus(args) -> tuple[list[str], str]:
     if args.jsonl:
         return corpus.read_jsonl(args.jsonl, args.text_key, args.limit), f"jsonl:{args.jsonl}"
     if args.mlflow_run:
-        uri = corpus.absolute_tracking_uri(args.tracking_uri)
+        uri = absolute_tracking_uri(args.tracking_uri)
         return corpus.read_mlflow_run(args.mlflow_run, uri, args.limit), f"mlflow:{uri}#{args.mlflow_run}"
     return corpus.read_champ(args.limit), f"champ:{corpus.champ_file()}"
 

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from hicra.errors import ConfigError
+from hicra.tracking import absolute_tracking_uri
 from hicra.tasks.champ import champ_file as _champ_file
 
 RUN_CORPUS_ARTIFACT = "corpus/correct_completions.jsonl"  # written by hicra.completions_html.CorrectCompletionsRecorder
@@ -47,16 +48,6 @@ def read_jsonl(path: str | Path, text_key: str = "text", limit: int | None = Non
 
 def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
-
-
-def absolute_tracking_uri(uri: str) -> str:
-    """Relative sqlite paths and plain folders become absolute (relative to the working directory)."""
-    path = _sqlite_path(uri)
-    if path is not None:
-        return f"sqlite:///{path.expanduser().resolve()}"
-    if "://" not in uri:
-        return Path(uri).expanduser().resolve().as_uri()
-    return uri
 
 
 def read_mlflow_run(run_id: str, tracking_uri: str = DEFAULT_TRACKING_URI, limit: int | None = None) -> list[str]:

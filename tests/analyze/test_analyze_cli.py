@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from support import exit_code
 from synthetic import TRICKY, make_store
 
 from hicra.analyze.cli import main
@@ -17,10 +18,7 @@ FIGURES = ["two_phase_dynamics.png", "semantic_vs_token_entropy.png", "validatio
 
 
 def run_main(args: list[str]) -> int:
-    try:
-        return main(args)
-    except SystemExit as exc:
-        return exc.code
+    return exit_code(main, args)
 
 
 def assert_png(path: Path) -> None:

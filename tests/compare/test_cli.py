@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from study_store import make_study
+from support import exit_code
 
 from hicra.compare.cli import main
 
@@ -23,10 +24,7 @@ T975_1, T975_2 = 12.706204736174698, 4.302652729749464
 
 
 def run_main(args: list[str]) -> int:
-    try:
-        return main(args)
-    except SystemExit as exc:
-        return exc.code
+    return exit_code(main, args)
 
 
 def no_nan(text: str) -> dict:

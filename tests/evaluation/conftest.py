@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from support import CONF_DIR, PROJECT_ROOT
+from support import PROJECT_ROOT, composer
 
 HICRA_EVAL = Path(sys.executable).parent / "hicra-eval"
 # A held-out set small enough for seconds-long evals: chain_sum as in training, 4 validation questions.
@@ -40,16 +40,10 @@ def eval_cli():
 
 @pytest.fixture
 def compose_eval():
-    """compose_eval(*overrides) -> DictConfig of conf/eval.yaml (with HydraConfig set, as inside the app)."""
-    from hydra import compose, initialize_config_dir
+    """compose_eval(*overrides) -> DictConfig of conf/eval.yaml."""
     from hydra.core.global_hydra import GlobalHydra
 
-    def _compose(*overrides: str):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name="eval", overrides=list(overrides))
-
-    yield _compose
+    yield composer("eval")
     GlobalHydra.instance().clear()
 
 
