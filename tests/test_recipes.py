@@ -92,8 +92,9 @@ def test_paper_recipe_without_data_fails_in_one_line(tmp_path):
 def test_paper_recipe_without_weights_fails_in_one_line(tmp_path, data_file, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))  # no cached weights, whatever this machine holds
-    result = run_cli(["experiment=paper/qwen3_4b_base", f"task.path={data_file}", "logger=none"], tmp_path,
-                     timeout=300)
+    # trainer=cpu: this machine may have no GPU, and the missing GPU would be reported first (tested in test_bad_input)
+    result = run_cli(["experiment=paper/qwen3_4b_base", f"task.path={data_file}", "trainer=cpu", "logger=none"],
+                     tmp_path, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("hicra-train: error:")]
     assert len(errors) == 1 and "cannot load model 'Qwen/Qwen3-4B-Base'" in errors[0], result.stderr[-2000:]
