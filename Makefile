@@ -10,7 +10,7 @@ ARGS ?=
 # GPU machine is kept.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: setup train test test-fast mlflow-ui clean-outputs
+.PHONY: setup train test test-fast bench mlflow-ui clean-outputs
 
 setup: $(STAMP)
 
@@ -34,6 +34,12 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+# hicra's training step vs TRL's GRPOTrainer on identical work (benchmarks/bench_step.py); TRL comes with the
+# `bench` extra. `make bench ARGS="--gradient-checkpointing off"`; GPU: benchmarks/prepare_gpu.sh, then run_gpu.sh.
+bench: setup
+	@$(PIP) install -q -e ".[bench]"
+	$(PY) benchmarks/bench_step.py --preset cpu $(ARGS)
 
 mlflow-ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --port 5000

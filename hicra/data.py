@@ -6,6 +6,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from hicra.distributed import shard
+from hicra.errors import ConfigError
 from hicra.tasks import Example, build_chat_prompt
 
 
@@ -33,18 +35,24 @@ class SkipFirstBatches(Sampler):
     """Batches of consecutive indices into a PromptStream, the first `skip` left out on resume.
 
     `len` stays the full count: Lightning restores its batch counter to `skip`, so the epoch ends after exactly
-    the batches the interrupted run had left.
+    the batches the interrupted run had left. With several ranks, global batch b is cut into `num_ranks` equal
+    slices and rank r takes slice r: together the ranks see exactly the prompts one process would.
     """
 
-    def __init__(self, num_batches: int, batch_size: int, skip: int = 0):
+    def __init__(self, num_batches: int, batch_size: int, skip: int = 0, rank: int = 0, num_ranks: int = 1):
+        if batch_size % num_ranks:
+            raise ConfigError(f"prompts_per_step={batch_size} must be divisible by the number of ranks "
+                              f"({num_ranks}: trainer.devices x trainer.num_nodes) so every rank samples whole groups")
         self.num_batches, self.batch_size, self.skip = num_batches, batch_size, skip
+        self.rank, self.local = rank, batch_size // num_ranks
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __iter__(self):
         for b in range(self.skip, self.num_batches):
-            yield list(range(b * self.batch_size, (b + 1) * self.batch_size))
+            first = b * self.batch_size + self.rank * self.local
+            yield list(range(first, first + self.local))
 
 
 class ResumableDataLoader(DataLoader):
@@ -81,12 +89,14 @@ class PromptDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         stream = PromptStream(self.task.train_examples(), self.num_batches * self.prompts_per_step, self.seed)
-        batches = SkipFirstBatches(self.num_batches, self.prompts_per_step, skip=self.consumed_batches)
+        batches = SkipFirstBatches(self.num_batches, self.prompts_per_step, skip=self.consumed_batches,
+                                   rank=self.trainer.global_rank if self.trainer else 0,
+                                   num_ranks=self.trainer.world_size if self.trainer else 1)
         # Own generator: creating the iterator must not draw from the global RNG that sampling uses, or a resumed
         # run would sample differently from an uninterrupted one.
         return ResumableDataLoader(stream, batch_sampler=batches, collate_fn=self._collate,
                                    generator=torch.Generator().manual_seed(self.seed))
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.task.val_examples(), batch_size=self.val_batch_size, shuffle=False,
+        return DataLoader(shard(self.task.val_examples(), self.trainer), batch_size=self.val_batch_size, shuffle=False,
                           collate_fn=self._collate, generator=torch.Generator().manual_seed(self.seed))

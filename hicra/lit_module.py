@@ -21,7 +21,10 @@ import torch
 from torch import Tensor
 
 from hicra.algorithms import Algorithm, aggregate_denominator, frac_zero_std_groups, masked_mean
+from hicra.adapters import adapter_free_reference, is_lora
 from hicra.checkpointing import restore_rng_state, rng_state
+from hicra.distributed import (clip_gradients, full_weights_for_generation, gather_objects, global_sum,
+                               gradient_sync, reduce_metrics, shard_model, world_size)
 from hicra.errors import TrainingError
 from hicra.rewards import score_completions
 from hicra.rollout import HFSampler, RolloutBatch, sequence_logprobs, trim_padding
@@ -57,29 +60,51 @@ class PolicyGradientModule(pl.LightningModule):
         # Run-long fault counters (logged as faults/*; saved in checkpoints so a resumed run keeps counting).
         self.faults = {"skipped_updates": 0, "reward_errors": 0, "reward_timeouts": 0, "skips_in_a_row": 0}
         # No reference model is built when beta = 0: it would cost a model's memory and a forward pass per step.
-        self.reference = _frozen_copy(policy) if algorithm.needs_reference else None
+        # With LoRA the reference is the policy with its adapters switched off (exact: LoRA's B starts at 0).
+        self.reference = (adapter_free_reference(policy) if is_lora(policy) else _frozen_copy(policy)) \
+            if algorithm.needs_reference else None
         self.last_rollout: dict[str, Any] | None = None  # read by the completion-sample callback
         self.train_history: list[dict[str, float]] = []
         self.val_history: list[dict[str, float]] = []
         self._val_scores: list[float] = []
         self._val_lengths: list[float] = []
 
+    def configure_model(self) -> None:
+        """trainer=fsdp (Lightning's ModelParallelStrategy) hands over a device mesh: shard the policy (and a
+        frozen reference) with FSDP2. Other strategies set no mesh, and the models stay whole."""
+        mesh = getattr(self, "_device_mesh", None)
+        if mesh is None:
+            return
+        for model in (self.policy, self.reference):
+            if isinstance(model, torch.nn.Module):
+                shard_model(model, mesh["data_parallel"])
+
     def configure_optimizers(self):
         return self.optimizer_factory(params=[p for p in self.policy.parameters() if p.requires_grad])
 
     # --- rollout ---------------------------------------------------------------------------------------------
 
-    def _rollout(self, batch: dict) -> tuple[RolloutBatch, list[str], Tensor]:
+    def _rollout(self, batch: dict) -> tuple[RolloutBatch, list[str], Tensor, float]:
+        """Sample and score; also returns the seconds spent sampling."""
         G = self.algorithm.group_size
+        t0 = self._clock()
         rollout = self._generate(batch["prompts"], G)
+        t_gen = self._clock() - t0
         texts = self._decode(rollout)
         examples = [ex for ex in batch["examples"] for _ in range(G)]  # rows are grouped prompt by prompt
         rewards = torch.tensor(self._score(texts, examples), device=self.device)  # (B,)
-        return rollout, texts, rewards
+        return rollout, texts, rewards, t_gen
+
+    def _clock(self) -> float:
+        """Wall time after the GPU's queued work: CUDA calls return before the kernels run."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     def _generate(self, prompts: list[str], group_size: int, greedy: bool = False) -> RolloutBatch:
         try:
-            return self.sampler.generate(self.policy, self.tokenizer, prompts, group_size, greedy=greedy)
+            with full_weights_for_generation(self.policy):
+                return self.sampler.generate(self.policy, self.tokenizer, prompts, group_size, greedy=greedy)
         except torch.OutOfMemoryError as err:
             setting = "val_batch_size" if greedy else "prompts_per_step, algorithm.group_size"
             raise TrainingError(
@@ -141,26 +166,39 @@ class PolicyGradientModule(pl.LightningModule):
         # The tokens that carry loss (every response token unless the algorithm drops truncated responses) set the
         # whole-batch normaliser; micro-batches are still cut by the response mask, so `record` stays complete.
         loss_mask = self.algorithm.loss_mask(rollout.response_mask, rollout.truncated)  # (B,T)
-        total = aggregate_denominator(loss_mask, self.algorithm.aggregation)
+        # Over all ranks: each rank's loss is its share of the global-batch loss (hicra/distributed.py).
+        total = global_sum(aggregate_denominator(loss_mask, self.algorithm.aggregation), self._trainer)
+        ranks = world_size(self._trainer)  # DDP averages gradients over ranks; this factor turns it into the sum
         per_token = {**per_token, "loss_mask": loss_mask}
-        sums: dict[str, float] = {}
+        sums: dict[str, float] = {"perf/forward_s": 0.0, "perf/backward_s": 0.0}
         loss_tokens = max(float(loss_mask.sum()), 1.0)
-        for rows, end, micro, tok in self._micro_batches(rollout, per_token):
-            logprobs, entropy = sequence_logprobs(self.policy, micro, True, self.sampler.temperature)
-            if not self.algorithm.needs_entropy_grad:
-                entropy = entropy.detach()
-            if record is not None:
-                record["logprobs"][rows, :end] = logprobs.detach()
-                record["entropy"][rows, :end] = entropy.detach()
-            old = tok["old_logprobs"] if "old_logprobs" in tok else logprobs.detach()  # on-policy: ratio is 1
-            loss, metrics = self.algorithm.loss(
-                logprobs, old, tok["token_advantages"], tok["loss_mask"],
-                ref_logprobs=tok.get("ref_logprobs"), entropy=entropy, total=total)
-            self.manual_backward(loss) if self._trainer is not None else loss.backward()
-            weight = float(tok["loss_mask"].sum()) / loss_tokens
-            metrics["policy/entropy"] = masked_mean(entropy.detach(), micro.response_mask)
-            for k, v in metrics.items():  # losses already sum to the batch value; ratios are token-weighted
-                sums[k] = sums.get(k, 0.0) + float(v) * (1.0 if k.startswith("loss/") else weight)
+        last = math.ceil(rollout.response_ids.shape[0] / self.micro_batch_size) - 1
+        for i, (rows, end, micro, tok) in enumerate(self._micro_batches(rollout, per_token)):
+            with gradient_sync(self._trainer, last=i == last):
+                sums = self._micro_batch_backward(micro, rows, end, tok, total, ranks, record, sums, loss_tokens)
+        return sums
+
+    def _micro_batch_backward(self, micro, rows, end, tok, total, ranks, record, sums, loss_tokens):
+        """Forward, loss and backward of one micro-batch; adds its metrics to `sums`."""
+        t0 = self._clock()
+        logprobs, entropy = sequence_logprobs(self.policy, micro, True, self.sampler.temperature)
+        if not self.algorithm.needs_entropy_grad:
+            entropy = entropy.detach()
+        if record is not None:
+            record["logprobs"][rows, :end] = logprobs.detach()
+            record["entropy"][rows, :end] = entropy.detach()
+        old = tok["old_logprobs"] if "old_logprobs" in tok else logprobs.detach()  # on-policy: ratio is 1
+        loss, metrics = self.algorithm.loss(
+            logprobs, old, tok["token_advantages"], tok["loss_mask"],
+            ref_logprobs=tok.get("ref_logprobs"), entropy=entropy, total=total)
+        t1 = self._clock()
+        self.manual_backward(loss * ranks) if self._trainer is not None else loss.backward()
+        sums["perf/forward_s"] += t1 - t0
+        sums["perf/backward_s"] += self._clock() - t1
+        weight = float(tok["loss_mask"].sum()) / loss_tokens
+        metrics["policy/entropy"] = masked_mean(entropy.detach(), micro.response_mask)
+        for k, v in metrics.items():  # losses already sum to the batch value; ratios are token-weighted
+            sums[k] = sums.get(k, 0.0) + float(v) * (1.0 if k.startswith("loss/") else weight)
         return sums
 
     def _update(self, rollout: RolloutBatch, per_token: dict[str, Tensor],
@@ -173,15 +211,18 @@ class PolicyGradientModule(pl.LightningModule):
         except torch.OutOfMemoryError as err:
             raise TrainingError(f"out of GPU memory in the update; lower micro_batch_size (now "
                                 f"{self.micro_batch_size}) or set model.gradient_checkpointing=true") from err
+        t_opt = self._clock()
         # max_norm=inf measures the norm without clipping: the finiteness check needs it either way.
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm or math.inf))
+        grad_norm = clip_gradients(self.policy.parameters(), self.max_grad_norm or math.inf)
         metrics["optim/grad_norm"] = grad_norm
         losses = [v for k, v in metrics.items() if k.startswith("loss/")]
-        if not (math.isfinite(grad_norm) and all(math.isfinite(v) for v in losses)):
+        local_fault = not (math.isfinite(grad_norm) and all(math.isfinite(v) for v in losses))
+        if global_sum(torch.tensor(float(local_fault), device=self.device), self._trainer) > 0:  # all ranks agree
             self._skip_update(opt)
         else:
             self.faults["skips_in_a_row"] = 0
         opt.step()  # after a skip no parameter has a gradient: AdamW leaves them and their moments untouched
+        metrics["perf/optimizer_s"] = self._clock() - t_opt
         return metrics
 
     def _skip_update(self, opt) -> None:
@@ -224,43 +265,55 @@ class PolicyGradientModule(pl.LightningModule):
         return batch  # prompts are strings; the sampler tokenizes them onto the policy's device
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
-        t0 = time.perf_counter()
-        rollout, texts, rewards = self._rollout(batch)
-        t_gen = time.perf_counter() - t0
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        t0 = self._clock()
+        rollout, texts, rewards, t_gen = self._rollout(batch)
+        t_score = self._clock() - t0 - t_gen
 
         # Old log-probs need their own pass only when the policy moves before the last update uses them,
         # or when the detector needs entropies before any update.
+        t_old = self._clock()
         need_old = self.algorithm.num_iterations > 1 or self.detector.needs_entropy
         old_logprobs, entropies = (self._scoring_pass(self.policy, rollout, self.detector.needs_entropy)
                                    if need_old else (None, None))
+        t_plan = self._clock()
         planning_mask = self.detector.mask(rollout.response_ids, rollout.response_mask, entropies)  # (B,T)
         advantages = self.algorithm.advantages(rewards)  # (B,)
         token_advantages = self.algorithm.token_advantages(advantages, planning_mask)  # (B,T)
+        t_planned = self._clock()
 
         per_token = {"token_advantages": token_advantages}
         if old_logprobs is not None:
             per_token["old_logprobs"] = old_logprobs
         if self.reference is not None:
             per_token["ref_logprobs"] = self._scoring_pass(self.reference, rollout, False)[0]
-        t_upd = time.perf_counter()
+        t_upd = self._clock()
         # The first update's forward pass sees the sampling policy: its log-probs/entropies feed the diagnostics.
         record = {k: torch.zeros(rollout.response_ids.shape, device=self.device) for k in ("logprobs", "entropy")}
         updates = [self._update(rollout, per_token, record if i == 0 else None)
                    for i in range(self.algorithm.num_iterations)]
-        t_end = time.perf_counter()
+        t_end = self._clock()
 
         metrics = {k: sum(u[k] for u in updates) / len(updates) for k in updates[0]}
+        for k in ("perf/forward_s", "perf/backward_s", "perf/optimizer_s"):  # times add up over the updates
+            metrics[k] = sum(u[k] for u in updates)
         metrics |= self._rollout_metrics(rollout, rewards, planning_mask, token_advantages)
         metrics["train/boxed_frac"] = sum(extract_boxed(t) is not None for t in texts) / len(texts)
         metrics |= {f"faults/{k}": float(v) for k, v in self.faults.items() if k != "skips_in_a_row"}
         if self.diagnostics is not None:
-            t_diag = time.perf_counter()
+            t_diag = self._clock()
             metrics |= self.diagnostics(rollout.response_ids, rollout.response_mask, rewards,
                                         self.algorithm.group_size, record["logprobs"], record["entropy"])
-            metrics["perf/diagnostics_s"] = time.perf_counter() - t_diag
-        metrics |= {"perf/step_time_s": t_end - t0, "perf/generation_s": t_gen, "perf/update_s": t_end - t_upd,
-                    "perf/tokens_per_s": rollout.num_tokens / (t_end - t0),
+            metrics["perf/diagnostics_s"] = self._clock() - t_diag
+        # step_time_s covers rollout + update (what every algorithm pays); diagnostics_s is reported beside it.
+        metrics |= {"perf/step_time_s": t_end - t0, "perf/generation_s": t_gen, "perf/scoring_s": t_score,
+                    "perf/old_logprobs_s": t_plan - t_old, "perf/planner_s": t_planned - t_plan,
+                    "perf/update_s": t_end - t_upd, "perf/tokens_per_s": rollout.num_tokens / (t_end - t0),
                     "optim/lr": self.optimizers().param_groups[0]["lr"]}
+        if torch.cuda.is_available():
+            metrics["perf/peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        metrics = reduce_metrics(metrics, self._trainer)  # the global batch, whatever the number of ranks
         step = self.global_step - self.algorithm.num_iterations  # updates the sampling policy had (MLflow's step)
         # Written now, not at Lightning's end-of-batch flush: a checkpoint saved at the end of this batch must
         # never be ahead of the metrics MLflow holds, or a kill right after it would leave a gap on resume.
@@ -298,6 +351,10 @@ class PolicyGradientModule(pl.LightningModule):
         self._val_lengths += rollout.response_mask.sum(dim=1).float().tolist()
 
     def on_validation_epoch_end(self) -> None:
+        # Each rank scored its share of the held-out prompts: pool them (in rank order) before the accuracy.
+        shares = gather_objects((self._val_scores, self._val_lengths), self._trainer)
+        self._val_scores = [x for scores, _ in shares for x in scores]
+        self._val_lengths = [x for _, lengths in shares for x in lengths]
         if not self._val_scores:
             return
         scores = torch.tensor(self._val_scores)

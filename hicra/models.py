@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
+from hicra.adapters import apply_lora
 from hicra.errors import ConfigError
 
 BUNDLED_SCHEME = "bundled://"
@@ -136,6 +137,7 @@ def load_pretrained(
     dtype: str = "float32",
     attn_implementation: str | None = "sdpa",
     gradient_checkpointing: bool = False,
+    lora: dict | None = None,
 ) -> PolicyBundle:
     """Load a causal LM and its tokenizer from a hub id, a local folder or a bundled model."""
     resolved = resolve_name_or_path(name_or_path)
@@ -146,7 +148,7 @@ def load_pretrained(
         tokenizer = load_tokenizer(name_or_path if name_or_path.startswith(BUNDLED_SCHEME) else resolved)
     except OSError as err:  # no weights locally and no hub access
         raise ConfigError(f"cannot load model '{name_or_path}': {str(err).splitlines()[0]}") from err
-    return _finish(model, tokenizer, gradient_checkpointing)
+    return _finish(model, tokenizer, gradient_checkpointing, lora)
 
 
 def build_tiny_model(
@@ -159,6 +161,7 @@ def build_tiny_model(
     dtype: str = "float32",
     seed: int = 0,
     gradient_checkpointing: bool = False,
+    lora: dict | None = None,
 ) -> PolicyBundle:
     """A random-init Llama with a real tokenizer: same code paths as the real model, seconds instead of minutes."""
     tokenizer = load_tokenizer(tokenizer_name_or_path)
@@ -178,7 +181,7 @@ def build_tiny_model(
     with torch.random.fork_rng():  # the weights depend on `seed` only, not on what ran before
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config).to(_dtype(dtype))
-    return _finish(model, tokenizer, gradient_checkpointing)
+    return _finish(model, tokenizer, gradient_checkpointing, lora)
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -191,10 +194,13 @@ def disable_dropout(model: torch.nn.Module) -> None:
             setattr(model.config, key, 0.0)
 
 
-def _finish(model: PreTrainedModel, tokenizer, gradient_checkpointing: bool) -> PolicyBundle:
+def _finish(model: PreTrainedModel, tokenizer, gradient_checkpointing: bool, lora: dict | None) -> PolicyBundle:
+    """`lora` (the `lora` config group): None trains every weight, else LoRA adapters only (hicra.adapters)."""
     disable_dropout(model)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if lora is not None:
+        model = apply_lora(model, lora, gradient_checkpointing)
     return PolicyBundle(model=model, tokenizer=tokenizer)

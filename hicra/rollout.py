@@ -19,6 +19,11 @@ from hicra.algorithms import entropy_from_logits, logprobs_from_logits
 from hicra.errors import ConfigError
 
 
+# None: transformers' dynamic cache. "static": a fixed-size cache that transformers compiles the decoding step for
+# (torch.compile, CUDA graphs on GPU): per-token launch overhead, not FLOPs, bounds small-model decoding.
+CACHE_IMPLEMENTATIONS = (None, "static")
+
+
 @dataclass
 class RolloutBatch:
     prompt_ids: Tensor  # (B, Lp) left-padded
@@ -63,6 +68,9 @@ class HFSampler:
         max_new_tokens: int = 160,
         max_prompt_tokens: int = 512,
         val_max_new_tokens: int | None = None,
+        min_new_tokens: int = 0,
+        cache_implementation: str | None = None,
+        prompt_bucket: int = 0,
     ):
         if not 0.0 < temperature <= 10.0:
             raise ConfigError(f"rollout.temperature={temperature} is not allowed; use a value in (0, 10]")
@@ -75,12 +83,24 @@ class HFSampler:
         self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
         self.max_new_tokens, self.max_prompt_tokens = max_new_tokens, max_prompt_tokens
         self.val_max_new_tokens = val_max_new_tokens or max_new_tokens
+        if not 0 <= min_new_tokens <= max_new_tokens:
+            raise ConfigError(f"rollout.min_new_tokens={min_new_tokens} is not allowed; use 0..max_new_tokens "
+                              f"({max_new_tokens})")
+        if cache_implementation not in CACHE_IMPLEMENTATIONS:
+            raise ConfigError(f"rollout.cache_implementation={cache_implementation} is not allowed; allowed: "
+                              f"{', '.join(map(str, CACHE_IMPLEMENTATIONS))}")
+        if prompt_bucket < 0:
+            raise ConfigError(f"rollout.prompt_bucket={prompt_bucket} is not allowed; use 0 (off) or a positive int")
+        self.min_new_tokens, self.cache_implementation = min_new_tokens, cache_implementation
+        # Prompts left-padded to a multiple of this: a static cache then sees a few shapes, and its compiled
+        # decoding graph is reused across steps instead of recompiled for every new prompt length.
+        self.prompt_bucket = prompt_bucket or None
 
     @torch.no_grad()
     def generate(self, model, tokenizer, prompts: list[str], group_size: int, greedy: bool = False) -> RolloutBatch:
         """Each prompt repeated `group_size` times (rows grouped), sampled (or greedy for evaluation)."""
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
-                        max_length=self.max_prompt_tokens, add_special_tokens=False)
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_prompt_tokens,
+                        add_special_tokens=False, pad_to_multiple_of=self.prompt_bucket)
         device = next(model.parameters()).device
         prompt_ids = enc.input_ids.repeat_interleave(group_size, dim=0).to(device)  # (B, Lp)
         prompt_mask = enc.attention_mask.repeat_interleave(group_size, dim=0).to(device)  # (B, Lp)
@@ -96,6 +116,9 @@ class HFSampler:
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=_eos_ids(tokenizer, model),
             use_cache=True,
+            # greedy validation checks answers: forcing length there would only cost time
+            min_new_tokens=0 if greedy else self.min_new_tokens,
+            cache_implementation=self.cache_implementation,
             **kwargs,
         )
         model.train(was_training)

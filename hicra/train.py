@@ -17,6 +17,7 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
@@ -25,6 +26,8 @@ from omegaconf.errors import OmegaConfBaseException
 from hicra.completions_html import CompletionSampleLogger, CorrectCompletionsRecorder
 from hicra.cli_checks import check_composes, check_group_choices, check_output_folder
 from hicra.data import PromptDataModule
+from hicra.distributed import full_state_dict
+from hicra.adapters import merged_for_save
 from hicra.errors import ConfigError, UserError
 from hicra.instantiate import build
 from hicra.lit_module import PolicyGradientModule
@@ -60,6 +63,9 @@ def preflight(cfg: DictConfig, choices: dict[str, str]):
     if int(cfg.trainer.max_steps) < 1:
         raise ConfigError(f"trainer.max_steps={cfg.trainer.max_steps} is not allowed; use an integer >= 1")
     sampler = build(cfg.rollout)
+    if cfg.get("lora") is not None and not getattr(sampler, "supports_lora", True):
+        raise ConfigError(f"rollout={choices.get('rollout', 'hf')} does not support LoRA policies; allowed: "
+                          f"lora=none, or rollout=hf with lora={choices.get('lora', 'default')}")
     task = build(cfg.task)
     task.train_examples(), task.val_examples()  # a missing or malformed data file fails here, before the model
     check_devices(cfg)  # after the config's own values: a missing task.path is the first thing to hear about
@@ -134,7 +140,9 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     algorithm, sampler, task = preflight(cfg, choices)
     out_dir = run_dir(cfg)
     ckpt, resume_run_id = find_resume_point(cfg, out_dir)
-    logger = build_logger(cfg, choices, resume_run_id)
+    # Under DDP/FSDP Lightning starts this same command once per rank; only rank 0 owns the MLflow run and the files.
+    is_main = rank_zero_only.rank == 0
+    logger = build_logger(cfg, choices, resume_run_id) if is_main else None
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     bundle = build(cfg.model)
@@ -151,12 +159,13 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
                                   if cfg.get("diagnostics") else None)
     if logger is not None:
         log_run_metadata(logger, cfg, choices, out_dir, resumed_from=ckpt)
-    callbacks = [CompletionSampleLogger(cfg.completions_every_n_steps, cfg.completions_per_sample,
-                                        out_dir / "completions"), CorrectCompletionsRecorder(out_dir),
-                 TQDMProgressBar(refresh_rate=1)]
+    callbacks = [CorrectCompletionsRecorder(out_dir), TQDMProgressBar(refresh_rate=1)]  # every rank's successes
+    if is_main:
+        callbacks.append(CompletionSampleLogger(cfg.completions_every_n_steps, cfg.completions_per_sample,
+                                                out_dir / "completions"))
     trainer = build(cfg.trainer, logger=logger or False, callbacks=callbacks, default_root_dir=str(out_dir),
                     val_check_interval=min(cfg.val_every_n_steps, num_batches),
-                    **checkpointing(cfg, out_dir, callbacks, logger))
+                    **checkpointing(cfg, out_dir, callbacks, logger, is_main))
 
     if ckpt is None:
         trainer.validate(module, datamodule=datamodule, verbose=False)  # step 0: the starting accuracy
@@ -165,8 +174,12 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     if not module.val_history or module.val_history[-1]["step"] != trainer.global_step:
         trainer.validate(module, datamodule=datamodule, verbose=False)
 
-    if cfg.save_final_model:
-        bundle.model.save_pretrained(out_dir / "final_model")
+    sharded_weights = full_state_dict(bundle.model) if cfg.save_final_model else None  # FSDP: all ranks gather
+    if cfg.save_final_model and is_main:
+        if sharded_weights is not None:
+            bundle.model.save_pretrained(out_dir / "final_model", state_dict=sharded_weights)
+        else:
+            merged_for_save(bundle.model).save_pretrained(out_dir / "final_model")  # LoRA: merged, a plain model
         bundle.tokenizer.save_pretrained(out_dir / "final_model")
     summary = {"choices": choices, "seed": cfg.seed, "steps": trainer.global_step, "run_dir": str(out_dir),
                "train_history": module.train_history, "val_history": module.val_history,
@@ -174,11 +187,12 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
                           "experiment": cfg.logger.experiment_name} if logger is not None else None}
     if logger is not None:
         logger.finalize("success")
-    print(format_summary(summary), flush=True)
+    if is_main:
+        print(format_summary(summary), flush=True)
     return summary
 
 
-def checkpointing(cfg: DictConfig, out_dir: Path, callbacks: list, logger) -> dict:
+def checkpointing(cfg: DictConfig, out_dir: Path, callbacks: list, logger, is_main: bool = True) -> dict:
     """Trainer arguments for crash-safe `last.ckpt` every `checkpoint_every_n_steps` (0 = none), and the run record
     beside it that lets `ckpt_path=...` continue the same MLflow run."""
     every = int(cfg.checkpoint_every_n_steps)
@@ -186,10 +200,11 @@ def checkpointing(cfg: DictConfig, out_dir: Path, callbacks: list, logger) -> di
         raise ConfigError(f"checkpoint_every_n_steps={every} is not allowed; use 0 (off) or an integer >= 1")
     if every == 0:
         return {"enable_checkpointing": False}
-    write_run_record(out_dir / "checkpoints", {
-        "mlflow_run_id": logger.run_id if logger is not None else None,
-        "tracking_uri": logger._tracking_uri if logger is not None else None,
-        "run_dir": str(out_dir.resolve())})
+    if is_main:  # Lightning writes the checkpoint itself on rank 0 only
+        write_run_record(out_dir / "checkpoints", {
+            "mlflow_run_id": logger.run_id if logger is not None else None,
+            "tracking_uri": logger._tracking_uri if logger is not None else None,
+            "run_dir": str(out_dir.resolve())})
     callbacks.append(checkpoint_callback(out_dir / "checkpoints", every))
     return {"enable_checkpointing": True, "plugins": [AtomicCheckpointIO()]}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -9,6 +11,7 @@ from omegaconf import OmegaConf
 
 from hicra.algorithms import Algorithm
 from hicra.cli_checks import group_options
+from hicra.errors import ConfigError
 from hicra.train import build
 
 from support import CONF_DIR
@@ -16,6 +19,9 @@ from support import CONF_DIR
 GROUPS = ["algorithm", "planner", "model", "task", "rollout", "trainer", "logger", "experiment"]
 # Options that need one value the user must give (`???` in their file).
 REQUIRED = {("model", "hf"): ["model.name_or_path={tiny_dir}"], ("task", "local_file"): ["task.path={data}"]}
+# Options whose package is optional: they compose anywhere, and building them without it is a one-line ConfigError.
+USABLE_HERE = {"hicra.rollout_vllm.VLLMSampler": importlib.util.find_spec("vllm") is not None
+               and torch.cuda.is_available()}
 
 
 def options(group: str) -> list[str]:
@@ -27,6 +33,7 @@ def test_groups_have_the_contract_options():
     assert {"none", "strategic_grams", "high_entropy"} <= set(options("planner"))
     assert {"smollm2_135m", "tiny", "hf"} <= set(options("model"))
     assert {"chain_sum", "basic_arithmetic", "gsm_symbolic", "countdown", "local_file"} <= set(options("task"))
+    assert {"hf", "vllm"} <= set(options("rollout"))
     assert {"cpu", "gpu"} <= set(options("trainer")) and {"mlflow", "none"} <= set(options("logger"))
 
 
@@ -71,6 +78,9 @@ def _check_instance(group: str, cfg, smollm2_tokenizer, tmp_path):
     elif group == "task":
         task = build(node, train_size=16, val_size=4) if "train_size" in node else build(node)
         assert task.train_examples() and task.val_examples()
+    elif group == "rollout" and not USABLE_HERE.get(node._target_, True):
+        with pytest.raises(ConfigError, match=r"^rollout=vllm needs"):
+            build(node)
     elif group == "rollout":
         assert build(node).max_new_tokens > 0
     elif group == "trainer" and (node.accelerator == "cpu" or torch.cuda.is_available()):

@@ -1,0 +1,118 @@
+"""The hicra side: what `hicra-train` builds (same config groups, `preflight`, PolicyGradientModule, PromptDataModule,
+the `trainer` group's Lightning Trainer), driven for a fixed number of steps with no validation, logger or checkpoint.
+"""
+
+from __future__ import annotations
+
+import gc
+import tempfile
+import time
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from hicra.data import PromptDataModule
+from hicra.instantiate import build
+from hicra.lit_module import PolicyGradientModule
+from hicra.train import CONF_DIR, preflight
+
+# The three hicra arms timed against each other; GRPO is the one that does TRL's work.
+VARIANTS = {
+    "grpo": ["algorithm=grpo", "planner=none", "diagnostics=null"],
+    "hicra": ["algorithm=hicra", "planner=strategic_grams", "diagnostics=null"],
+    "hicra+diag": ["algorithm=hicra", "planner=strategic_grams"],
+}
+
+
+def compose(overrides: list[str], replace: dict | None = None) -> DictConfig:
+    """conf/train.yaml with `overrides` (Hydra's compose API, as the tests do); `replace` swaps whole nodes."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=overrides)
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        for key, node in (replace or {}).items():
+            cfg[key] = OmegaConf.create(node)
+    return cfg
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def peak_gib() -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+
+
+class StepTimer(pl.Callback):
+    """Wall time and peak CUDA memory of every training step, from batch start to batch end."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self.peaks: list[float | None] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        sync()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        sync()
+        self.times.append(time.perf_counter() - self._t0)
+        self.peaks.append(peak_gib())
+        print(f"[bench]     step {len(self.times)}: {self.times[-1]:.2f} s", flush=True)
+
+
+def prompt_batches(cfg: DictConfig, tokenizer, num_batches: int) -> tuple[list[dict], object]:
+    """The exact prompt batches (rendered text and examples) a hicra run with `cfg` trains on, step by step, and the
+    task that scores them."""
+    algorithm, _, task = preflight(cfg, {})
+    datamodule = PromptDataModule(task, tokenizer, cfg.prompts_per_step, num_batches, seed=cfg.seed,
+                                  val_batch_size=cfg.val_batch_size, system_prompt=cfg.system_prompt,
+                                  updates_per_batch=algorithm.num_iterations)
+    return list(datamodule.train_dataloader()), task
+
+
+def run_hicra(cfg: DictConfig, num_steps: int) -> dict:
+    """Fit `num_steps` steps as `hicra.train.train` builds them; per-step wall times, peaks and the module's history."""
+    algorithm, sampler, task = preflight(cfg, {})
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    bundle = build(cfg.model)
+    detector = build(cfg.planner, tokenizer=bundle.tokenizer)
+    datamodule = PromptDataModule(task, bundle.tokenizer, cfg.prompts_per_step, num_steps, seed=cfg.seed,
+                                  val_batch_size=cfg.val_batch_size, system_prompt=cfg.system_prompt,
+                                  updates_per_batch=algorithm.num_iterations)
+    module = PolicyGradientModule(bundle.model, bundle.tokenizer, algorithm, detector, task, sampler,
+                                  optimizer_factory=instantiate(cfg.optim), micro_batch_size=cfg.micro_batch_size,
+                                  max_grad_norm=cfg.max_grad_norm,
+                                  max_skipped_updates_in_a_row=cfg.faults.max_skipped_updates_in_a_row,
+                                  diagnostics=build(cfg.diagnostics, tokenizer=bundle.tokenizer)
+                                  if cfg.get("diagnostics") else None)
+    timer = StepTimer()
+    with tempfile.TemporaryDirectory(prefix="bench-hicra-") as tmp:
+        trainer = build(cfg.trainer, logger=False, callbacks=[timer], default_root_dir=tmp, max_steps=num_steps,
+                        limit_val_batches=0, enable_checkpointing=False, enable_progress_bar=False)
+        trainer.fit(module, datamodule=datamodule)
+    history = list(module.train_history)
+    batch = cfg.prompts_per_step * cfg.algorithm.group_size
+    result = {"step_s": timer.times, "peak_memory_gib": timer.peaks,
+              "tokens": [h["train/response_length"] * batch for h in history],
+              "perf": [{k: v for k, v in h.items() if k.startswith("perf/")} for h in history],
+              "reward_mean": [h.get("train/reward_mean") for h in history]}
+    del trainer, module, datamodule, bundle, detector
+    release_memory()
+    return result
+
+
+def release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
