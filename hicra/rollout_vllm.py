@@ -122,17 +122,12 @@ class VLLMSampler(HFSampler):
 
     def __init__(
         self,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        top_k: int = 0,
-        max_new_tokens: int = 160,
-        max_prompt_tokens: int = 512,
-        val_max_new_tokens: int | None = None,
         gpu_memory_utilization: float = 0.3,
         enforce_eager: bool = False,
         dtype: str = "bfloat16",
         max_model_len: int | None = None,
         seed: int = 0,
+        **sampling,  # HFSampler's settings: temperature, top_p, top_k, max_new_tokens, max_prompt_tokens, ...
     ):
         try:
             import vllm
@@ -140,11 +135,11 @@ class VLLMSampler(HFSampler):
             raise ConfigError(MISSING_VLLM) from None
         if not torch.cuda.is_available():
             raise ConfigError(NO_CUDA)
-        super().__init__(temperature, top_p, top_k, max_new_tokens, max_prompt_tokens, val_max_new_tokens)
+        super().__init__(**sampling)
         if not 0.0 < gpu_memory_utilization <= 1.0:
             raise ConfigError(f"rollout.gpu_memory_utilization={gpu_memory_utilization} is not allowed; use a "
                               f"fraction in (0, 1] of the GPU's memory")
-        needed = max_prompt_tokens + max(self.max_new_tokens, self.val_max_new_tokens)
+        needed = self.max_prompt_tokens + max(self.max_new_tokens, self.val_max_new_tokens)
         if max_model_len is not None and max_model_len < needed:
             raise ConfigError(f"rollout.max_model_len={max_model_len} is below max_prompt_tokens + max_new_tokens "
                               f"= {needed}; use null (= {needed}) or a larger value")
@@ -188,7 +183,7 @@ class VLLMSampler(HFSampler):
         first = int(torch.randint(0, 2**31 - 1 - num_prompts, ()))
         return [SamplingParams(n=group_size, temperature=self.temperature, top_p=self.top_p,
                                top_k=self.top_k if self.top_k > 0 else -1, max_tokens=self.max_new_tokens,
-                               seed=first + i, **common)
+                               min_tokens=self.min_new_tokens, seed=first + i, **common)
                 for i in range(num_prompts)]
 
     def _engine(self, policy, tokenizer):
