@@ -10,13 +10,11 @@ import time
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hicra.data import PromptDataModule
 from hicra.instantiate import build
-from hicra.lit_module import PolicyGradientModule
-from hicra.train import CONF_DIR, preflight
+from hicra.train import CONF_DIR, build_module, preflight
 
 # The three hicra arms timed against each other; GRPO is the one that does TRL's work.
 VARIANTS = {
@@ -85,17 +83,7 @@ def run_hicra(cfg: DictConfig, num_steps: int) -> dict:
     """Fit `num_steps` steps as `hicra.train.train` builds them; per-step wall times, peaks and the module's history."""
     algorithm, sampler, task = preflight(cfg, {})
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    bundle = build(cfg.model)
-    detector = build(cfg.planner, tokenizer=bundle.tokenizer)
-    datamodule = PromptDataModule(task, bundle.tokenizer, cfg.prompts_per_step, num_steps, seed=cfg.seed,
-                                  val_batch_size=cfg.val_batch_size, system_prompt=cfg.system_prompt,
-                                  updates_per_batch=algorithm.num_iterations)
-    module = PolicyGradientModule(bundle.model, bundle.tokenizer, algorithm, detector, task, sampler,
-                                  optimizer_factory=instantiate(cfg.optim), micro_batch_size=cfg.micro_batch_size,
-                                  max_grad_norm=cfg.max_grad_norm,
-                                  max_skipped_updates_in_a_row=cfg.faults.max_skipped_updates_in_a_row,
-                                  diagnostics=build(cfg.diagnostics, tokenizer=bundle.tokenizer)
-                                  if cfg.get("diagnostics") else None)
+    bundle, datamodule, module = build_module(cfg, algorithm, sampler, task, num_batches=num_steps)
     timer = StepTimer()
     with tempfile.TemporaryDirectory(prefix="bench-hicra-") as tmp:
         trainer = build(cfg.trainer, logger=False, callbacks=[timer], default_root_dir=tmp, max_steps=num_steps,
@@ -107,7 +95,7 @@ def run_hicra(cfg: DictConfig, num_steps: int) -> dict:
               "tokens": [h["train/response_length"] * batch for h in history],
               "perf": [{k: v for k, v in h.items() if k.startswith("perf/")} for h in history],
               "reward_mean": [h.get("train/reward_mean") for h in history]}
-    del trainer, module, datamodule, bundle, detector
+    del trainer, module, datamodule, bundle
     release_memory()
     return result
 

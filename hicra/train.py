@@ -134,6 +134,21 @@ def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir) / "runs" / "manual"
 
 
+def build_module(cfg: DictConfig, algorithm, sampler, task, num_batches: int):
+    """The model (loaded now), the prompt datamodule and the LightningModule of a run: (bundle, datamodule, module)."""
+    bundle = build(cfg.model)
+    datamodule = PromptDataModule(task, bundle.tokenizer, cfg.prompts_per_step, num_batches, seed=cfg.seed,
+                                  val_batch_size=cfg.val_batch_size, system_prompt=cfg.system_prompt,
+                                  updates_per_batch=algorithm.num_iterations)
+    module = PolicyGradientModule(bundle.model, bundle.tokenizer, algorithm, build(cfg.planner, tokenizer=bundle.tokenizer),
+                                  task, sampler, optimizer_factory=instantiate(cfg.optim),
+                                  micro_batch_size=cfg.micro_batch_size, max_grad_norm=cfg.max_grad_norm,
+                                  max_skipped_updates_in_a_row=cfg.faults.max_skipped_updates_in_a_row,
+                                  diagnostics=build(cfg.diagnostics, tokenizer=bundle.tokenizer)
+                                  if cfg.get("diagnostics") else None)
+    return bundle, datamodule, module
+
+
 def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     """Fit one run; returns the summary numbers (also printed). Raises ConfigError on a user's mistake."""
     choices = choices if choices is not None else hydra_choices()
@@ -145,18 +160,8 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     logger = build_logger(cfg, choices, resume_run_id) if is_main else None
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    bundle = build(cfg.model)
-    detector = build(cfg.planner, tokenizer=bundle.tokenizer)
     num_batches = math.ceil(cfg.trainer.max_steps / algorithm.num_iterations)
-    datamodule = PromptDataModule(task, bundle.tokenizer, cfg.prompts_per_step, num_batches, seed=cfg.seed,
-                                  val_batch_size=cfg.val_batch_size, system_prompt=cfg.system_prompt,
-                                  updates_per_batch=algorithm.num_iterations)
-    module = PolicyGradientModule(bundle.model, bundle.tokenizer, algorithm, detector, task, sampler,
-                                  optimizer_factory=instantiate(cfg.optim), micro_batch_size=cfg.micro_batch_size,
-                                  max_grad_norm=cfg.max_grad_norm,
-                                  max_skipped_updates_in_a_row=cfg.faults.max_skipped_updates_in_a_row,
-                                  diagnostics=build(cfg.diagnostics, tokenizer=bundle.tokenizer)
-                                  if cfg.get("diagnostics") else None)
+    bundle, datamodule, module = build_module(cfg, algorithm, sampler, task, num_batches)
     if logger is not None:
         log_run_metadata(logger, cfg, choices, out_dir, resumed_from=ckpt)
     callbacks = [CorrectCompletionsRecorder(out_dir), TQDMProgressBar(refresh_rate=1)]  # every rank's successes
