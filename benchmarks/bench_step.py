@@ -129,8 +129,8 @@ def overrides(s: dict, model: str, gc: bool, arm: str) -> list[str]:
             *(s["hicra_overrides"] if arm in VARIANTS else [])]
 
 
-def run_block(s: dict, model: str, gc: bool, trl: str | None) -> dict:
-    """All arms on one model and checkpointing setting."""
+def run_block(s: dict, model: str, gc: bool, trl: str | None, save) -> dict:
+    """All arms on one model and checkpointing setting; `save(block)` after every arm (a killed run keeps them)."""
     task_node = {"task": PRESETS[s["preset"]].task} if PRESETS[s["preset"]].task else None
     num_steps = s["warmup"] + s["steps"]
     runs, used = {}, {}
@@ -149,9 +149,11 @@ def run_block(s: dict, model: str, gc: bool, trl: str | None) -> dict:
             release_memory()
         runs[arm]["load_average"] = {"before": load_before, "after": load_average()}  # other jobs skew timings
         print(f"[bench]   step s: {runs[arm].get('step_s', runs[arm].get('error'))}; load {load_average()}", flush=True)
-    summary = {arm: summarize(run, s["warmup"]) for arm, run in runs.items()}
-    return {"model": model, "gradient_checkpointing": gc, "overrides": used, "runs": runs, "summary": summary,
-            "compare": compare(summary)}
+        summary = {arm: summarize(run, s["warmup"]) for arm, run in runs.items()}
+        block = {"model": model, "gradient_checkpointing": gc, "overrides": used, "runs": runs, "summary": summary,
+                 "compare": compare(summary)}
+        save(block)
+    return block
 
 
 def default_stem(preset: str) -> Path:
@@ -187,11 +189,16 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"settings": s, "machine": machine_info(), "load_start": load_average(), "notes": notes,
               "results": [], "command": " ".join(sys.argv)}
     stem = args.out or default_stem(args.preset)
+    done = []
+
+    def save(block: dict) -> None:
+        report["results"], report["load_end"] = [*done, block], load_average()
+        write(report, stem)
+
     for model in s["models"]:
         for gc in s["gradient_checkpointing"]:
-            report["results"].append(run_block(s, model, gc, trl))
-            report["load_end"] = load_average()
-            json_path, md_path = write(report, stem)  # after every block: a killed run keeps what it measured
+            done.append(run_block(s, model, gc, trl, save))
+    json_path, md_path = write(report, stem)
     print(md_path.read_text(), flush=True)
     print(f"[bench] wrote {json_path} and {md_path}", flush=True)
     return report

@@ -80,7 +80,7 @@ def test_gpu_preset_needs_a_gpu(bench, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_tiny_preset_writes_a_complete_report(bench, tmp_path):
-    step, report = bench
+    step, _ = bench
     step.main(["--preset", "tiny", "--gradient-checkpointing", "off", "--out", str(tmp_path / "tiny")])
     data = json.loads((tmp_path / "tiny.json").read_text())
     assert (tmp_path / "tiny.md").read_text().startswith("# hicra vs TRL step benchmark")
