@@ -11,6 +11,7 @@ import random
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from hicra import prefix_sharing
 from hicra.models import PolicyBundle, disable_dropout, load_tokenizer
 from hicra.tasks import Example, Task
 
@@ -28,6 +29,7 @@ def build_qwen2_shaped(
     seed: int = 0,
     gradient_checkpointing: bool = False,
     lora: dict | None = None,
+    share_prompt_prefix: bool = True,
 ) -> PolicyBundle:
     """A random-init Qwen2 (q/k/v biases, tied embeddings) with the given tokenizer; `hicra.models.build_tiny_model`
     for the Qwen2 architecture. The Qwen2.5-0.5B shape with SmolLM2's 49,152-token vocabulary has ~402M parameters."""
@@ -46,6 +48,8 @@ def build_qwen2_shaped(
     disable_dropout(model)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
+    if share_prompt_prefix:
+        prefix_sharing.enable(model)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return PolicyBundle(model=model, tokenizer=tokenizer)

@@ -60,7 +60,8 @@ def run_trl(cfg: DictConfig, num_steps: int, fixed_length: bool, gradient_checkp
     from transformers.trainer_callback import PrinterCallback
     from trl import GRPOTrainer
 
-    bundle = build(cfg.model, gradient_checkpointing=False)  # TRL turns checkpointing on itself (its own args)
+    # TRL turns checkpointing on itself (its own args); stock SDPA attention, no hicra prompt sharing.
+    bundle = build(cfg.model, gradient_checkpointing=False, share_prompt_prefix=False)
     batches, task = prompt_batches(cfg, bundle.tokenizer, num_steps)
     prompts = [p for b in batches for p in b["prompts"]]
     examples = [e for b in batches for e in b["examples"]]

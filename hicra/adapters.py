@@ -121,6 +121,10 @@ class _AdaptersOff:
         with torch.no_grad(), self.policy.disable_adapter():
             return self.policy(*args, **kwargs)
 
+    @property
+    def config(self):  # read by hicra.prefix_sharing.is_enabled
+        return self.policy.config
+
     def eval(self):  # the policy's own train/eval mode is the trainer's business; dropout is off either way
         return self
 

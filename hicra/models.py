@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
+from hicra import prefix_sharing
 from hicra.adapters import apply_lora
 from hicra.errors import ConfigError
 
@@ -138,6 +139,7 @@ def load_pretrained(
     attn_implementation: str | None = "sdpa",
     gradient_checkpointing: bool = False,
     lora: dict | None = None,
+    share_prompt_prefix: bool = True,
 ) -> PolicyBundle:
     """Load a causal LM and its tokenizer from a hub id, a local folder or a bundled model."""
     resolved = resolve_name_or_path(name_or_path)
@@ -148,7 +150,7 @@ def load_pretrained(
         tokenizer = load_tokenizer(name_or_path if name_or_path.startswith(BUNDLED_SCHEME) else resolved)
     except OSError as err:  # no weights locally and no hub access
         raise ConfigError(f"cannot load model '{name_or_path}': {str(err).splitlines()[0]}") from err
-    return _finish(model, tokenizer, gradient_checkpointing, lora)
+    return _finish(model, tokenizer, gradient_checkpointing, lora, share_prompt_prefix)
 
 
 def build_tiny_model(
@@ -162,6 +164,7 @@ def build_tiny_model(
     seed: int = 0,
     gradient_checkpointing: bool = False,
     lora: dict | None = None,
+    share_prompt_prefix: bool = True,
 ) -> PolicyBundle:
     """A random-init Llama with a real tokenizer: same code paths as the real model, seconds instead of minutes."""
     tokenizer = load_tokenizer(tokenizer_name_or_path)
@@ -181,7 +184,7 @@ def build_tiny_model(
     with torch.random.fork_rng():  # the weights depend on `seed` only, not on what ran before
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config).to(_dtype(dtype))
-    return _finish(model, tokenizer, gradient_checkpointing, lora)
+    return _finish(model, tokenizer, gradient_checkpointing, lora, share_prompt_prefix)
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -194,9 +197,13 @@ def disable_dropout(model: torch.nn.Module) -> None:
             setattr(model.config, key, 0.0)
 
 
-def _finish(model: PreTrainedModel, tokenizer, gradient_checkpointing: bool, lora: dict | None) -> PolicyBundle:
-    """`lora` (the `lora` config group): None trains every weight, else LoRA adapters only (hicra.adapters)."""
+def _finish(model: PreTrainedModel, tokenizer, gradient_checkpointing: bool, lora: dict | None,
+            share_prompt_prefix: bool) -> PolicyBundle:
+    """`lora` (the `lora` config group): None trains every weight, else LoRA adapters only (hicra.adapters).
+    `share_prompt_prefix`: a group's prompt is computed once, not G times (hicra/prefix_sharing.py)."""
     disable_dropout(model)
+    if share_prompt_prefix:
+        prefix_sharing.enable(model)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     if gradient_checkpointing:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from hicra import prefix_sharing
 from hicra.algorithms import entropy_from_logits, logprobs_from_logits
 from hicra.errors import ConfigError
 
@@ -109,6 +110,12 @@ class HFSampler:
             else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         was_training = model.training
         model.eval()
+        # Each distinct prompt prefilled once, not group_size times (hicra/prefix_sharing.py). A static cache is
+        # allocated by generate itself, so it keeps the one-pass prefill.
+        share = (group_size > 1 and prompt_ids.shape[1] > 1 and self.cache_implementation is None
+                 and prefix_sharing.is_enabled(model))
+        cache = prefix_sharing.prefilled_cache(model, enc.input_ids.to(device), enc.attention_mask.to(device),
+                                               group_size) if share else None
         out = model.generate(
             input_ids=prompt_ids,
             attention_mask=prompt_mask,
@@ -119,6 +126,7 @@ class HFSampler:
             # greedy validation checks answers: forcing length there would only cost time
             min_new_tokens=0 if greedy else self.min_new_tokens,
             cache_implementation=self.cache_implementation,
+            cache=cache,
             **kwargs,
         )
         model.train(was_training)
@@ -147,16 +155,21 @@ def sequence_logprobs(
 
     Logits are divided by the sampling temperature, so the ratio is taken against the distribution that sampled.
     Position ids follow the attention mask, as `generate` does with left padding, so the first update of a fresh
-    rollout sees exactly the sampling distribution (ratio 1).
+    rollout sees exactly the sampling distribution (ratio 1). Rows that share a prompt compute it once when the
+    model has prompt sharing on (hicra/prefix_sharing.py).
     """
-    attention = torch.cat([batch.prompt_mask, batch.response_mask], dim=1).long()  # (B, L)
-    input_ids = torch.cat([batch.prompt_ids, batch.response_ids], dim=1)  # (B, L)
-    position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
-    T = batch.response_ids.shape[1]
-    # Only the T positions that predict response tokens need logits: position Lp-1 predicts response token 0.
-    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
-                   use_cache=False, logits_to_keep=T + 1).logits[:, :-1]  # (B, T, V)
-    logits = logits.float() / temperature
+    logits = prefix_sharing.shared_prompt_logits(model, batch.prompt_ids, batch.prompt_mask, batch.response_ids) \
+        if prefix_sharing.is_enabled(model) else None  # (B, T, V)
+    if logits is None:
+        attention = torch.cat([batch.prompt_mask, batch.response_mask], dim=1).long()  # (B, L)
+        input_ids = torch.cat([batch.prompt_ids, batch.response_ids], dim=1)  # (B, L)
+        T = batch.response_ids.shape[1]
+        # Only the T positions that predict response tokens need logits: position Lp-1 predicts response token 0.
+        logits = model(input_ids=input_ids, attention_mask=attention, position_ids=prefix_sharing.positions(attention),
+                       use_cache=False, logits_to_keep=T + 1).logits[:, :-1]  # (B, T, V)
+    logits = logits.float()  # no copy when the model runs in fp32
+    if temperature != 1.0:
+        logits = logits / temperature
     logprobs = logprobs_from_logits(logits, batch.response_ids)  # (B, T)
     entropy = entropy_from_logits(logits) if with_entropy else None  # (B, T)
     return logprobs, entropy

@@ -53,6 +53,8 @@ def test_grpo_loss_and_gradient_match_a_reference_computation(compose_cfg):
     assert abs(float(reference)) > 1e-3  # unequal lengths: the on-policy loss value is not trivially 0
     assert abs(metrics["loss/policy"] - float(reference)) < 1e-5
     assert abs(metrics["loss/total"] - float(reference)) < 1e-5
+    # fp32 sums in another order (prompts computed once per group, padded batches): ~1e-7 apart on the largest
+    # gradients (0.06); a wrong term would be off by orders of magnitude more
     for name, p in bundle.model.named_parameters():
-        torch.testing.assert_close(fast[name], p.grad, rtol=1e-4, atol=1e-7, msg=name)
+        torch.testing.assert_close(fast[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
     assert sum(float(g.abs().sum()) for g in fast.values()) > 0
