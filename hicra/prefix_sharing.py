@@ -18,8 +18,6 @@ call carries `shared_prefix=` (model kwargs reach the attention function). `mode
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-
 import torch
 from torch import Tensor
 
@@ -28,20 +26,22 @@ log = logging.getLogger(__name__)
 ATTENTION = "hicra_shared_prefix_sdpa"
 
 
-@dataclass
+# Plain classes, not dataclasses or dicts: FSDP2 rebuilds those when it casts a forward call's inputs, and the
+# attention function would then record into a copy.
 class _Record:
     """Pass 1: each layer's keys and values, (U, kv_heads, Lp, head_dim), after the rotary embedding."""
 
-    keys_values: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    def __init__(self):
+        self.keys_values: dict[int, tuple[Tensor, Tensor]] = {}
 
 
-@dataclass(frozen=True)
 class _Attend:
     """Pass 2: attend to row r's prompt, `keys_values[layer][row_to_prompt[r]]`, then causally to the response."""
 
-    keys_values: dict[int, tuple[Tensor, Tensor]]
-    row_to_prompt: Tensor  # (B,) long
-    mask: Tensor  # (B, 1, T, Lp + T) bool, True = may attend
+    def __init__(self, keys_values: dict[int, tuple[Tensor, Tensor]], row_to_prompt: Tensor, mask: Tensor):
+        self.keys_values = keys_values
+        self.row_to_prompt = row_to_prompt  # (B,) long
+        self.mask = mask  # (B, 1, T, Lp + T) bool, True = may attend
 
 
 def _attention(module, query, key, value, attention_mask, shared_prefix=None, **kwargs):
