@@ -11,8 +11,7 @@ import random
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from hicra import prefix_sharing
-from hicra.models import PolicyBundle, disable_dropout, load_tokenizer
+from hicra.models import PolicyBundle, finish_model, load_tokenizer
 from hicra.tasks import Example, Task
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -33,8 +32,6 @@ def build_qwen2_shaped(
 ) -> PolicyBundle:
     """A random-init Qwen2 (q/k/v biases, tied embeddings) with the given tokenizer; `hicra.models.build_tiny_model`
     for the Qwen2 architecture. The Qwen2.5-0.5B shape with SmolLM2's 49,152-token vocabulary has ~402M parameters."""
-    if lora is not None:
-        raise ValueError("build_qwen2_shaped trains every weight; use lora=null")
     tokenizer = load_tokenizer(tokenizer_name_or_path)
     config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
@@ -44,15 +41,7 @@ def build_qwen2_shaped(
     with torch.random.fork_rng():  # the weights depend on `seed` only: both sides of the benchmark get the same ones
         torch.manual_seed(seed)
         model = Qwen2ForCausalLM(config).to(_DTYPES[dtype])
-    # The rest of hicra.models._finish (kept in step by hand: that helper is private).
-    disable_dropout(model)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    if share_prompt_prefix:
-        prefix_sharing.enable(model)
-    if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return PolicyBundle(model=model, tokenizer=tokenizer)
+    return finish_model(model, tokenizer, gradient_checkpointing, lora, share_prompt_prefix)
 
 
 class SumTask(Task):

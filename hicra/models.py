@@ -150,7 +150,7 @@ def load_pretrained(
         tokenizer = load_tokenizer(name_or_path if name_or_path.startswith(BUNDLED_SCHEME) else resolved)
     except OSError as err:  # no weights locally and no hub access
         raise ConfigError(f"cannot load model '{name_or_path}': {str(err).splitlines()[0]}") from err
-    return _finish(model, tokenizer, gradient_checkpointing, lora, share_prompt_prefix)
+    return finish_model(model, tokenizer, gradient_checkpointing, lora, share_prompt_prefix)
 
 
 def build_tiny_model(
@@ -184,7 +184,7 @@ def build_tiny_model(
     with torch.random.fork_rng():  # the weights depend on `seed` only, not on what ran before
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config).to(_dtype(dtype))
-    return _finish(model, tokenizer, gradient_checkpointing, lora, share_prompt_prefix)
+    return finish_model(model, tokenizer, gradient_checkpointing, lora, share_prompt_prefix)
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -197,9 +197,11 @@ def disable_dropout(model: torch.nn.Module) -> None:
             setattr(model.config, key, 0.0)
 
 
-def _finish(model: PreTrainedModel, tokenizer, gradient_checkpointing: bool, lora: dict | None,
+def finish_model(model: PreTrainedModel, tokenizer, gradient_checkpointing: bool, lora: dict | None,
             share_prompt_prefix: bool) -> PolicyBundle:
-    """`lora` (the `lora` config group): None trains every weight, else LoRA adapters only (hicra.adapters).
+    """What every policy builder does after making `model` (also benchmarks/bench_support.py's Qwen2 shape): dropout
+    off, generation ids, prompt sharing, checkpointing, LoRA.
+    `lora` (the `lora` config group): None trains every weight, else LoRA adapters only (hicra.adapters).
     `share_prompt_prefix`: a group's prompt is computed once, not G times (hicra/prefix_sharing.py)."""
     disable_dropout(model)
     if share_prompt_prefix:

@@ -18,8 +18,10 @@ call carries `shared_prefix=` (model kwargs reach the attention function). `mode
 from __future__ import annotations
 
 import logging
+
 import torch
 from torch import Tensor
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,7 @@ class _Attend:
 
 
 def _attention(module, query, key, value, attention_mask, shared_prefix=None, **kwargs):
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
+    """Every attention call of an enabled model, decoding included: plain SDPA unless `shared_prefix` is given."""
     if isinstance(shared_prefix, _Record):
         # A gradient-checkpointing replay overwrites this entry; pass 2 already holds the original tensors.
         shared_prefix.keys_values[module.layer_idx] = (key, value)

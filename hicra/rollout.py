@@ -103,8 +103,9 @@ class HFSampler:
         enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_prompt_tokens,
                         add_special_tokens=False, pad_to_multiple_of=self.prompt_bucket)
         device = next(model.parameters()).device
-        prompt_ids = enc.input_ids.repeat_interleave(group_size, dim=0).to(device)  # (B, Lp)
-        prompt_mask = enc.attention_mask.repeat_interleave(group_size, dim=0).to(device)  # (B, Lp)
+        distinct_ids, distinct_mask = enc.input_ids.to(device), enc.attention_mask.to(device)  # (U, Lp)
+        prompt_ids = distinct_ids.repeat_interleave(group_size, dim=0)  # (B, Lp)
+        prompt_mask = distinct_mask.repeat_interleave(group_size, dim=0)  # (B, Lp)
         sample = not greedy and self.temperature > 0
         kwargs = dict(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k) if sample \
             else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
@@ -114,8 +115,7 @@ class HFSampler:
         # allocated by generate itself, so it keeps the one-pass prefill.
         share = (group_size > 1 and prompt_ids.shape[1] > 1 and self.cache_implementation is None
                  and prefix_sharing.is_enabled(model))
-        cache = prefix_sharing.prefilled_cache(model, enc.input_ids.to(device), enc.attention_mask.to(device),
-                                               group_size) if share else None
+        cache = prefix_sharing.prefilled_cache(model, distinct_ids, distinct_mask, group_size) if share else None
         out = model.generate(
             input_ids=prompt_ids,
             attention_mask=prompt_mask,
