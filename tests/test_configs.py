@@ -8,19 +8,18 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from support import CONF_DIR
 
 from hicra.algorithms import Algorithm
-from hicra.cli_checks import group_options
+from hicra.config.checks import group_options
 from hicra.errors import ConfigError
-from hicra.train import build
-
-from support import CONF_DIR
+from hicra.training.cli import build
 
 GROUPS = ["algorithm", "planner", "model", "task", "rollout", "trainer", "logger", "experiment"]
 # Options that need one value the user must give (`???` in their file).
 REQUIRED = {("model", "hf"): ["model.name_or_path={tiny_dir}"], ("task", "local_file"): ["task.path={data}"]}
 # Options whose package is optional: they compose anywhere, and building them without it is a one-line ConfigError.
-USABLE_HERE = {"hicra.rollout_vllm.VLLMSampler": importlib.util.find_spec("vllm") is not None
+USABLE_HERE = {"hicra.rollout.vllm.VLLMSampler": importlib.util.find_spec("vllm") is not None
                and torch.cuda.is_available()}
 
 
@@ -47,7 +46,7 @@ def test_hicra_is_grpo_plus_the_token_transform(compose_cfg):
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     """A tiny model saved to a local folder: the `model=hf` loader is tested on local files, offline."""
-    from hicra.models import build_tiny_model
+    from hicra.models.loaders import build_tiny_model
 
     path = tmp_path_factory.mktemp("tiny_model")
     bundle = build_tiny_model()

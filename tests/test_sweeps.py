@@ -10,13 +10,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import OmegaConf
+from support import CONF_DIR, TINY_RUN, run_cli
 
 from hicra.algorithms import Algorithm
-from hicra.cli_checks import check_group_choices
+from hicra.config.checks import check_group_choices
 from hicra.errors import ConfigError
-from hicra.train import build, objective
-
-from support import CONF_DIR, TINY_RUN, run_cli
+from hicra.training.cli import build, objective
 
 
 def compose_with_hydra(*overrides: str):

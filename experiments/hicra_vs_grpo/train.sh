@@ -13,6 +13,6 @@ case "${SIZE:-cpu}" in
   *) echo "train.sh: SIZE='${SIZE}' is not allowed; use SIZE=cpu or SIZE=gpu" >&2; exit 2 ;;
 esac
 # Seeds outermost: an interrupted study still has every arm for the seeds it finished.
-"$PY" -m hicra.train -m seed=0,1,2 \
+"$PY" -m hicra.training.cli -m seed=0,1,2 \
   experiment=hicra_vs_grpo/grpo,hicra_vs_grpo/hicra,hicra_vs_grpo/entropy_reg,hicra_vs_grpo/high_entropy,hicra_vs_grpo/placebo \
   "${BUDGET[@]}" "$@"

@@ -13,21 +13,12 @@ Tensor vocabulary (used in every docstring and shape comment of this package):
     old_logprobs       (B,T)  float, log pi_old(token) of the policy that sampled the rollout (constant)
     ref_logprobs       (B,T)  float, log pi_ref(token) of the frozen reference model (constant)
 
-Modules here import only torch and the standard library (stats.py: scipy for the t quantile, imported lazily):
-no Lightning, Hydra, MLflow or transformers. `stats` holds the seed statistics of `hicra-compare` (mean with a
-Student-t CI, Welch difference CI) on plain lists of floats.
+Modules here import only torch and the standard library: no Lightning, Hydra, MLflow or transformers. What is
+measured rather than optimised (hierarchy diagnostics, pass@k, seed statistics) lives in `hicra.metrics`, which may
+use the helpers here but is never imported by them.
 """
 
 from hicra.algorithms.advantages import ADVANTAGE_SCALES, frac_zero_std_groups, group_advantages
-from hicra.algorithms.diagnostics import (
-    conditional_entropy_after_gram,
-    masked_token_stats,
-    pass_at_g,
-    relative_perplexity,
-    semantic_entropy,
-    top_entropy_overlap,
-    top_fraction_mask,
-)
 from hicra.algorithms.functional import entropy_from_logits, logprobs_from_logits, masked_mean, masked_sum
 from hicra.algorithms.losses import (
     AGGREGATIONS,
@@ -37,9 +28,7 @@ from hicra.algorithms.losses import (
     kl_penalty,
     policy_loss,
 )
-from hicra.algorithms.pass_at_k import mean_pass_at_k, pass_at_k
 from hicra.algorithms.spec import Algorithm
-from hicra.algorithms.stats import DiffCI, MeanCI, mean_ci, t_quantile, welch_diff_ci, welch_dof
 from hicra.algorithms.transforms import hicra_token_advantages, identity_token_advantages
 
 __all__ = [
@@ -47,11 +36,8 @@ __all__ = [
     "AGGREGATIONS",
     "KL_ESTIMATORS",
     "Algorithm",
-    "DiffCI",
-    "MeanCI",
     "aggregate",
     "aggregate_denominator",
-    "conditional_entropy_after_gram",
     "entropy_from_logits",
     "frac_zero_std_groups",
     "group_advantages",
@@ -61,17 +47,5 @@ __all__ = [
     "logprobs_from_logits",
     "masked_mean",
     "masked_sum",
-    "masked_token_stats",
-    "mean_ci",
-    "mean_pass_at_k",
-    "pass_at_g",
-    "pass_at_k",
     "policy_loss",
-    "relative_perplexity",
-    "semantic_entropy",
-    "t_quantile",
-    "top_entropy_overlap",
-    "top_fraction_mask",
-    "welch_diff_ci",
-    "welch_dof",
 ]

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from hicra.analyze.runs import AnalyzeError, first_line
-from hicra.tracking import absolute_tracking_uri
+from hicra.tracking.store import absolute_tracking_uri
 
 PROG = "hicra-analyze"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hicra.tracking import quiet_mlflow
+from hicra.tracking.store import quiet_mlflow
 
 DONE_STATUSES = ("FINISHED", "FAILED")
 RUN_KIND_TAG = "hicra.run_kind"            # "train" (hicra-train), "eval" (hicra-eval), "compare" (hicra-compare)

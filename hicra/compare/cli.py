@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hicra.analyze.cli import DEFAULT_URI, run_main
 from hicra.analyze.runs import AnalyzeError, first_line
-from hicra.tracking import absolute_tracking_uri
+from hicra.tracking.store import absolute_tracking_uri
 
 PROG = "hicra-compare"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -119,7 +119,7 @@ def compare(args: argparse.Namespace) -> Path:
     uri = absolute_tracking_uri(args.tracking_uri)
     client = open_client(uri)
     infos = training_runs(client, args.run_ids, args.experiment)
-    # Imported once there is something to compare: they pull in torch (hicra.algorithms) and matplotlib, seconds
+    # Imported once there is something to compare: they pull in scipy (hicra.metrics.stats) and matplotlib, seconds
     # that a mistyped experiment name should not wait for.
     from hicra.compare.grouping import make_grouping
     from hicra.compare.report import render_stdout

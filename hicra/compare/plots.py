@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from hicra.algorithms.stats import mean_ci
 from hicra.compare.summary import CONFIDENCE
+from hicra.metrics.stats import mean_ci
 
 COLOURS = plt.get_cmap("tab10").colors
 CURVE_METRICS = ["train/accuracy", "hicra/semantic_entropy", "train/response_length"]  # after --metric

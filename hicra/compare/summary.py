@@ -13,10 +13,10 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from hicra.algorithms.stats import MeanCI, mean_ci, welch_diff_ci
 from hicra.analyze.runs import AnalyzeError, series
 from hicra.compare.collect import EVAL_SCORE, EvalResult, TrainRun
 from hicra.compare.grouping import Group
+from hicra.metrics.stats import MeanCI, mean_ci, welch_diff_ci
 
 SEMANTIC_ENTROPY, RESPONSE_LENGTH = "hicra/semantic_entropy", "train/response_length"
 TAIL_STEPS = 3  # rollout metrics are noisy step to step: "final" = mean of each run's last 3 logged values
@@ -102,7 +102,7 @@ def pick_baseline(groups: list[dict], requested: str | None) -> tuple[str | None
 
 
 def verdict(name: str, base: str, quantity: str, d) -> str:
-    """One honest sentence about a Welch interval `d` (hicra.algorithms.stats.DiffCI) of name minus base."""
+    """One honest sentence about a Welch interval `d` (hicra.metrics.stats.DiffCI) of name minus base."""
     n = f"n={d.n_a} vs {d.n_b}"
     if d.diff is None:
         return f"not computable: no {quantity} in {'this group' if d.n_a == 0 else 'the baseline'} ({n})"

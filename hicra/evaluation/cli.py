@@ -16,9 +16,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from hicra.cli_checks import check_composes, check_group_choices
+from hicra.config.checks import check_composes, check_group_choices
 from hicra.errors import ConfigError
-from hicra.tracking import PROJECT_ROOT
+from hicra.tracking.store import PROJECT_ROOT
 
 CONF_DIR = PROJECT_ROOT / "conf"
 PROG = "hicra-eval"

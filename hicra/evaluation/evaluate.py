@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from hicra.config.instantiate import build
 from hicra.errors import ConfigError
 from hicra.evaluation import sources as src
 from hicra.evaluation.benchmarks import questions, skipped_count
@@ -19,9 +20,8 @@ from hicra.evaluation.generation import sample_answers
 from hicra.evaluation.metrics import summarize
 from hicra.evaluation.report import format_table, write_results
 from hicra.evaluation.tracking import earlier_eval, finished_eval_runs, log_eval_run, open_store
-from hicra.instantiate import build
 from hicra.tasks import Example, Task
-from hicra.tracking import absolute_artifact_location, ensure_experiment, flatten, git_state
+from hicra.tracking.store import absolute_artifact_location, ensure_experiment, flatten, git_state
 
 
 @dataclass
@@ -68,7 +68,7 @@ def system_prompt(source: src.Source, cfg: DictConfig) -> str | None:
 
 
 def load_model(source: src.Source, cfg: DictConfig, device: torch.device):
-    from hicra.models import load_pretrained
+    from hicra.models.loaders import load_pretrained
 
     if source.model_path is None:
         bundle = build(cfg.model)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from hicra.rollout import HFSampler
+from hicra.rollout.hf import HFSampler
 from hicra.tasks import Example, Task, build_chat_prompt, extract_boxed
 
 

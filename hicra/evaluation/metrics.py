@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hicra.algorithms import mean_pass_at_k
+from hicra.metrics.pass_at_k import mean_pass_at_k
 
 
 def summarize(records: list[dict], num_problems: int, num_samples: int, ks: tuple[int, ...], greedy: bool,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hicra.errors import ConfigError
-from hicra.rollout import HFSampler
+from hicra.rollout.hf import HFSampler
 
 
 @dataclass

@@ -19,7 +19,7 @@ from hicra.errors import ConfigError
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # MLflow's run ids: uuid4 hex
 EXPERIMENT_PREFIX = "experiment:"
-RESOLVED_CONFIG = "config/resolved.yaml"  # written by hicra.tracking.log_run_metadata, on disk and as an artifact
+RESOLVED_CONFIG = "config/resolved.yaml"  # written by hicra.tracking.store.log_run_metadata, on disk and as an artifact
 
 
 @dataclass

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from hicra.errors import ConfigError
-from hicra.tracking import absolute_tracking_uri, check_tracking_uri, quiet_mlflow
+from hicra.tracking.store import absolute_tracking_uri, check_tracking_uri, quiet_mlflow
 
 # The eval params that decide whether an earlier eval run already answers this one (a resumed study skips it).
 _SIGNATURE_PREFIXES = ("benchmark.", "protocol.")

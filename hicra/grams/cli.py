@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from hicra.errors import ConfigError
-from hicra.tracking import absolute_tracking_uri
+from hicra.tracking.store import absolute_tracking_uri
 
 PROG = "hicra-grams"
 

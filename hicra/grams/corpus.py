@@ -10,10 +10,10 @@ import tempfile
 from pathlib import Path
 
 from hicra.errors import ConfigError
-from hicra.tracking import absolute_tracking_uri
 from hicra.tasks.champ import champ_file as _champ_file
+from hicra.tracking.store import absolute_tracking_uri
 
-RUN_CORPUS_ARTIFACT = "corpus/correct_completions.jsonl"  # written by hicra.completions_html.CorrectCompletionsRecorder
+RUN_CORPUS_ARTIFACT = "corpus/correct_completions.jsonl"  # written by hicra.training.callbacks.CorrectCompletionsRecorder
 DEFAULT_TRACKING_URI = "sqlite:///outputs/mlflow.db"
 
 

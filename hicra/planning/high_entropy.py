@@ -1,7 +1,7 @@
 """High-entropy ("80/20 forking tokens") detector: the baseline that marks the most uncertain tokens instead of grams.
 
 Per response, the top ceil(rho * n_valid) valid tokens by entropy are marked; ties go to the earlier position; NaN
-entropies rank last. The selection is `hicra.algorithms.diagnostics.top_fraction_mask`, shared with the
+entropies rank last. The selection is `hicra.metrics.diagnostics.top_fraction_mask`, shared with the
 planning / high-entropy overlap diagnostic.
 """
 
@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from hicra.algorithms.diagnostics import top_fraction_mask
+from hicra.metrics.diagnostics import top_fraction_mask
 from hicra.planning.base import check_inputs
 
 

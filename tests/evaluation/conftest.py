@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-
 from support import PROJECT_ROOT, composer
 
 HICRA_EVAL = Path(sys.executable).parent / "hicra-eval"
@@ -50,7 +49,7 @@ def compose_eval():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random-init tiny Llama + the SmolLM2 tokenizer, saved like hicra-train's final_model."""
-    from hicra.models import build_tiny_model
+    from hicra.models.loaders import build_tiny_model
 
     path = tmp_path_factory.mktemp("tiny") / "final_model"
     bundle = build_tiny_model()

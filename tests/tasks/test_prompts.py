@@ -1,6 +1,6 @@
 import pytest
 
-from hicra.models import load_tokenizer
+from hicra.models.loaders import load_tokenizer
 from hicra.tasks import DEFAULT_INSTRUCTION, build_chat_prompt
 
 

@@ -1,0 +1,174 @@
+"""Rollouts: sample G responses per prompt with transformers' `generate`, and score sequences with the policy.
+
+Layout of every batch (B = prompts x G, rows ordered group by group):
+
+    [pad pad p p p p | r r r r EOS pad pad]
+     <---- Lp -----> | <------- T ------->
+    prompt_ids (B,Lp) left-padded, so every response starts at column Lp;
+    response_ids (B,T); response_mask (B,T) is true on generated tokens up to and including the first EOS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from hicra.algorithms import entropy_from_logits, logprobs_from_logits
+from hicra.errors import ConfigError
+from hicra.models import prefix_sharing
+
+# None: transformers' dynamic cache. "static": a fixed-size cache that transformers compiles the decoding step for
+# (torch.compile, CUDA graphs on GPU): per-token launch overhead, not FLOPs, bounds small-model decoding.
+CACHE_IMPLEMENTATIONS = (None, "static")
+
+
+@dataclass
+class RolloutBatch:
+    prompt_ids: Tensor  # (B, Lp) left-padded
+    prompt_mask: Tensor  # (B, Lp) bool
+    response_ids: Tensor  # (B, T)
+    response_mask: Tensor  # (B, T) bool, generated tokens up to and including the first EOS
+    truncated: Tensor  # (B,) bool, hit max_new_tokens without an EOS
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.response_mask.sum())
+
+    def rows(self, index: slice) -> "RolloutBatch":
+        return RolloutBatch(*(t[index] for t in (self.prompt_ids, self.prompt_mask, self.response_ids,
+                                                 self.response_mask, self.truncated)))
+
+
+def response_mask_from_eos(response_ids: Tensor, eos_ids: list[int]) -> tuple[Tensor, Tensor]:
+    """True up to and including the first EOS of each row; (B,T) mask and (B,) truncated flags.
+
+    Works when pad == EOS (SmolLM2): everything after the first EOS is padding, whatever its id.
+    """
+    is_eos = torch.isin(response_ids, torch.tensor(eos_ids, device=response_ids.device))  # (B,T)
+    eos_seen_before = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # (B,T) an EOS strictly earlier in the row
+    return ~eos_seen_before, ~is_eos.any(dim=1)
+
+
+def _eos_ids(tokenizer, model) -> list[int]:
+    eos = model.generation_config.eos_token_id
+    ids = eos if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_token_id]
+    return [i for i in ids if i is not None]
+
+
+class HFSampler:
+    """Samples with `model.generate` (no vLLM needed). One instance per run; settings come from `conf/rollout/`."""
+
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        max_new_tokens: int = 160,
+        max_prompt_tokens: int = 512,
+        val_max_new_tokens: int | None = None,
+        min_new_tokens: int = 0,
+        cache_implementation: str | None = None,
+        prompt_bucket: int = 0,
+    ):
+        if not 0.0 < temperature <= 10.0:
+            raise ConfigError(f"rollout.temperature={temperature} is not allowed; use a value in (0, 10]")
+        if not 0.0 < top_p <= 1.0:
+            raise ConfigError(f"rollout.top_p={top_p} is not allowed; use a value in (0, 1]")
+        if max_new_tokens <= 0 or max_prompt_tokens <= 0:
+            raise ConfigError(
+                f"rollout.max_new_tokens={max_new_tokens} / max_prompt_tokens={max_prompt_tokens} must be > 0"
+            )
+        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
+        self.max_new_tokens, self.max_prompt_tokens = max_new_tokens, max_prompt_tokens
+        self.val_max_new_tokens = val_max_new_tokens or max_new_tokens
+        if not 0 <= min_new_tokens <= max_new_tokens:
+            raise ConfigError(f"rollout.min_new_tokens={min_new_tokens} is not allowed; use 0..max_new_tokens "
+                              f"({max_new_tokens})")
+        if cache_implementation not in CACHE_IMPLEMENTATIONS:
+            raise ConfigError(f"rollout.cache_implementation={cache_implementation} is not allowed; allowed: "
+                              f"{', '.join(map(str, CACHE_IMPLEMENTATIONS))}")
+        if prompt_bucket < 0:
+            raise ConfigError(f"rollout.prompt_bucket={prompt_bucket} is not allowed; use 0 (off) or a positive int")
+        self.min_new_tokens, self.cache_implementation = min_new_tokens, cache_implementation
+        # Prompts left-padded to a multiple of this: a static cache then sees a few shapes, and its compiled
+        # decoding graph is reused across steps instead of recompiled for every new prompt length.
+        self.prompt_bucket = prompt_bucket or None
+
+    @torch.no_grad()
+    def generate(self, model, tokenizer, prompts: list[str], group_size: int, greedy: bool = False) -> RolloutBatch:
+        """Each prompt repeated `group_size` times (rows grouped), sampled (or greedy for evaluation)."""
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_prompt_tokens,
+                        add_special_tokens=False, pad_to_multiple_of=self.prompt_bucket)
+        device = next(model.parameters()).device
+        distinct_ids, distinct_mask = enc.input_ids.to(device), enc.attention_mask.to(device)  # (U, Lp)
+        prompt_ids = distinct_ids.repeat_interleave(group_size, dim=0)  # (B, Lp)
+        prompt_mask = distinct_mask.repeat_interleave(group_size, dim=0)  # (B, Lp)
+        sample = not greedy and self.temperature > 0
+        kwargs = dict(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k) if sample \
+            else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        was_training = model.training
+        model.eval()
+        # Each distinct prompt prefilled once, not group_size times (hicra/models/prefix_sharing.py). A static cache is
+        # allocated by generate itself, so it keeps the one-pass prefill.
+        share = (group_size > 1 and prompt_ids.shape[1] > 1 and self.cache_implementation is None
+                 and prefix_sharing.is_enabled(model))
+        cache = prefix_sharing.prefilled_cache(model, distinct_ids, distinct_mask, group_size) if share else None
+        out = model.generate(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            max_new_tokens=self.val_max_new_tokens if greedy else self.max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=_eos_ids(tokenizer, model),
+            use_cache=True,
+            # greedy validation checks answers: forcing length there would only cost time
+            min_new_tokens=0 if greedy else self.min_new_tokens,
+            cache_implementation=self.cache_implementation,
+            cache=cache,
+            **kwargs,
+        )
+        model.train(was_training)
+        response_ids = out[:, prompt_ids.shape[1]:]  # (B, T)
+        response_mask, truncated = response_mask_from_eos(response_ids, _eos_ids(tokenizer, model))
+        return RolloutBatch(prompt_ids, prompt_mask.bool(), response_ids, response_mask, truncated)
+
+
+def trim_padding(batch: RolloutBatch) -> tuple[RolloutBatch, int]:
+    """Drop columns that are padding in every row (left of the prompts, right of the responses): fewer FLOPs.
+
+    Returns the trimmed batch and its response width, so per-token tensors can be cut to match: `[:, :end]`.
+    """
+    first = int(batch.prompt_mask.any(dim=0).int().argmax())  # first prompt column any row uses
+    valid_cols = batch.response_mask.any(dim=0).nonzero()
+    end = int(valid_cols.max()) + 1 if len(valid_cols) else 1
+    trimmed = RolloutBatch(batch.prompt_ids[:, first:], batch.prompt_mask[:, first:],
+                           batch.response_ids[:, :end], batch.response_mask[:, :end], batch.truncated)
+    return trimmed, end
+
+
+def sequence_logprobs(
+    model, batch: RolloutBatch, with_entropy: bool = False, temperature: float = 1.0
+) -> tuple[Tensor, Tensor | None]:
+    """log pi(response token | prefix) (B,T) and optionally the policy entropy at each response position (B,T).
+
+    Logits are divided by the sampling temperature, so the ratio is taken against the distribution that sampled.
+    Position ids follow the attention mask, as `generate` does with left padding, so the first update of a fresh
+    rollout sees exactly the sampling distribution (ratio 1). Rows that share a prompt compute it once when the
+    model has prompt sharing on (hicra/models/prefix_sharing.py).
+    """
+    logits = prefix_sharing.shared_prompt_logits(model, batch.prompt_ids, batch.prompt_mask, batch.response_ids) \
+        if prefix_sharing.is_enabled(model) else None  # (B, T, V)
+    if logits is None:
+        attention = torch.cat([batch.prompt_mask, batch.response_mask], dim=1).long()  # (B, L)
+        input_ids = torch.cat([batch.prompt_ids, batch.response_ids], dim=1)  # (B, L)
+        T = batch.response_ids.shape[1]
+        # Only the T positions that predict response tokens need logits: position Lp-1 predicts response token 0.
+        logits = model(input_ids=input_ids, attention_mask=attention, position_ids=prefix_sharing.positions(attention),
+                       use_cache=False, logits_to_keep=T + 1).logits[:, :-1]  # (B, T, V)
+    logits = logits.float()  # no copy when the model runs in fp32
+    if temperature != 1.0:
+        logits = logits / temperature
+    logprobs = logprobs_from_logits(logits, batch.response_ids)  # (B, T)
+    entropy = entropy_from_logits(logits) if with_entropy else None  # (B, T)
+    return logprobs, entropy

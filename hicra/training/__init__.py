@@ -1,0 +1,3 @@
+"""`hicra-train`: the CLI (`cli`), the LightningModule (`module`), prompt data (`data`), DDP/FSDP helpers
+(`distributed`), crash-safe checkpoints (`checkpointing`), completion callbacks (`callbacks`), per-step hierarchy
+diagnostics (`hierarchy_diagnostics`) and the closing summary (`summary`)."""

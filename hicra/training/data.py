@@ -1,0 +1,102 @@
+"""Prompts only: the datamodule yields questions rendered through the chat template; rollouts happen in the module."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from hicra.errors import ConfigError
+from hicra.tasks import Example, build_chat_prompt
+from hicra.training.distributed import shard
+
+
+class PromptStream(Dataset):
+    """`num_batches * batch_size` prompts drawn epoch by epoch from seeded permutations of `examples`.
+
+    One Lightning epoch is the whole run, so the progress bar counts steps to the end and the order depends on
+    the seed only (a resumed run can find its place by index).
+    """
+
+    def __init__(self, examples: list[Example], length: int, seed: int):
+        self.examples, self.length = examples, length
+        generator = torch.Generator().manual_seed(seed)
+        epochs = -(-length // len(examples))
+        self.order = torch.cat([torch.randperm(len(examples), generator=generator) for _ in range(epochs)])
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Example:
+        return self.examples[int(self.order[index])]
+
+
+class SkipFirstBatches(Sampler):
+    """Batches of consecutive indices into a PromptStream, the first `skip` left out on resume.
+
+    `len` stays the full count: Lightning restores its batch counter to `skip`, so the epoch ends after exactly
+    the batches the interrupted run had left. With several ranks, global batch b is cut into `num_ranks` equal
+    slices and rank r takes slice r: together the ranks see exactly the prompts one process would.
+    """
+
+    def __init__(self, num_batches: int, batch_size: int, skip: int = 0, rank: int = 0, num_ranks: int = 1):
+        if batch_size % num_ranks:
+            raise ConfigError(f"prompts_per_step={batch_size} must be divisible by the number of ranks "
+                              f"({num_ranks}: trainer.devices x trainer.num_nodes) so every rank samples whole groups")
+        self.num_batches, self.batch_size, self.skip = num_batches, batch_size, skip
+        self.rank, self.local = rank, batch_size // num_ranks
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self):
+        for b in range(self.skip, self.num_batches):
+            first = b * self.batch_size + self.rank * self.local
+            yield list(range(first, first + self.local))
+
+
+class ResumableDataLoader(DataLoader):
+    """Marks the loader resumable for Lightning (its `_Stateful` protocol); the position lives in the datamodule."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class PromptDataModule(pl.LightningDataModule):
+    def __init__(self, task, tokenizer, prompts_per_step: int, num_batches: int, seed: int = 0,
+                 val_batch_size: int = 32, system_prompt: str | None = None, updates_per_batch: int = 1):
+        super().__init__()
+        self.task, self.tokenizer = task, tokenizer
+        self.prompts_per_step, self.num_batches, self.seed = prompts_per_step, num_batches, seed
+        self.val_batch_size, self.system_prompt = val_batch_size, system_prompt
+        self.updates_per_batch = updates_per_batch
+        self.consumed_batches = 0  # set from a checkpoint on resume
+
+    def state_dict(self) -> dict:
+        """Data position, saved in checkpoints: rollout batches whose updates are done."""
+        return {"consumed_batches": self.trainer.global_step // self.updates_per_batch if self.trainer else 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.consumed_batches = int(state["consumed_batches"])
+
+    def _collate(self, examples: list[Example]) -> dict:
+        prompts = [build_chat_prompt(self.tokenizer, ex.question, self.task.instruction, self.system_prompt)
+                   for ex in examples]
+        return {"examples": examples, "prompts": prompts}
+
+    def train_dataloader(self) -> DataLoader:
+        stream = PromptStream(self.task.train_examples(), self.num_batches * self.prompts_per_step, self.seed)
+        batches = SkipFirstBatches(self.num_batches, self.prompts_per_step, skip=self.consumed_batches,
+                                   rank=self.trainer.global_rank if self.trainer else 0,
+                                   num_ranks=self.trainer.world_size if self.trainer else 1)
+        # Own generator: creating the iterator must not draw from the global RNG that sampling uses, or a resumed
+        # run would sample differently from an uninterrupted one.
+        return ResumableDataLoader(stream, batch_sampler=batches, collate_fn=self._collate,
+                                   generator=torch.Generator().manual_seed(self.seed))
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(shard(self.task.val_examples(), self.trainer), batch_size=self.val_batch_size, shuffle=False,
+                          collate_fn=self._collate, generator=torch.Generator().manual_seed(self.seed))

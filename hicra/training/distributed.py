@@ -1,0 +1,145 @@
+"""What a training step needs to know about the other ranks under Lightning's DDP/FSDP strategies.
+
+Lightning launches the processes, wraps the model and averages gradients; these helpers only make the maths
+independent of the number of ranks:
+
+* every rank samples whole groups (a prompt's G responses never straddle ranks), so group advantages are exact
+  without any exchange;
+* the loss denominator (token or sequence count) is summed over ranks, and each rank's loss is multiplied by the
+  world size because DDP *averages* gradients: the result is the gradient of the global-batch loss, the same for
+  1 rank x 4 micro-batches as for 2 ranks x 2 (tests/training/test_ddp.py);
+* metrics are reduced over ranks before rank 0 logs them.
+
+With one process (or no trainer at all, in unit tests) every helper is the identity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def world_size(trainer) -> int:
+    return trainer.world_size if trainer is not None else 1
+
+
+def _distributed(trainer) -> bool:
+    return world_size(trainer) > 1 and dist.is_available() and dist.is_initialized()
+
+
+def global_sum(value: Tensor, trainer) -> Tensor:
+    """Sum of a scalar tensor over ranks (every rank must call this)."""
+    if not _distributed(trainer):
+        return value
+    return trainer.strategy.reduce(value.detach().clone().float(), reduce_op="sum")
+
+
+def gather_objects(obj, trainer) -> list:
+    """[obj of rank 0, obj of rank 1, ...]; any picklable object (every rank must call this)."""
+    if not _distributed(trainer):
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def reduce_metrics(metrics: dict[str, float], trainer) -> dict[str, float]:
+    """Metrics of the global batch: `loss/*` summed over ranks (each rank holds its share of the global-batch
+    loss), `perf/*` the slowest rank (what the step waits for), everything else the mean over ranks."""
+    per_rank = gather_objects(metrics, trainer)
+    if len(per_rank) == 1:
+        return metrics
+    reduced = {}
+    for key in metrics:
+        values = [m[key] for m in per_rank if key in m]
+        reduced[key] = sum(values) if key.startswith("loss/") else \
+            max(values) if key.startswith("perf/") else sum(values) / len(values)
+    return reduced
+
+
+def gradient_sync(trainer, last: bool):
+    """Context for one micro-batch's backward: DDP's all-reduce runs on the last micro-batch only (the earlier
+    ones accumulate locally under `no_sync`), one exchange per optimizer step instead of one per micro-batch."""
+    wrapped = trainer.strategy.model if trainer is not None and world_size(trainer) > 1 else None
+    no_sync = getattr(wrapped, "no_sync", None)
+    return contextlib.nullcontext() if last or no_sync is None else no_sync()
+
+
+def shard(items: list, trainer) -> list:
+    """This rank's share of a list (rank r takes items r, r + world, ...)."""
+    if trainer is None or world_size(trainer) == 1:
+        return items
+    return items[trainer.global_rank::trainer.world_size]
+
+
+
+
+def _is_block(module) -> bool:
+    return type(module).__name__.endswith(("DecoderLayer", "Block"))
+
+
+def shard_model(model, mesh) -> None:
+    """FSDP2 (`fully_shard`): one unit per transformer block, any architecture, then the rest of the model (embeddings,
+    final norm, head) as the root unit. Parameters, gradients and AdamW state are sharded over `mesh`; a block's
+    weights are gathered only while it runs, and the model stays a plain module (`generate` works on it)."""
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    if isinstance(model, FSDPModule):  # Lightning calls configure_model for validate and again for fit
+        return
+    for block in [m for m in model.modules() if _is_block(m)]:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+@contextlib.contextmanager
+def full_weights_for_generation(model):
+    """Gather a sharded model's weights once for a whole `generate` (instead of once per block per decoded token)
+    and shard them again afterwards. A no-op for models that are not sharded (single device, DDP)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    if not units:
+        yield
+        return
+    for unit in units:
+        unit.unshard()
+        unit.set_reshard_after_forward(False)
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.set_reshard_after_forward(True)
+            unit.reshard()
+
+
+def clip_gradients(parameters, max_norm: float) -> float:
+    """Total gradient norm over all ranks' shards (FSDP2 gradients are DTensors), after clipping to `max_norm`."""
+    norm = torch.nn.utils.clip_grad_norm_(list(parameters), max_norm)
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+
+def full_state_dict(model) -> dict | None:
+    """The whole model's weights on CPU, gathered from FSDP2 shards (a collective: every rank calls it); None for a
+    model that is not sharded, whose own `state_dict` is already whole."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        return None
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def fully_sharded_strategy(**kwargs):
+    """Lightning's ModelParallelStrategy with every rank in the data-parallel dimension: plain FSDP2, no tensor
+    parallelism, for any `trainer.devices` x `trainer.num_nodes` (its "auto" would shard over nodes only)."""
+    from pytorch_lightning.strategies import ModelParallelStrategy
+
+    class FullyShardedStrategy(ModelParallelStrategy):
+        def setup_environment(self) -> None:
+            self._data_parallel_size = self.num_nodes * self.num_processes
+            super().setup_environment()
+
+    return FullyShardedStrategy(data_parallel_size="auto", tensor_parallel_size=1, **kwargs)

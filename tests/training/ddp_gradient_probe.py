@@ -1,0 +1,72 @@
+"""One gradient accumulation over a fixed rollout batch (2 prompts x 4 responses), run by Lightning as 1 process
+or as 2 ranks (gloo, CPU) with DDP or FSDP2; rank 0 saves the full gradient the optimizer would see.
+
+    python tests/training/ddp_gradient_probe.py OUT.pt 1 2 auto   # 1 rank: 8 rows in 4 micro-batches of 2
+    python tests/training/ddp_gradient_probe.py OUT.pt 2 2 ddp    # 2 ranks: 4 rows (one whole group) each, 2 micro-batches
+    python tests/training/ddp_gradient_probe.py OUT.pt 2 2 fsdp   # the same with the policy sharded (trainer=fsdp's strategy)
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from hicra.algorithms import Algorithm, group_advantages, identity_token_advantages
+from hicra.models.loaders import build_tiny_model
+from hicra.planning import NullDetector
+from hicra.rollout.hf import HFSampler
+from hicra.training.distributed import fully_sharded_strategy
+from hicra.training.module import PolicyGradientModule
+
+PROMPTS = ["What is 1 + 1?", "Name three primes."]
+LENGTHS = torch.tensor([24, 5, 17, 1, 24, 9, 12, 3])  # EOS at different places: padding and uneven token counts
+REWARDS = torch.tensor([1.0, 0, 0, 1, 0, 1, 1, 1])
+
+
+class GradientProbe(PolicyGradientModule):
+    def __init__(self, out: str, **kwargs):
+        super().__init__(**kwargs)
+        self.out = out
+
+    def training_step(self, batch, batch_idx):
+        torch.manual_seed(0)  # every rank samples the same 8 responses, then keeps its own share
+        rollout = self.sampler.generate(self.policy, self.tokenizer, PROMPTS, 4)
+        rollout.response_mask = torch.arange(rollout.response_ids.shape[1]) < LENGTHS[:, None]
+        token_advantages = self.algorithm.token_advantages(self.algorithm.advantages(REWARDS),
+                                                           torch.zeros_like(rollout.response_mask))
+        share = 8 // self.trainer.world_size
+        rows = slice(self.global_rank * share, (self.global_rank + 1) * share)
+        self.optimizers().zero_grad(set_to_none=True)
+        self._accumulate_gradients(rollout.rows(rows), {"token_advantages": token_advantages[rows]})
+        # FSDP2 gradients are shards (DTensors): gathering them is a collective, so every rank takes part.
+        grads = {name: p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad.clone()
+                 for name, p in self.policy.named_parameters()}
+        if self.trainer.is_global_zero:
+            torch.save(grads, self.out)
+        self.optimizers().step()  # lr 0: nothing moves, but the step counts (Lightning stops at max_steps)
+
+
+STRATEGIES = {"auto": lambda ranks: "auto", "ddp": lambda ranks: "ddp",
+              "fsdp": lambda ranks: fully_sharded_strategy()}
+
+
+def main(out: str, ranks: int, micro_batch_size: int, strategy: str) -> None:
+    bundle = build_tiny_model(seed=0)
+    module = GradientProbe(out, policy=bundle.model, tokenizer=bundle.tokenizer,
+                           algorithm=Algorithm(partial(group_advantages, group_size=4), identity_token_advantages,
+                                               group_size=4), detector=NullDetector(),
+                           task=None, sampler=HFSampler(max_new_tokens=24), micro_batch_size=micro_batch_size,
+                           optimizer_factory=lambda params: torch.optim.SGD(params, lr=0.0))
+    trainer = pl.Trainer(accelerator="cpu", devices=ranks, strategy=STRATEGIES[strategy](ranks),
+                         max_steps=1, max_epochs=1,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, use_distributed_sampler=False)
+    trainer.fit(module, train_dataloaders=DataLoader([0], batch_size=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
