@@ -13,8 +13,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hicra.config.instantiate import build
-from hicra.training.cli import CONF_DIR, build_module, preflight
+from hicra.training.cli import CONF_DIR
 from hicra.training.data import PromptDataModule
+from hicra.training.run import build_module, preflight
 
 # The three hicra arms timed against each other; GRPO is the one that does TRL's work.
 VARIANTS = {
@@ -80,7 +81,7 @@ def prompt_batches(cfg: DictConfig, tokenizer, num_batches: int) -> tuple[list[d
 
 
 def run_hicra(cfg: DictConfig, num_steps: int) -> dict:
-    """Fit `num_steps` steps as `hicra.training.cli.train` builds them; per-step wall times, peaks and the module's history."""
+    """Fit `num_steps` steps as `hicra.training.run.train` builds them; per-step wall times, peaks and the module's history."""
     algorithm, sampler, task = preflight(cfg, {})
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     bundle, datamodule, module = build_module(cfg, algorithm, sampler, task, num_batches=num_steps)

@@ -12,8 +12,8 @@ from support import CONF_DIR
 
 from hicra.algorithms import Algorithm
 from hicra.config.checks import group_options
+from hicra.config.instantiate import build
 from hicra.errors import ConfigError
-from hicra.training.cli import build
 
 GROUPS = ["algorithm", "planner", "model", "task", "rollout", "trainer", "logger", "experiment"]
 # Options that need one value the user must give (`???` in their file).

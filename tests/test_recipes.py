@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from support import CONF_DIR, run_cli
 
 from hicra.algorithms import Algorithm
-from hicra.training.cli import build
+from hicra.config.instantiate import build
 
 PAPER = ["qwen3_4b_base", "qwen3_4b_instruct", "qwen2_5_7b_base", "llama3_1_8b_instruct"]
 HUB_IDS = {"qwen3_4b_base": "Qwen/Qwen3-4B-Base", "qwen3_4b_instruct": "Qwen/Qwen3-4B-Instruct-2507",

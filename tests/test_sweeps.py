@@ -14,8 +14,9 @@ from support import CONF_DIR, TINY_RUN, run_cli
 
 from hicra.algorithms import Algorithm
 from hicra.config.checks import check_group_choices
+from hicra.config.instantiate import build
 from hicra.errors import ConfigError
-from hicra.training.cli import build, objective
+from hicra.training.run import objective
 
 
 def compose_with_hydra(*overrides: str):

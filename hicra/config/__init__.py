@@ -1,2 +1,3 @@
 """Configuration plumbing shared by the CLIs: one-line checks of the command line before anything heavy is imported
-(`checks`), and Hydra's `instantiate` with a user's bad value reported in one line (`instantiate`)."""
+(`checks`), Hydra's `--help` text without Hydra's cost (`help`), and Hydra's `instantiate` with a user's bad value
+reported in one line (`instantiate`)."""

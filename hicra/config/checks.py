@@ -68,10 +68,12 @@ def _first_of_each_sweep(args: list[str]) -> list[str]:
     return single
 
 
-def check_composes(args: list[str], conf_dir: Path, config_name: str):
+def check_composes(args: list[str], conf_dir: Path, config_name: str, job_name: str = "app"):
     """Compose the config once with the user's overrides, turning Hydra's multi-line errors into one line.
 
-    Returns the composed config (with its `hydra` node) for the checks that need values, e.g. the output folder.
+    Returns the composed config (with its `hydra` node) for the checks that need values, e.g. the output folder, and
+    for `--help` (hicra.config.help); `job_name` is `hydra.job.name` (Hydra's main names the job after its file).
+    Composing imports none of the `_target_`s (torch, the model, ...): nothing is instantiated here.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -79,7 +81,7 @@ def check_composes(args: list[str], conf_dir: Path, config_name: str):
 
     overrides = _first_of_each_sweep(args)
     try:
-        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3", job_name=job_name):
             return compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
         lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]

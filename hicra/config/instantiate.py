@@ -1,6 +1,6 @@
 """`build`: Hydra's `instantiate` with a user's bad value reported as one line.
 
-Kept apart from hicra.training.cli so that hicra-eval can use it without importing Lightning (seconds of start-up).
+Kept apart from hicra.training.run so that hicra-eval can use it without importing Lightning (seconds of start-up).
 """
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
-"""`hicra-train`: the CLI (`cli`), the LightningModule (`module`), prompt data (`data`), DDP/FSDP helpers
-(`distributed`), crash-safe checkpoints (`checkpointing`), completion callbacks (`callbacks`), per-step hierarchy
-diagnostics (`hierarchy_diagnostics`) and the closing summary (`summary`)."""
+"""`hicra-train`: the CLI (`cli`: command-line checks and --help, nothing heavy imported), what it runs (`run`), the
+LightningModule (`module`), prompt data (`data`), DDP/FSDP helpers (`distributed`), crash-safe checkpoints
+(`checkpointing`), completion callbacks (`callbacks`), per-step hierarchy diagnostics (`hierarchy_diagnostics`) and
+the closing summary (`summary`)."""

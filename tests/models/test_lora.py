@@ -176,7 +176,7 @@ def test_without_peft_lora_fails_in_one_line_and_none_still_works(monkeypatch):
 
 @pytest.mark.slow  # two in-process training runs
 def test_resume_from_a_lora_checkpoint(compose_cfg, tmp_path):
-    from hicra.training.cli import train
+    from hicra.training.run import train
 
     common = [*TINY_RUN, "lora=default", "logger=none", "checkpoint_every_n_steps=1"]
     first = train(compose_cfg(*common, f"paths.output_dir={tmp_path}/a"), choices={})

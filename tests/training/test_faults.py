@@ -8,8 +8,8 @@ import torch
 from support import TINY_RUN
 
 from hicra.errors import TrainingError
-from hicra.training.cli import train
 from hicra.training.module import PolicyGradientModule
+from hicra.training.run import train
 
 PARITY = ["task._target_=support.ParityTask"]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from support import TINY_RUN
 
-from hicra.training.cli import train
+from hicra.training.run import train
 
 PARITY = ["task._target_=support.ParityTask"]  # mixed rewards on a random model: non-zero advantages
 
@@ -78,7 +78,7 @@ def test_gradient_does_not_depend_on_micro_batch_size(compose_cfg):
     """Variable-length responses split 8/3/1 per micro-batch: the accumulated gradient is the same."""
     from hydra.utils import instantiate
 
-    from hicra.training.cli import build
+    from hicra.config.instantiate import build
     from hicra.training.module import PolicyGradientModule
 
     cfg = compose_cfg(*TINY_RUN, "algorithm=hicra", "planner=high_entropy")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from support import TINY_RUN
 
-from hicra.training.cli import build
+from hicra.config.instantiate import build
 from hicra.training.module import PolicyGradientModule
 
 REWARDS = torch.tensor([1.0, 0, 0, 1, 0, 0, 0, 1])  # 2 groups of 4, mixed outcomes

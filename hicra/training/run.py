@@ -1,0 +1,233 @@
+"""What `hicra-train` runs once its command line is checked (hicra.training.cli): preflight checks, the logger, the
+model and LightningModule, checkpointing, fit, the summary, and the sweepers' objective.
+
+Kept apart from the CLI so that a bad option or `--help` is answered before torch, Lightning and transformers load
+(seconds): hicra.training.cli imports this module only inside Hydra's main.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+from hicra.config.instantiate import build
+from hicra.errors import ConfigError
+from hicra.models.lora import merged_for_save
+from hicra.tracking.store import (
+    absolute_artifact_location,
+    absolute_tracking_uri,
+    check_tracking_uri,
+    default_run_name,
+    ensure_experiment,
+    log_run_metadata,
+    mark_running,
+    store_lock,
+)
+from hicra.training.callbacks import CompletionSampleLogger, CorrectCompletionsRecorder
+from hicra.training.checkpointing import (
+    LAST,
+    AtomicCheckpointIO,
+    checkpoint_callback,
+    read_run_record,
+    resolve_checkpoint,
+    write_run_record,
+)
+from hicra.training.data import PromptDataModule
+from hicra.training.distributed import full_state_dict
+from hicra.training.module import PolicyGradientModule
+from hicra.training.summary import format_summary
+
+# Lightning notices that prompts bypass device transfer (on purpose: they are strings) and advertises services.
+warnings.filterwarnings("ignore", message=".*transfer_batch_to_device.*")
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def hydra_choices() -> dict[str, str]:
+    if not HydraConfig.initialized():
+        return {}
+    return {g: str(o) for g, o in HydraConfig.get().runtime.choices.items() if not g.startswith("hydra")}
+
+
+def preflight(cfg: DictConfig, choices: dict[str, str]):
+    """Everything that can be checked before a model loads (seconds, not minutes)."""
+    algorithm = build(cfg.algorithm)  # validates its own values and probes its bound functions
+    if algorithm.needs_planning_mask and not getattr(get_class(cfg.planner._target_), "marks_planning", True):
+        raise ConfigError(
+            f"algorithm={choices.get('algorithm', 'hicra')} needs planning tokens but "
+            f"planner={choices.get('planner', 'none')} marks none (it would silently be GRPO); "
+            f"allowed: planner=strategic_grams or planner=high_entropy")
+    for key in ("prompts_per_step", "micro_batch_size", "val_batch_size", "val_every_n_steps"):
+        if int(cfg[key]) < 1:
+            raise ConfigError(f"{key}={cfg[key]} is not allowed; use an integer >= 1")
+    if int(cfg.trainer.max_steps) < 1:
+        raise ConfigError(f"trainer.max_steps={cfg.trainer.max_steps} is not allowed; use an integer >= 1")
+    sampler = build(cfg.rollout)
+    if cfg.get("lora") is not None and not getattr(sampler, "supports_lora", True):
+        raise ConfigError(f"rollout={choices.get('rollout', 'hf')} does not support LoRA policies; allowed: "
+                          f"lora=none, or rollout=hf with lora={choices.get('lora', 'default')}")
+    task = build(cfg.task)
+    task.train_examples(), task.val_examples()  # a missing or malformed data file fails here, before the model
+    check_devices(cfg)  # after the config's own values: a missing task.path is the first thing to hear about
+    # Dr.GRPO's constant normaliser must not change with micro-batch or step: default to the generation budget.
+    algorithm = dataclasses.replace(algorithm, norm_length=algorithm.norm_length or sampler.max_new_tokens)
+    return algorithm, sampler, task
+
+
+def check_devices(cfg: DictConfig) -> None:
+    """A trainer the machine cannot run fails here, in one line, not deep inside Lightning."""
+    import torch
+
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} needs a CUDA GPU and none is visible; "
+                          f"allowed here: trainer=cpu")
+    if "fsdp" in strategy.lower() and (accelerator == "cpu" or not torch.cuda.is_available()):
+        raise ConfigError(f"trainer.strategy={strategy} (FSDP) needs CUDA GPUs; allowed on CPU: strategy=auto or ddp")
+
+
+def build_logger(cfg: DictConfig, choices: dict[str, str], resume_run_id: str | None = None):
+    """The MLflow logger: a new run, or with `resume_run_id` the run a checkpoint belongs to."""
+    if not cfg.logger.get("_target_"):
+        return None
+    uri = absolute_tracking_uri(cfg.logger.tracking_uri)
+    artifact_location = absolute_artifact_location(cfg.logger.get("artifact_location"))
+    with store_lock(uri):
+        check_tracking_uri(uri)
+        ensure_experiment(uri, cfg.logger.experiment_name, artifact_location)
+        if resume_run_id is not None:
+            check_run_exists(uri, resume_run_id)
+    return build(cfg.logger, tracking_uri=uri, artifact_location=artifact_location, run_id=resume_run_id,
+                 run_name=cfg.logger.get("run_name") or default_run_name(choices, cfg.seed))
+
+
+def check_run_exists(uri: str, run_id: str) -> None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient(tracking_uri=uri).get_run(run_id)
+    except MlflowException:
+        raise ConfigError(f"the checkpoint belongs to MLflow run {run_id}, which is not in logger.tracking_uri={uri}; "
+                          f"pass the tracking URI the run was logged to") from None
+
+
+def find_resume_point(cfg: DictConfig, out_dir: Path) -> tuple[Path | None, str | None]:
+    """(checkpoint, MLflow run id) to resume from with `ckpt_path=...`; (None, None) for a new run.
+
+    Never overwrites: a run directory that already holds a checkpoint or a final model is refused unless this
+    run resumes from that very checkpoint.
+    """
+    ckpt = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.output_dir)) if cfg.get("ckpt_path") else None
+    own = out_dir / "checkpoints" / LAST
+    for existing in (own, out_dir / "final_model"):
+        if existing.exists() and (ckpt is None or ckpt.resolve() != own.resolve()):
+            raise ConfigError(f"{existing} already exists and would be overwritten; choose another hydra.run.dir "
+                              f"(or resume it with ckpt_path={own})")
+    return ckpt, (read_run_record(ckpt).get("mlflow_run_id") if ckpt is not None else None)
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.output_dir) / "runs" / "manual"
+
+
+def build_module(cfg: DictConfig, algorithm, sampler, task, num_batches: int):
+    """The model (loaded now), the prompt datamodule and the LightningModule of a run: (bundle, datamodule, module)."""
+    bundle = build(cfg.model)
+    datamodule = PromptDataModule(task, bundle.tokenizer, cfg.prompts_per_step, num_batches, seed=cfg.seed,
+                                  val_batch_size=cfg.val_batch_size, system_prompt=cfg.system_prompt,
+                                  updates_per_batch=algorithm.num_iterations)
+    module = PolicyGradientModule(bundle.model, bundle.tokenizer, algorithm, build(cfg.planner, tokenizer=bundle.tokenizer),
+                                  task, sampler, optimizer_factory=instantiate(cfg.optim),
+                                  micro_batch_size=cfg.micro_batch_size, max_grad_norm=cfg.max_grad_norm,
+                                  max_skipped_updates_in_a_row=cfg.faults.max_skipped_updates_in_a_row,
+                                  diagnostics=build(cfg.diagnostics, tokenizer=bundle.tokenizer)
+                                  if cfg.get("diagnostics") else None)
+    return bundle, datamodule, module
+
+
+def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
+    """Fit one run; returns the summary numbers (also printed). Raises ConfigError on a user's mistake."""
+    choices = choices if choices is not None else hydra_choices()
+    algorithm, sampler, task = preflight(cfg, choices)
+    out_dir = run_dir(cfg)
+    ckpt, resume_run_id = find_resume_point(cfg, out_dir)
+    # Under DDP/FSDP Lightning starts this same command once per rank; only rank 0 owns the MLflow run and the files.
+    is_main = rank_zero_only.rank == 0
+    logger = build_logger(cfg, choices, resume_run_id) if is_main else None
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    num_batches = math.ceil(cfg.trainer.max_steps / algorithm.num_iterations)
+    bundle, datamodule, module = build_module(cfg, algorithm, sampler, task, num_batches)
+    if logger is not None:
+        log_run_metadata(logger, cfg, choices, out_dir, resumed_from=ckpt)
+    callbacks = [CorrectCompletionsRecorder(out_dir), TQDMProgressBar(refresh_rate=1)]  # every rank's successes
+    if is_main:
+        callbacks.append(CompletionSampleLogger(cfg.completions_every_n_steps, cfg.completions_per_sample,
+                                                out_dir / "completions"))
+    trainer = build(cfg.trainer, logger=logger or False, callbacks=callbacks, default_root_dir=str(out_dir),
+                    val_check_interval=min(cfg.val_every_n_steps, num_batches),
+                    **checkpointing(cfg, out_dir, callbacks, logger, is_main))
+
+    if ckpt is None:
+        trainer.validate(module, datamodule=datamodule, verbose=False)  # step 0: the starting accuracy
+        mark_running(logger)  # Lightning's validate marked the MLflow run FINISHED; it has only begun
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt is not None else None)
+    if not module.val_history or module.val_history[-1]["step"] != trainer.global_step:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+
+    sharded_weights = full_state_dict(bundle.model) if cfg.save_final_model else None  # FSDP: all ranks gather
+    if cfg.save_final_model and is_main:
+        if sharded_weights is not None:
+            bundle.model.save_pretrained(out_dir / "final_model", state_dict=sharded_weights)
+        else:
+            merged_for_save(bundle.model).save_pretrained(out_dir / "final_model")  # LoRA: merged, a plain model
+        bundle.tokenizer.save_pretrained(out_dir / "final_model")
+    summary = {"choices": choices, "seed": cfg.seed, "steps": trainer.global_step, "run_dir": str(out_dir),
+               "train_history": module.train_history, "val_history": module.val_history,
+               "mlflow": {"tracking_uri": logger._tracking_uri, "run_id": logger.run_id,
+                          "experiment": cfg.logger.experiment_name} if logger is not None else None}
+    if logger is not None:
+        logger.finalize("success")
+    if is_main:
+        print(format_summary(summary), flush=True)
+    return summary
+
+
+def checkpointing(cfg: DictConfig, out_dir: Path, callbacks: list, logger, is_main: bool = True) -> dict:
+    """Trainer arguments for crash-safe `last.ckpt` every `checkpoint_every_n_steps` (0 = none), and the run record
+    beside it that lets `ckpt_path=...` continue the same MLflow run."""
+    every = int(cfg.checkpoint_every_n_steps)
+    if every < 0:
+        raise ConfigError(f"checkpoint_every_n_steps={every} is not allowed; use 0 (off) or an integer >= 1")
+    if every == 0:
+        return {"enable_checkpointing": False}
+    if is_main:  # Lightning writes the checkpoint itself on rank 0 only
+        write_run_record(out_dir / "checkpoints", {
+            "mlflow_run_id": logger.run_id if logger is not None else None,
+            "tracking_uri": logger._tracking_uri if logger is not None else None,
+            "run_dir": str(out_dir.resolve())})
+    callbacks.append(checkpoint_callback(out_dir / "checkpoints", every))
+    return {"enable_checkpointing": True, "plugins": [AtomicCheckpointIO()]}
+
+
+def objective(summary: dict, metric: str | None) -> float | None:
+    """The number a sweeper optimises: `metric` at the last validation, else at the last training step."""
+    if not metric:
+        return None
+    for history in (summary["val_history"], summary["train_history"]):
+        if history and metric in history[-1]:
+            return float(history[-1][metric])
+    logged = sorted({k for h in (summary["val_history"], summary["train_history"]) if h for k in h[-1]} - {"step"})
+    raise ConfigError(f"optimized_metric={metric!r} was not logged; allowed: {', '.join(logged)}")
