@@ -7,10 +7,12 @@ import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from hicra.tracking.store import quiet_mlflow
+
+if TYPE_CHECKING:  # pandas is imported where a frame is built: `--help` and a bad argument do not wait for it
+    import pandas as pd
 
 DONE_STATUSES = ("FINISHED", "FAILED")
 RUN_KIND_TAG = "hicra.run_kind"            # "train" (hicra-train), "eval" (hicra-eval), "compare" (hicra-compare)
@@ -115,6 +117,8 @@ def _dedupe_labels(runs: list[RunInfo]) -> None:
 
 def fetch_metrics(client, runs: list[RunInfo]) -> pd.DataFrame:
     """Long frame (run_id, key, step, value): every logged metric, last value per step, non-finite dropped."""
+    import pandas as pd
+
     rows = []
     for run in runs:
         for key in client.get_run(run.run_id).data.metrics:
@@ -128,6 +132,8 @@ def fetch_metrics(client, runs: list[RunInfo]) -> pd.DataFrame:
 
 def series(frame: pd.DataFrame, run_id: str, key: str) -> pd.Series:
     """One metric of one run as a step-indexed Series (empty when not logged)."""
+    import pandas as pd
+
     sel = frame[(frame.run_id == run_id) & (frame.key == key)]
     return pd.Series(sel.value.to_numpy(), index=sel.step.to_numpy(), name=key, dtype=float)
 
