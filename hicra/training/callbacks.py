@@ -8,6 +8,9 @@ import json
 
 import pytorch_lightning as pl
 
+from hicra.tracking.artifacts import log_artifacts
+from hicra.training.step_output import step_output
+
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:60em}
 .c{border:1px solid #ccc;border-radius:6px;padding:.6em 1em;margin:1em 0}
@@ -41,25 +44,25 @@ class CompletionSampleLogger(pl.Callback):
         self.every_n_steps, self.num_samples, self.out_dir = every_n_steps, num_samples, out_dir
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        data = pl_module.last_rollout
-        if data is None or self.every_n_steps <= 0 or batch_idx % self.every_n_steps:
+        out = step_output(outputs)
+        if out is None or self.every_n_steps <= 0 or batch_idx % self.every_n_steps:
             return
-        rollout, tokenizer = data["rollout"], pl_module.tokenizer
+        rollout, tokenizer = out.rollout, pl_module.tokenizer
         group_size = pl_module.algorithm.group_size
         rows = []
-        for i in range(min(self.num_samples, len(data["texts"]))):
+        for i in range(min(self.num_samples, len(out.texts))):
             ids = rollout.response_ids[i][rollout.response_mask[i]].tolist()
-            plan = data["planning_mask"][i][rollout.response_mask[i].cpu()].tolist()
+            plan = out.planning_mask[i][rollout.response_mask[i].cpu()].tolist()
             pieces = [(tokenizer.decode([t]), p) for t, p in zip(ids, plan)]
-            token_adv = data["token_advantages"][i][rollout.response_mask[i].cpu()].tolist()
-            rows.append({"prompt": data["prompts"][i // group_size], "pieces": pieces, "token_advantages": token_adv,
-                         "reward": float(data["rewards"][i]), "advantage": float(data["advantages"][i])})
-        path = self.out_dir / f"completions_step{data['step']:06d}.html"  # the step the rollout was sampled at
+            token_adv = out.token_advantages[i][rollout.response_mask[i].cpu()].tolist()
+            rows.append({"prompt": out.prompts[i // group_size], "pieces": pieces, "token_advantages": token_adv,
+                         "reward": float(out.rewards[i]), "advantage": float(out.advantages[i])})
+        path = self.out_dir / f"completions_step{out.step:06d}.html"  # the step the rollout was sampled at
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_completions(data["step"], rows), encoding="utf-8")
+        path.write_text(render_completions(out.step, rows), encoding="utf-8")
         as_json = path.with_suffix(".json")
-        as_json.write_text(json.dumps({"step": data["step"], "rows": rows}), encoding="utf-8")
-        log_artifacts(trainer, [path, as_json], "completions")
+        as_json.write_text(json.dumps({"step": out.step, "rows": rows}), encoding="utf-8")
+        log_artifacts(trainer.loggers, [path, as_json], "completions")
 
 
 class CorrectCompletionsRecorder(pl.Callback):
@@ -72,22 +75,15 @@ class CorrectCompletionsRecorder(pl.Callback):
         self.path = out_dir / "corpus" / "correct_completions.jsonl"
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        data = pl_module.last_rollout
-        if data is None:
+        out = step_output(outputs)
+        if out is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as out:
-            for text, reward in zip(data["texts"], data["rewards"].tolist()):
+        with self.path.open("a", encoding="utf-8") as corpus:
+            for text, reward in zip(out.texts, out.rewards.tolist()):
                 if reward >= 1.0:
-                    out.write(json.dumps({"step": data["step"], "text": text}) + "\n")
+                    corpus.write(json.dumps({"step": out.step, "text": text}) + "\n")
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.path.is_file():
-            log_artifacts(trainer, [self.path], "corpus")
-
-
-def log_artifacts(trainer, paths, artifact_dir: str) -> None:
-    for logger in trainer.loggers:
-        if hasattr(logger, "run_id") and hasattr(logger.experiment, "log_artifact"):
-            for path in paths:
-                logger.experiment.log_artifact(logger.run_id, str(path), artifact_dir)
+            log_artifacts(trainer.loggers, [self.path], "corpus")
