@@ -43,6 +43,22 @@ def test_hicra_is_grpo_plus_the_token_transform(compose_cfg):
     assert hicra.alpha == 0.2
 
 
+@pytest.mark.parametrize("option", options("algorithm"))
+def test_each_algorithm_setting_is_set_in_one_place(option, compose_cfg):
+    """group_size, clip_low/clip_high and alpha (where an option has it) are set at the top of `algorithm` and reach
+    the functions bound to them, the validated fields and the logged config alike."""
+    values = {"group_size": 6, "clip_low": 0.15, "clip_high": 0.3, "alpha": 0.35}
+    node = compose_cfg(f"algorithm={option}").algorithm
+    overrides = [f"algorithm.{k}={v}" for k, v in values.items() if k in node]
+    algorithm = build(compose_cfg(f"algorithm={option}", *overrides).algorithm)
+    for key, value in values.items():
+        if key in node:
+            assert getattr(algorithm, key) == value
+    bound = {k: v for fn in (algorithm.advantage_fn, algorithm.token_advantage_fn, algorithm.policy_loss_fn)
+             for k, v in getattr(fn, "keywords", {}).items() if k in values}
+    assert bound == {k: v for k, v in values.items() if k in node}  # every value bound, and bound to the field
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     """A tiny model saved to a local folder: the `model=hf` loader is tested on local files, offline."""

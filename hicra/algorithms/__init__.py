@@ -25,6 +25,7 @@ from hicra.algorithms.losses import (
     KL_ESTIMATORS,
     aggregate,
     aggregate_denominator,
+    clipped_surrogate,
     kl_penalty,
     policy_loss,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "Algorithm",
     "aggregate",
     "aggregate_denominator",
+    "clipped_surrogate",
     "entropy_from_logits",
     "frac_zero_std_groups",
     "group_advantages",

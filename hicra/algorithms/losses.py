@@ -79,24 +79,22 @@ def _policy_metrics(
     }
 
 
-def policy_loss(
+def clipped_surrogate(
     logprobs: Tensor,
     old_logprobs: Tensor,
     token_advantages: Tensor,
     response_mask: Tensor,
+    *,
     clip_low: float = 0.2,
     clip_high: float = 0.28,
-    aggregation: str = "token_mean",
-    norm_length: Optional[int] = None,
-    total: Total = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """PPO clipped surrogate with DAPO's decoupled clip-higher, aggregated with `aggregate`.
+    """PPO clipped surrogate with DAPO's decoupled clip-higher, per token (a PolicyLossFn, hicra/algorithms/spec.py).
 
         r[i,t]    = exp(logprobs - old_logprobs)                       (log-ratio clamped to +-20)
         loss[i,t] = -min(r * A, clamp(r, 1 - clip_low, 1 + clip_high) * A)
 
-    All inputs (B,T); old_logprobs and token_advantages are treated as constants. Returns (scalar loss, metrics)
-    with metrics clip_frac_low, clip_frac_high, approx_kl, ratio_mean, ratio_max (detached scalars).
+    All inputs (B,T); old_logprobs and token_advantages are treated as constants. Returns (per-token loss (B,T), 0 on
+    padding, metrics clip_frac_low, clip_frac_high, approx_kl, ratio_mean, ratio_max as detached scalars).
     """
     if not (0.0 < clip_low < 1.0 and 0.0 < clip_high < 1.0):
         raise ValueError(f"clip_low and clip_high must be in (0, 1), got {clip_low} and {clip_high}")
@@ -108,8 +106,25 @@ def policy_loss(
     adv = torch.where(mask, token_advantages.detach(), torch.zeros_like(token_advantages))  # (B,T)
     ratio = torch.exp(log_ratio)  # (B,T)
     surrogate = torch.min(ratio * adv, ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * adv)  # (B,T)
-    loss = aggregate(-surrogate, mask, aggregation, norm_length, total)
-    return loss, _policy_metrics(ratio, log_ratio, adv, mask, clip_low, clip_high)
+    return -surrogate, _policy_metrics(ratio, log_ratio, adv, mask, clip_low, clip_high)
+
+
+def policy_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    token_advantages: Tensor,
+    response_mask: Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+    aggregation: str = "token_mean",
+    norm_length: Optional[int] = None,
+    total: Total = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """`clipped_surrogate` reduced with `aggregate`: (scalar loss, the same metrics). All inputs (B,T)."""
+    per_token, metrics = clipped_surrogate(
+        logprobs, old_logprobs, token_advantages, response_mask, clip_low=clip_low, clip_high=clip_high
+    )
+    return aggregate(per_token, response_mask.bool(), aggregation, norm_length, total), metrics
 
 
 def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") -> Tensor:

@@ -1,33 +1,60 @@
 """Algorithm: one frozen bundle of the choices that make GRPO, HICRA, Dr. GRPO, ... (built by Hydra `_target_`).
 
 GRPO and HICRA differ only in `token_advantage_fn` (identity vs hicra_token_advantages with alpha bound) and
-`needs_planning_mask`; everything else is shared. Shapes: B = completions = prompts x G, T = response length.
+`needs_planning_mask`; everything else is shared. Each function slot has one call signature, a Protocol below: a new
+estimator, transform or objective is a function with that signature and a YAML file naming it, not a branch here.
+Shapes: B = completions = prompts x G, T = response length.
 """
 
+import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional, Protocol
 
 import torch
 from torch import Tensor
 
-from hicra.algorithms.losses import AGGREGATIONS, KL_ESTIMATORS, Total, aggregate, kl_penalty, policy_loss
+from hicra.algorithms.losses import AGGREGATIONS, KL_ESTIMATORS, Total, aggregate, clipped_surrogate, kl_penalty
 from hicra.algorithms.transforms import drop_truncated
+
+
+class AdvantageFn(Protocol):
+    """rewards (B,) -> advantages (B,), e.g. partial(group_advantages, group_size=8, scale="group")."""
+
+    def __call__(self, rewards: Tensor) -> Tensor: ...
+
+
+class TokenAdvantageFn(Protocol):
+    """(advantages (B,), planning_mask (B,T)) -> token_advantages (B,T), detached: identity_token_advantages (GRPO)
+    or partial(hicra_token_advantages, alpha=0.2) (HICRA)."""
+
+    def __call__(self, advantages: Tensor, planning_mask: Tensor) -> Tensor: ...
+
+
+class PolicyLossFn(Protocol):
+    """The per-token policy objective, e.g. partial(clipped_surrogate, clip_low=0.2, clip_high=0.28).
+
+    (logprobs, old_logprobs, token_advantages, response_mask), all (B,T) -> (per-token loss (B,T), 0 on padding;
+    detached scalar metrics, logged as policy/<name>). `Algorithm.loss` aggregates the per-token loss.
+    """
+
+    def __call__(self, logprobs: Tensor, old_logprobs: Tensor, token_advantages: Tensor,
+                 response_mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]: ...
 
 
 @dataclass(frozen=True)
 class Algorithm:
-    """Advantage estimator + token transform + clipped-surrogate loss settings.
+    """Advantage estimator + token transform + policy objective, and how their loss terms are aggregated.
 
-    advantage_fn:       rewards (B,) -> advantages (B,), e.g. partial(group_advantages, group_size=8, scale="group")
-    token_advantage_fn: (advantages (B,), planning_mask (B,T)) -> token_advantages (B,T),
-                        identity_token_advantages (GRPO) or partial(hicra_token_advantages, alpha=0.2) (HICRA)
-    loss = policy_loss + kl_coef * aggregate(kl_penalty) - entropy_coef * aggregate(entropy),
+    loss = aggregate(policy_loss_fn) + kl_coef * aggregate(kl_penalty) - entropy_coef * aggregate(entropy),
     every term aggregated over the same tokens with the same mode / norm_length / total.
+    Settings a function is bound to (group_size, alpha, clip_low, clip_high) are fields here too, and the config binds
+    them with `${..name}`: the field is the one value users set, validated here and logged with the run.
     """
 
-    advantage_fn: Callable[[Tensor], Tensor]
-    token_advantage_fn: Callable[[Tensor, Tensor], Tensor]
+    advantage_fn: AdvantageFn
+    token_advantage_fn: TokenAdvantageFn
+    policy_loss_fn: Optional[PolicyLossFn] = None  # None: clipped_surrogate bound to clip_low / clip_high
     group_size: int = 8
     clip_low: float = 0.2
     clip_high: float = 0.28
@@ -57,18 +84,28 @@ class Algorithm:
         for ok, name, value, allowed in checks:
             if not ok:
                 raise ValueError(f"algorithm.{name}={value!r} is invalid; allowed: {allowed}")
+        if self.policy_loss_fn is None:  # frozen: set once, here, like a default that depends on other fields
+            object.__setattr__(self, "policy_loss_fn",
+                               functools.partial(clipped_surrogate, clip_low=self.clip_low, clip_high=self.clip_high))
         self._check_functions()
 
     def _check_functions(self) -> None:
-        """Fail at construction, not at the first training step, on a mis-bound advantage or token function."""
-        bound = self.advantage_fn.keywords if isinstance(self.advantage_fn, functools.partial) else {}
-        if "group_size" in bound and bound["group_size"] != self.group_size:
-            raise ValueError(
-                f"advantage_fn is bound to group_size={bound['group_size']} but Algorithm.group_size={self.group_size}"
-            )
-        # Probe calls on tiny tensors: surface bad bound arguments (scale, eps, alpha) as their own ValueErrors.
+        """Fail at construction, not at the first training step, on a mis-bound function."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        for slot in ("advantage_fn", "token_advantage_fn", "policy_loss_fn"):
+            fn = getattr(self, slot)
+            bound = fn.keywords if isinstance(fn, functools.partial) else {}
+            for key in sorted(bound.keys() & fields):  # e.g. group_size: must be the value the field holds
+                if getattr(self, key) is not None and bound[key] != getattr(self, key):
+                    raise ValueError(f"{slot} is bound to {key}={bound[key]} but Algorithm.{key}={getattr(self, key)}")
+        # Probe calls on tiny tensors: surface bad bound arguments (scale, eps, alpha, clip) as their own ValueErrors.
         self.advantage_fn(torch.zeros(self.group_size))
         self.token_advantage_fn(torch.zeros(1), torch.zeros(1, 1, dtype=torch.bool))
+        per_token, _ = self.policy_loss_fn(torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1, 1),
+                                           torch.ones(1, 1, dtype=torch.bool))
+        if per_token.shape != (1, 1):
+            raise ValueError(f"policy_loss_fn must return a per-token loss (B,T); got shape {tuple(per_token.shape)} "
+                             f"for (1,1) inputs (see PolicyLossFn in hicra/algorithms/spec.py)")
 
     @property
     def needs_reference(self) -> bool:
@@ -111,11 +148,8 @@ class Algorithm:
         agg = functools.partial(
             aggregate, mask=response_mask, mode=self.aggregation, norm_length=self.norm_length, total=total
         )
-        policy, stats = policy_loss(
-            logprobs, old_logprobs, token_advantages, response_mask,
-            clip_low=self.clip_low, clip_high=self.clip_high,
-            aggregation=self.aggregation, norm_length=self.norm_length, total=total,
-        )  # fmt: skip
+        per_token, stats = self.policy_loss_fn(logprobs, old_logprobs, token_advantages, response_mask)  # (B,T)
+        policy = agg(per_token)
         zero = torch.zeros((), dtype=policy.dtype, device=policy.device)
         kl, entropy_bonus = zero, zero
         if self.needs_reference:

@@ -1,11 +1,24 @@
 """Algorithm: validation, loss composition, and HICRA(alpha=0) == GRPO."""
 
 import functools
+from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from hicra.algorithms import Algorithm, group_advantages, hicra_token_advantages, identity_token_advantages
+from hicra.algorithms import (
+    Algorithm,
+    aggregate,
+    clipped_surrogate,
+    group_advantages,
+    hicra_token_advantages,
+    identity_token_advantages,
+    policy_loss,
+)
+
+GRPO_YAML = Path(__file__).parents[2] / "conf" / "algorithm" / "grpo.yaml"
 
 
 def _algorithm(token_fn=identity_token_advantages, **kwargs):
@@ -150,3 +163,64 @@ def test_hicra_alpha_positive_changes_planning_gradients_only():
         grads.append(lp.grad)
     assert torch.equal(grads[0][~planning], grads[1][~planning])
     assert not torch.equal(grads[0][planning], grads[1][planning])
+
+
+# --- the policy objective is a config choice ------------------------------------------------------------------------
+
+
+def reinforce(logprobs, old_logprobs, token_advantages, response_mask):
+    """Plain REINFORCE, -A * log pi per token, no ratio and no clip: a PolicyLossFn the package does not ship."""
+    per_token = -token_advantages.detach() * logprobs  # (B,T)
+    return torch.where(response_mask.bool(), per_token, torch.zeros_like(per_token)), {}
+
+
+def _from_config(policy_loss_fn=None):
+    """conf/algorithm/grpo.yaml instantiated as Hydra does, with G=4 and optionally another policy_loss_fn node."""
+    cfg = OmegaConf.load(GRPO_YAML)
+    cfg.group_size = 4
+    if policy_loss_fn is not None:
+        cfg.policy_loss_fn = policy_loss_fn  # assignment replaces the node (no clip_* left bound)
+    return instantiate(cfg)
+
+
+def _loss_and_grad(alg, rollout):
+    rewards, mask, planning, old, logprobs = rollout
+    lp = logprobs.clone().requires_grad_(True)
+    loss, metrics = alg.loss(lp, old, alg.token_advantages(alg.advantages(rewards), planning), mask)
+    loss.backward()
+    return loss, lp.grad, metrics
+
+
+def test_the_shipped_objective_is_bit_identical_to_policy_loss():
+    rewards, mask, planning, old, logprobs = rollout = _rollout()
+    configured = _from_config()
+    assert configured.policy_loss_fn.func is clipped_surrogate
+    assert configured.policy_loss_fn.keywords == {"clip_low": 0.2, "clip_high": 0.28}  # from clip_low / clip_high
+    loss, grad, metrics = _loss_and_grad(configured, rollout)
+    lp = logprobs.clone().requires_grad_(True)
+    tok = configured.token_advantages(configured.advantages(rewards), planning)
+    expected, stats = policy_loss(lp, old, tok, mask, clip_low=0.2, clip_high=0.28)
+    expected.backward()
+    assert torch.equal(loss, expected) and torch.equal(grad, lp.grad)
+    assert all(torch.equal(metrics[f"policy/{k}"], v) for k, v in stats.items())
+    default = _loss_and_grad(_algorithm(), rollout)  # Algorithm built in Python, no policy_loss_fn given
+    assert torch.equal(default[0], loss) and torch.equal(default[1], grad)
+
+
+def test_another_objective_changes_the_loss_through_config_alone():
+    rewards, mask, planning, _, logprobs = rollout = _rollout()
+    clipped = _loss_and_grad(_from_config(), rollout)
+    alg = _from_config({"_target_": f"{__name__}.reinforce", "_partial_": True})
+    loss, grad, metrics = _loss_and_grad(alg, rollout)
+    tok = alg.token_advantages(alg.advantages(rewards), planning)
+    assert torch.equal(loss, aggregate(-tok * logprobs, mask, "token_mean"))
+    assert torch.allclose(grad, torch.where(mask, -tok, 0.0) / mask.sum())  # d/dlogp of -A*logp, token mean
+    assert not torch.equal(loss, clipped[0]) and not torch.equal(grad, clipped[1])
+    assert "policy/clip_frac_low" not in metrics  # diagnostics are the objective's own
+
+
+def test_policy_loss_fn_mis_bound_or_not_per_token_fails_at_construction():
+    with pytest.raises(ValueError, match="clip_low=0.1 but Algorithm.clip_low=0.2"):
+        _algorithm(policy_loss_fn=functools.partial(clipped_surrogate, clip_low=0.1, clip_high=0.28))
+    with pytest.raises(ValueError, match="per-token loss"):
+        _algorithm(policy_loss_fn=lambda lp, old, adv, mask: (lp.sum(), {}))
