@@ -106,11 +106,15 @@ def mark_running(logger) -> None:
 
 
 def quiet_mlflow() -> None:
-    """No artifact progress bars, no INFO lines from MLflow's store migrations."""
+    """No artifact progress bars, no INFO lines from MLflow's store migrations ("Creating initial MLflow database
+    tables...", "Updating database tables"): a new store is not news. MLflow sets its loggers' levels when it is
+    imported, so it is imported here first and the levels set after."""
     import logging
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow  # noqa: F401
+
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,11 @@ from hicra.errors import ConfigError
 
 LAST = "last.ckpt"
 RUN_RECORD = "run.json"
+
+# Under manual optimization Lightning warns, with 14 lines of sample code, that an every-n-steps checkpoint holds the
+# weights after that step's update. That is what resume needs here: it continues with the next batch.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization and every_n_train_steps",
+                        category=UserWarning)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

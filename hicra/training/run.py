@@ -8,7 +8,9 @@ Kept apart from the CLI so that a bad option or `--help` is answered before torc
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from hicra.tracking.store import (
     ensure_experiment,
     log_run_metadata,
     mark_running,
+    quiet_mlflow,
     store_lock,
 )
 from hicra.training.callbacks import CompletionSampleLogger, CorrectCompletionsRecorder
@@ -49,6 +52,27 @@ from hicra.training.summary import format_summary
 # Lightning notices that prompts bypass device transfer (on purpose: they are strings) and advertises services.
 warnings.filterwarnings("ignore", message=".*transfer_batch_to_device.*")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+class LightningChatter(logging.Filter):
+    """Lightning's info lines that give a user nothing to act on: advertisements ("💡 Tip: ... litlogger / litmodels"),
+    device availability ("GPU available: False, used: False", "TPU available: ..."; `device_line` says it in one
+    line), echoes of settings hicra-train chose ("`Trainer(val_check_interval=1)` was configured so ...") and the
+    normal end of fit ("`Trainer.fit` stopped: `max_steps=2` reached."; the summary follows). Its other info lines
+    (resuming from a checkpoint, mixed precision, ...) and all its warnings still show."""
+
+    NOISE = re.compile(r"💡 Tip: |(GPU|TPU) available: |`Trainer\(\w+=1(\.0)?\)` was configured so |"
+                       r"`Trainer\.fit` stopped: `max_steps=")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.NOISE.match(record.getMessage())
+
+
+# rank_zero_info logs to the rank_zero logger of whichever Lightning package set it last (lightning_utilities' module
+# global): the standalone packages here, the unified `lightning` package elsewhere.
+for _name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+              "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(LightningChatter())
 
 
 def hydra_choices() -> dict[str, str]:
@@ -99,6 +123,7 @@ def build_logger(cfg: DictConfig, choices: dict[str, str], resume_run_id: str | 
     """The MLflow logger: a new run, or with `resume_run_id` the run a checkpoint belongs to."""
     if not cfg.logger.get("_target_"):
         return None
+    quiet_mlflow()  # no "INFO mlflow.store.db.utils: Creating initial MLflow database tables..." on a new store
     uri = absolute_tracking_uri(cfg.logger.tracking_uri)
     artifact_location = absolute_artifact_location(cfg.logger.get("artifact_location"))
     with store_lock(uri):
@@ -179,6 +204,8 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     trainer = build(cfg.trainer, logger=logger or False, callbacks=callbacks, default_root_dir=str(out_dir),
                     val_check_interval=min(cfg.val_every_n_steps, num_batches),
                     **checkpointing(cfg, out_dir, callbacks, logger, is_main))
+    if is_main:
+        print(f"hicra-train: {device_line(trainer)}", flush=True)
 
     if ckpt is None:
         trainer.validate(module, datamodule=datamodule, verbose=False)  # step 0: the starting accuracy
@@ -203,6 +230,17 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     if is_main:
         print(format_summary(summary), flush=True)
     return summary
+
+
+def device_line(trainer) -> str:
+    """Where the run computes, e.g. `training on cpu` or `training on 4 x NVIDIA H200` (Lightning's own two lines,
+    "GPU available: ..., used: ..." and "TPU available: ...", are filtered out by LightningChatter)."""
+    import torch
+
+    device = trainer.strategy.root_device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    count = trainer.num_devices * trainer.num_nodes
+    return f"training on {count} x {name}" if count > 1 else f"training on {name}"
 
 
 def checkpointing(cfg: DictConfig, out_dir: Path, callbacks: list, logger, is_main: bool = True) -> dict:

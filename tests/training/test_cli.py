@@ -19,6 +19,12 @@ REQUIRED_METRICS = [
 ]
 
 
+# Third-party lines a user cannot act on (Lightning's tips and device lines, its ModelCheckpoint sample code, MLflow's
+# store creation, setuptools' build chatter): hicra-train silences each at its source.
+NOISE = ["litlogger", "Tip:", "ModelCheckpoint", "GPU available:", "Please be careful with folders",
+         "Creating initial MLflow database tables"]
+
+
 def _runs(tmp_path, experiment="hicra"):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     return mlflow.search_runs(experiment_names=[experiment], output_format="list")
@@ -30,6 +36,8 @@ def test_two_steps_per_algorithm_logged_to_mlflow(algorithm, planner, tmp_path):
     result = run_cli([*TINY_RUN, f"algorithm={algorithm}", f"planner={planner}", "seed=1"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "hicra run summary" in result.stdout and "mlflow ui --backend-store-uri" in result.stdout
+    assert "hicra-train: training on " in result.stdout
+    assert [n for n in NOISE if n in result.stdout + result.stderr] == [], result.stderr[-3000:]
 
     (run,) = _runs(tmp_path)
     assert run.info.run_name == f"{algorithm}__{planner}__s1"
