@@ -1,9 +1,23 @@
-"""Shared fixtures: the real tokenizer and Hydra composition (helpers shared by tests live in support.py)."""
+"""Shared fixtures: the real tokenizer, Hydra composition, and one real tiny training run shared by every test that
+reads a finished run (CLI read-back, hicra-eval, hicra-analyze). Helpers shared by tests live in support.py."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
-from support import composer
+from support import TINY_RUN, composer, run_cli, seed_new_sqlite_stores
+
+
+@pytest.fixture(scope="session", autouse=True)
+def migrated_sqlite_stores():
+    """New sqlite MLflow stores opened in the test process start from one migrated template (support.py says why)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        seed_new_sqlite_stores(monkeypatch)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +35,58 @@ def compose_cfg():
 
     yield composer("train")
     GlobalHydra.instance().clear()
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A finished `hicra-train` run: its folder (final_model inside), MLflow store and run id."""
+
+    root: Path
+    run_dir: Path
+    tracking_uri: str
+    run_id: str
+    result: dict  # returncode, stdout, stderr of the CLI
+
+    def store_args(self) -> list[str]:
+        return [f"logger.tracking_uri={self.tracking_uri}", f"logger.artifact_location={self.root}/mlartifacts"]
+
+
+# HICRA with the paper's grams on the tiny model, 3 steps, final model saved: what the read-back tests need.
+TRAINED_RUN_ARGS = [*TINY_RUN, "algorithm=hicra", "planner=strategic_grams", "seed=1", "trainer.max_steps=3",
+                    "save_final_model=true"]
+
+
+def _train_once(root: Path) -> dict:
+    """Run the real console script once into `root` (a fresh interpreter: what a user types)."""
+    record = root / "result.json"
+    if not record.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        # The store is named here, so run_cli does not seed it: this run creates a real store from scratch.
+        store = [f"logger.tracking_uri=sqlite:///{root}/mlflow.db", f"logger.artifact_location={root}/mlartifacts"]
+        result = run_cli([*TRAINED_RUN_ARGS, *store], root)
+        if result.returncode == 0:
+            record.write_text(json.dumps({"returncode": 0, "stdout": result.stdout, "stderr": result.stderr}))
+        else:  # leave no record: the next worker retries and every user sees the failure
+            shutil.rmtree(root / "run", ignore_errors=True)
+            return {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr}
+    return json.loads(record.read_text())
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, worker_id) -> TrainedRun:
+    """One tiny training run per test session, shared by pytest-xdist workers through a file lock (the first worker
+    trains, the others wait and read). Tests that write to its store (eval runs, analysis artifacts) add runs or
+    artifacts of their own and never change the training run's own records."""
+    import mlflow
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    root = shared / "trained_run"
+    with FileLock(str(shared / "trained_run.lock")):
+        result = _train_once(root)
+    assert result["returncode"] == 0, result["stderr"][-3000:]
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("hicra")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`hicra.run_kind` = 'train'")
+    return TrainedRun(root, root / "run", uri, run.info.run_id, result)

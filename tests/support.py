@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import subprocess
 import sys
@@ -42,17 +45,63 @@ def cli_env() -> dict[str, str]:
     return dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(PROJECT_ROOT / "tests"))
 
 
-def run_cli(args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `hicra-train` in a subprocess with outputs and the MLflow store under tmp_path."""
-    env = cli_env()
-    full = [str(HICRA_TRAIN), *args]
+def with_test_outputs(args: list[str], tmp_path: Path) -> list[str]:
+    """`args` plus run/sweep folders and an MLflow store under tmp_path, unless the caller chose them."""
+    full = list(args)
     if not any(a.startswith(("hydra.run.dir", "hydra.sweep.dir")) for a in args):
         full += [f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep"]
     if not any(a.startswith("logger") for a in args):
+        Path(tmp_path).mkdir(parents=True, exist_ok=True)
+        seed_store(Path(tmp_path) / "mlflow.db")
         full += [f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
                  f"logger.artifact_location={tmp_path}/mlartifacts"]
-    return subprocess.run(full, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return full
+
+
+def run_cli(args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the real `hicra-train` in a subprocess with outputs and the MLflow store under tmp_path.
+
+    A fresh interpreter pays the torch / Lightning / transformers imports (seconds): keep it for what only a real
+    process proves (the console script, SIGKILL, environment read at import time); use `run_train` otherwise.
+    """
+    return subprocess.run([str(HICRA_TRAIN), *with_test_outputs(args, tmp_path)], cwd=PROJECT_ROOT, env=cli_env(),
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def run_in_process(main, prog: str, args: list[str]) -> subprocess.CompletedProcess:
+    """Call a console script's `main()` as the shell would (sys.argv patched), capturing its exit code and output.
+
+    The result looks like `subprocess.run`'s. An unexpected exception still ends as Hydra ends it in a real process
+    (a stack trace on stderr, exit 1), so "no Traceback" checks mean the same in both.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+
+    out, err = io.StringIO(), io.StringIO()
+    argv, root = sys.argv, logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    sys.argv = [prog, *args]
+    code: int | str | None = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as exc:
+                code = exc.code
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+        for handler in set(root.handlers) - set(handlers):  # Hydra's per-run log file and console handlers
+            handler.close()
+        root.handlers[:], root.level = handlers, level
+    returncode = code if isinstance(code, int) else (0 if code is None else 1)
+    return subprocess.CompletedProcess([prog, *args], returncode, out.getvalue(), err.getvalue())
+
+
+def run_train(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """`hicra-train args` in this process (see run_in_process), outputs and MLflow store under tmp_path."""
+    from hicra.training.cli import main
+
+    return run_in_process(main, "hicra-train", with_test_outputs(args, tmp_path))
 
 
 class ParityTask:
@@ -87,3 +136,59 @@ class FlakyTask(ParityTask):
         if len(completion) % 3 == 0:
             raise ValueError("cannot parse this completion")
         return super().score(completion, example)
+
+
+# --- MLflow stores -----------------------------------------------------------------------------------------------
+# Creating a sqlite store runs MLflow's ~50 schema migrations: 2-7 s on 2 cores, paid by every test that opens a new
+# store. A copy of one migrated empty store is the same database in ~0.1 s. The real creation path stays covered by
+# the console-script runs (fresh interpreters, no patch) and by the shared `trained_run`.
+
+def _empty_store_template() -> Path:
+    """One migrated, empty sqlite store per MLflow version, built once (shared by xdist workers via a file lock)."""
+    import tempfile
+
+    import mlflow
+    from filelock import FileLock
+
+    template = Path(tempfile.gettempdir()) / f"hicra-tests-empty-mlflow-{mlflow.__version__}.db"
+    with FileLock(f"{template}.lock"):
+        if not template.exists():
+            building = template.with_suffix(f".{os.getpid()}.tmp")
+            building.unlink(missing_ok=True)
+            _create_store(f"sqlite:///{building}", str(building.parent))
+            building.replace(template)
+    return template
+
+
+def _create_store(uri: str, artifact_root: str) -> None:
+    """MLflow's own store creation (migrations and default experiment), bypassing the seeding patch and the tracking
+    registry (its lock is held while a store is being opened: going through it from inside would deadlock)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    init = getattr(SqlAlchemyStore.__init__, "__wrapped__", SqlAlchemyStore.__init__)
+    store = SqlAlchemyStore.__new__(SqlAlchemyStore)
+    init(store, uri, artifact_root)
+    store.engine.dispose()
+
+
+def seed_store(db_file: Path) -> None:
+    """Put a migrated empty store at `db_file` unless something is there already or its folder cannot hold it."""
+    import shutil
+
+    if not db_file.exists() and db_file.parent.is_dir():
+        shutil.copyfile(_empty_store_template(), db_file)
+
+
+def seed_new_sqlite_stores(monkeypatch) -> None:
+    """Every sqlite store MLflow opens in this process starts as a copy of the migrated template when it is new."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    original = SqlAlchemyStore.__init__
+
+    def seeded_init(self, db_uri, *args, **kwargs):
+        if isinstance(db_uri, str) and db_uri.startswith("sqlite:///"):
+            seed_store(Path(db_uri.removeprefix("sqlite:///")))
+        original(self, db_uri, *args, **kwargs)
+
+    seeded_init.__wrapped__ = original
+    monkeypatch.setattr(SqlAlchemyStore, "__init__", seeded_init)

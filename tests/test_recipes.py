@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from omegaconf import OmegaConf
-from support import CONF_DIR, run_cli
+from support import CONF_DIR, run_cli, run_train
 
 from hicra.algorithms import Algorithm
 from hicra.config.instantiate import build
@@ -82,13 +82,14 @@ def test_grpo_arm_of_a_paper_recipe_is_plain_grpo(compose_cfg):
 
 
 def test_paper_recipe_without_data_fails_in_one_line(tmp_path):
-    result = run_cli(["experiment=paper/qwen3_4b_base", "logger=none"], tmp_path, timeout=300)
+    result = run_train(["experiment=paper/qwen3_4b_base", "logger=none"], tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("hicra-train: error:")]
     assert errors == ["hicra-train: error: Missing mandatory value: task.path"], result.stderr[-2000:]
 
 
 def test_paper_recipe_without_weights_fails_in_one_line(tmp_path, data_file, monkeypatch):
+    """The real console script: HF_HUB_OFFLINE / HF_HOME are read when transformers is imported."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))  # no cached weights, whatever this machine holds
     # trainer=cpu: this machine may have no GPU, and the missing GPU would be reported first (tested in test_bad_input)
@@ -112,6 +113,6 @@ def test_small_recipes_on_the_embedded_default(name, accelerator, prompts, token
 
 @pytest.mark.slow
 def test_cpu_small_runs_one_step_on_the_tiny_model(tmp_path):
-    result = run_cli(["experiment=cpu_small", "model=tiny", "trainer.max_steps=1"], tmp_path)
+    result = run_train(["experiment=cpu_small", "model=tiny", "trainer.max_steps=1"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "hicra run summary: experiment=cpu_small" in result.stdout and "steps=1" in result.stdout

@@ -10,7 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import OmegaConf
-from support import CONF_DIR, TINY_RUN, run_cli
+from support import CONF_DIR, TINY_RUN, run_cli, run_train
 
 from hicra.algorithms import Algorithm
 from hicra.config.checks import check_group_choices
@@ -95,8 +95,8 @@ def test_unknown_search_or_launcher_is_one_line():
 
 @pytest.mark.slow
 def test_optuna_search_runs_two_trials_into_mlflow(tmp_path):
-    result = run_cli(["-m", "hparams_search=hicra_optuna", *TINY_RUN, "hydra.sweeper.n_trials=2",
-                      "trainer.max_steps=1"], tmp_path)
+    result = run_train(["-m", "hparams_search=hicra_optuna", *TINY_RUN, "hydra.sweeper.n_trials=2",
+                        "trainer.max_steps=1"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = _runs(tmp_path)
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
@@ -118,9 +118,9 @@ def test_launchers_compose(launcher, target):
 
 
 def test_submitit_slurm_shows_in_cfg_hydra(tmp_path):
-    """Through the real CLI (its checks included): no SLURM here, so print the config instead of submitting."""
-    result = run_cli(["--cfg", "hydra", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu",
-                      "hydra.launcher.gpus_per_node=1"], tmp_path, timeout=300)
+    """Through the CLI's entry point (its checks included): no SLURM here, so print the config instead of submitting."""
+    result = run_train(["--cfg", "hydra", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu",
+                      "hydra.launcher.gpus_per_node=1"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     launcher = yaml.safe_load(result.stdout)["hydra"]["launcher"]
     assert launcher["_target_"].endswith("SlurmLauncher")
@@ -129,7 +129,8 @@ def test_submitit_slurm_shows_in_cfg_hydra(tmp_path):
 
 @pytest.mark.slow
 def test_joblib_runs_two_jobs_at_once_into_one_sqlite_store(tmp_path):
-    """Two processes open a fresh sqlite store at the same time: the store lock keeps its creation serial."""
+    """Two processes open a fresh sqlite store at the same time: the store lock keeps its creation serial (the real
+    console script: joblib's worker processes are the point)."""
     result = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY_RUN, "seed=0,1",
                       "trainer.max_steps=1"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

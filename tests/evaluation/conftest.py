@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from support import PROJECT_ROOT, composer
+from support import PROJECT_ROOT, composer, run_in_process
 
 HICRA_EVAL = Path(sys.executable).parent / "hicra-eval"
 # A held-out set small enough for seconds-long evals: chain_sum as in training, 4 validation questions.
@@ -18,23 +18,40 @@ SMALL_TASK = {"_target_": "hicra.tasks.ReasoningGymTask", "dataset": "chain_sum"
               "max_digits": 1}
 
 
-def run_eval(args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `hicra-eval` in a subprocess with its output folder and MLflow store under tmp_path."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    full = [str(HICRA_EVAL), *args]
+def _with_outputs(args: list[str], tmp_path: Path) -> list[str]:
+    full = list(args)
     if not any(a.startswith("hydra.run.dir") for a in args):
         full += [f"hydra.run.dir={tmp_path}/eval", f"hydra.sweep.dir={tmp_path}/sweep"]
     if not any(a.startswith("logger") for a in args):
         full += [f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
                  f"logger.artifact_location={tmp_path}/mlartifacts"]
-    return subprocess.run(full, check=False, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return full
+
+
+def run_eval(args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the real `hicra-eval` console script in a fresh interpreter, outputs and MLflow store under tmp_path."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([str(HICRA_EVAL), *_with_outputs(args, tmp_path)], check=False, cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def run_eval_here(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """`hicra-eval args` in this process (support.run_in_process): the same entry point without a fresh interpreter."""
+    from hicra.evaluation.cli import main
+
+    return run_in_process(main, "hicra-eval", _with_outputs(args, tmp_path))
+
+
+@pytest.fixture(scope="session")
+def eval_script():
+    """eval_script(args, tmp_path) -> CompletedProcess of the real console script (see run_eval)."""
+    return run_eval
 
 
 @pytest.fixture(scope="session")
 def eval_cli():
-    """eval_cli(args, tmp_path) -> CompletedProcess of the real hicra-eval (see run_eval)."""
-    return run_eval
+    """eval_cli(args, tmp_path) -> CompletedProcess of hicra-eval's entry point, run in this process."""
+    return run_eval_here
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The real `hicra-eval` CLI in subprocesses: offline runs on the tiny model, one-line errors, train -> eval."""
+"""`hicra-eval`: offline runs on the tiny model, one-line errors, train -> eval. The real console script runs in a
+fresh interpreter twice (an offline local-file eval, one bad option); the other cases call its entry point here."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import mlflow
 import pytest
 
-from support import TINY_RUN, run_cli
 
 FAST = ["max_new_tokens=8", "batch_size=4"]
 
@@ -21,12 +21,13 @@ def one_error_line(result) -> str:
 
 
 @pytest.mark.slow
-def test_tiny_model_on_a_local_file_offline(eval_cli, tmp_path, monkeypatch):
+def test_tiny_model_on_a_local_file_offline(eval_script, tmp_path, monkeypatch):
+    """The real console script: HF_HUB_OFFLINE is read when transformers is imported, so a fresh interpreter."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may come from a hub
     data = tmp_path / "aime.jsonl"
     data.write_text("".join(json.dumps({"problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
                             for i in range(5)))
-    result = eval_cli(["model=tiny", "benchmark=local_file", f"benchmark.task.path={data}", "protocol=greedy",
+    result = eval_script(["model=tiny", "benchmark=local_file", f"benchmark.task.path={data}", "protocol=greedy",
                        "limit=3", *FAST], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| tiny | aime | greedy | 3 | 1 |" in result.stdout
@@ -57,7 +58,6 @@ CASES = [
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("args,expected", CASES, ids=[" ".join(a) for a, _ in CASES])
 def test_bad_input_fails_in_one_line(args, expected, eval_cli, fake_store, tmp_path):
     uri, runs = fake_store
@@ -66,31 +66,27 @@ def test_bad_input_fails_in_one_line(args, expected, eval_cli, fake_store, tmp_p
     args = [a.format(**values) for a in args]
     if not any(a.startswith("logger") for a in args):
         args.append("logger=none")
-    error = one_error_line(eval_cli(["model=tiny", *args], tmp_path, timeout=300))
+    error = one_error_line(eval_cli(["model=tiny", *args], tmp_path))
     for fragment in expected:
         assert fragment.format(**values) in error, error
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """A two-step tiny training run that saved its final model (hicra-train, the real CLI)."""
-    root = tmp_path_factory.mktemp("trained")
-    result = run_cli([*TINY_RUN, "save_final_model=true"], root)
-    assert result.returncode == 0, result.stderr[-3000:]
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
-    (run,) = client.search_runs([client.get_experiment_by_name("hicra").experiment_id])
-    return root, run.info.run_id
+@pytest.mark.slow
+def test_a_bad_option_through_the_real_console_script(eval_script, tmp_path):
+    error = one_error_line(eval_script(["protocol=foo", "logger=none"], tmp_path, timeout=300))
+    assert "unknown protocol 'foo'" in error and "greedy, paper, pass_at_k" in error
 
 
 @pytest.mark.slow
-def test_train_then_evaluate_the_run(eval_cli, trained_run):
-    root, run_id = trained_run
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
-    store = [f"logger.tracking_uri=sqlite:///{root}/mlflow.db", f"logger.artifact_location={root}/mlartifacts"]
-    greedy = eval_cli([f"checkpoint={run_id}", "protocol=greedy", "limit=4", *FAST, *store], root / "greedy")
+def test_train_then_evaluate_the_run(eval_cli, trained_run, tmp_path):
+    """The session's real training run (tests/conftest.py), evaluated by MLflow run id and as a whole experiment."""
+    run_id = trained_run.run_id
+    client = mlflow.MlflowClient(tracking_uri=trained_run.tracking_uri)
+    store = trained_run.store_args()
+    greedy = eval_cli([f"checkpoint={run_id}", "protocol=greedy", "limit=4", *FAST, *store], tmp_path / "greedy")
     assert greedy.returncode == 0, greedy.stderr[-3000:]
     paper = eval_cli([f"checkpoint={run_id}", "protocol=paper", "protocol.num_samples=2", "limit=4", *FAST, *store],
-                     root / "paper")
+                     tmp_path / "paper")
     assert paper.returncode == 0, paper.stderr[-3000:]
 
     training = client.get_run(run_id)
@@ -112,6 +108,6 @@ def test_train_then_evaluate_the_run(eval_cli, trained_run):
     assert by_protocol["paper"].data.metrics["eval/num_samples"] == 8
 
     # The whole experiment, as a study would be evaluated: the greedy result exists, so it is skipped.
-    study = eval_cli(["checkpoint=experiment:hicra", "protocol=greedy", "limit=4", *FAST, *store], root / "study")
+    study = eval_cli(["checkpoint=experiment:hicra", "protocol=greedy", "limit=4", *FAST, *store], tmp_path / "study")
     assert study.returncode == 0, study.stderr[-3000:]
     assert "already evaluated" in study.stdout and "(earlier)" in study.stdout

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from support import CONF_DIR, TINY_RUN, run_cli
+from support import CONF_DIR, TINY_RUN, run_train
 from transformers import AutoModelForCausalLM
 
 from hicra.config.instantiate import build
@@ -190,7 +190,7 @@ def test_resume_from_a_lora_checkpoint(compose_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_cli_run_with_lora_saves_a_plain_model(tmp_path):
-    result = run_cli([*TINY_RUN, "model=tiny", "lora=default", "trainer.max_steps=2", "logger=none",
+    result = run_train([*TINY_RUN, "model=tiny", "lora=default", "trainer.max_steps=2", "logger=none",
                       "save_final_model=true"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "LoRA r=16 alpha=32 on all-linear" in result.stdout + result.stderr

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from support import run_cli
+from support import run_train
 
 from hicra.errors import ConfigError
 from hicra.models.loaders import build_tiny_model
@@ -24,7 +24,7 @@ HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 @pytest.mark.skipif(HAS_VLLM, reason="vllm is installed here: rollout=vllm is valid")
 def test_cli_without_vllm_fails_in_one_line(tmp_path):
-    result = run_cli(["rollout=vllm", "model=tiny", "logger=none"], tmp_path, timeout=300)
+    result = run_train(["rollout=vllm", "model=tiny", "logger=none"], tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr + result.stdout
     errors = [line for line in result.stderr.splitlines() if line.startswith("hicra-train: error:")]

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import TINY_RUN, run_cli
+from support import TINY_RUN, run_train
 
 
 def _free_port() -> int:
@@ -56,7 +56,7 @@ def test_a_run_logs_to_a_real_tracking_server(mlflow_server, tmp_path):
     import mlflow
 
     url, artifact_root = mlflow_server
-    result = run_cli([*TINY_RUN, "trainer.max_steps=2", f"logger.tracking_uri={url}", "logger.artifact_location=null",
+    result = run_train([*TINY_RUN, "trainer.max_steps=2", f"logger.tracking_uri={url}", "logger.artifact_location=null",
                       "logger.experiment_name=team", f"hydra.run.dir={tmp_path}/run"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
 

@@ -1,10 +1,11 @@
-"""End to end through the real `hicra-train` CLI on the tiny model: runs, multirun, MLflow read-back."""
+"""End to end through `hicra-train` on the tiny model: runs, multirun, MLflow read-back (the real console script once,
+through the shared `trained_run`; the variants in this process)."""
 
 from __future__ import annotations
 
 import mlflow
 import pytest
-from support import TINY_RUN, run_cli
+from support import TINY_RUN, run_train
 
 REQUIRED_METRICS = [
     "train/reward_mean", "train/accuracy", "train/response_length", "train/frac_zero_std_groups", "loss/policy",
@@ -30,41 +31,53 @@ def _runs(tmp_path, experiment="hicra"):
     return mlflow.search_runs(experiment_names=[experiment], output_format="list")
 
 
-@pytest.mark.parametrize("algorithm,planner", [("grpo", "none"), ("hicra", "strategic_grams"),
-                                               ("entropy_reg", "none")])
-def test_two_steps_per_algorithm_logged_to_mlflow(algorithm, planner, tmp_path):
-    result = run_cli([*TINY_RUN, f"algorithm={algorithm}", f"planner={planner}", "seed=1"], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "hicra run summary" in result.stdout and "mlflow ui --backend-store-uri" in result.stdout
-    assert "hicra-train: training on " in result.stdout
-    assert [n for n in NOISE if n in result.stdout + result.stderr] == [], result.stderr[-3000:]
-
-    (run,) = _runs(tmp_path)
-    assert run.info.run_name == f"{algorithm}__{planner}__s1"
-    client = mlflow.MlflowClient()
+def test_the_real_console_script_logs_a_whole_run_to_mlflow(trained_run):
+    """The session's shared run (tests/conftest.py: hicra-train in a fresh interpreter, HICRA, 3 steps)."""
+    assert "hicra run summary" in trained_run.result["stdout"]
+    assert "mlflow ui --backend-store-uri" in trained_run.result["stdout"]
+    assert "hicra-train: training on " in trained_run.result["stdout"]
+    output = trained_run.result["stdout"] + trained_run.result["stderr"]
+    assert [n for n in NOISE if n in output] == [], trained_run.result["stderr"][-3000:]
+    client = mlflow.MlflowClient(tracking_uri=trained_run.tracking_uri)
+    run = client.get_run(trained_run.run_id)
+    assert run.info.run_name == "hicra__strategic_grams__s1" and run.info.status == "FINISHED"
     for name in REQUIRED_METRICS:
         assert name in run.data.metrics, name
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/reward_mean")]
-    assert steps == [0, 1]  # step = updates the sampling policy had: one value per step, no gap, no duplicate
+    assert steps == [0, 1, 2]  # step = updates the sampling policy had: one value per step, no gap, no duplicate
     val_steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/accuracy")]
-    assert val_steps[0] == 0 and val_steps[-1] == 2  # evaluated before training and at the end
+    assert val_steps == [0, 2, 3]  # before training, every val_every_n_steps=2, and at the end
 
     tags, params = run.data.tags, run.data.params
-    assert tags["choice.algorithm"] == algorithm and tags["choice.planner"] == planner
+    assert tags["choice.algorithm"] == "hicra" and tags["choice.planner"] == "strategic_grams"
     assert tags["seed"] == "1" and len(tags["git.sha"]) in (40, len("unknown"))
     assert tags["git.dirty"] in ("true", "false", "unknown")
-    assert params["seed"] == "1" and params["algorithm.group_size"] == "4" and params["trainer.max_steps"] == "2"
+    assert params["seed"] == "1" and params["algorithm.group_size"] == "4" and params["trainer.max_steps"] == "3"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "config")}
     assert "config/resolved.yaml" in artifacts
     samples = {a.path for a in client.list_artifacts(run.info.run_id, "completions")}
     assert {"completions/completions_step000000.html", "completions/completions_step000000.json"} <= samples
+    assert (trained_run.run_dir / "final_model" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("algorithm,planner", [("grpo", "none"), ("entropy_reg", "none")])
+def test_two_steps_of_the_other_algorithms_logged_to_mlflow(algorithm, planner, tmp_path):
+    result = run_train([*TINY_RUN, f"algorithm={algorithm}", f"planner={planner}", "seed=1"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = _runs(tmp_path)
+    assert run.info.run_name == f"{algorithm}__{planner}__s1" and run.info.status == "FINISHED"
+    for name in REQUIRED_METRICS:
+        assert name in run.data.metrics, name
+    steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "train/reward_mean")]
+    assert steps == [0, 1]
+    assert run.data.tags["choice.algorithm"] == algorithm and run.data.params["trainer.max_steps"] == "2"
     if algorithm == "entropy_reg":
-        assert params["algorithm.entropy_coef"] == "0.001" and run.data.metrics["loss/entropy_bonus"] > 0
+        assert run.data.params["algorithm.entropy_coef"] == "0.001" and run.data.metrics["loss/entropy_bonus"] > 0
 
 
 def test_multirun_2x2_lands_in_one_experiment(tmp_path):
-    result = run_cli(["-m", *TINY_RUN, "algorithm=grpo,hicra", "seed=0,1", "logger.experiment_name=sweep",
-                      f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db"], tmp_path)
+    result = run_train(["-m", *TINY_RUN, "algorithm=grpo,hicra", "seed=0,1", "logger.experiment_name=sweep",
+                        f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = _runs(tmp_path, "sweep")
     assert sorted(r.info.run_name for r in runs) == [
@@ -75,6 +88,6 @@ def test_multirun_2x2_lands_in_one_experiment(tmp_path):
 
 
 def test_high_entropy_planner_runs_with_hicra(tmp_path):
-    result = run_cli([*TINY_RUN, "algorithm=hicra", "planner=high_entropy", "logger=none",
-                      "algorithm.num_iterations=2", "trainer.max_steps=2"], tmp_path)
+    result = run_train([*TINY_RUN, "algorithm=hicra", "planner=high_entropy", "logger=none",
+                        "algorithm.num_iterations=2", "trainer.max_steps=2"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

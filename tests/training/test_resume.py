@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import HICRA_TRAIN, PROJECT_ROOT, TINY_RUN, cli_env, run_cli
+from support import HICRA_TRAIN, PROJECT_ROOT, TINY_RUN, cli_env, run_cli, run_train
 
 from hicra.errors import ConfigError
 from hicra.training.checkpointing import AtomicCheckpointIO, resolve_checkpoint
@@ -50,7 +50,8 @@ def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     import mlflow
 
-    straight = run_cli([*RUN, *_store(tmp_path), f"hydra.run.dir={tmp_path}/straight"], tmp_path)
+    # The uninterrupted reference runs in this process; the killed and the resumed runs are real processes.
+    straight = run_train([*RUN, *_store(tmp_path), f"hydra.run.dir={tmp_path}/straight"], tmp_path)
     assert straight.returncode == 0, straight.stderr[-2000:]
 
     _kill_after_first_checkpoint([*RUN, *_store(tmp_path), f"hydra.run.dir={tmp_path}/killed"], tmp_path / "killed")
