@@ -31,6 +31,13 @@ class PromptStream(Dataset):
         return self.examples[int(self.order[index])]
 
 
+def check_ranks_divide(prompts_per_step: int, num_ranks: int) -> None:
+    """Every rank samples whole groups (exact advantages), so the prompts of a step must split evenly over ranks."""
+    if prompts_per_step % num_ranks:
+        raise ConfigError(f"prompts_per_step={prompts_per_step} must be divisible by the number of ranks "
+                          f"({num_ranks}: trainer.devices x trainer.num_nodes) so every rank samples whole groups")
+
+
 class SkipFirstBatches(Sampler):
     """Batches of consecutive indices into a PromptStream, the first `skip` left out on resume.
 
@@ -40,9 +47,7 @@ class SkipFirstBatches(Sampler):
     """
 
     def __init__(self, num_batches: int, batch_size: int, skip: int = 0, rank: int = 0, num_ranks: int = 1):
-        if batch_size % num_ranks:
-            raise ConfigError(f"prompts_per_step={batch_size} must be divisible by the number of ranks "
-                              f"({num_ranks}: trainer.devices x trainer.num_nodes) so every rank samples whole groups")
+        check_ranks_divide(batch_size, num_ranks)
         self.num_batches, self.batch_size, self.skip = num_batches, batch_size, skip
         self.rank, self.local = rank, batch_size // num_ranks
 

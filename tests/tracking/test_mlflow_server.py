@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import TINY_RUN, run_train
+from support import TINY_RUN, run_train, seed_store
 
 
 def _free_port() -> int:
@@ -26,6 +26,7 @@ def _free_port() -> int:
 def mlflow_server(tmp_path):
     """`mlflow server` on 127.0.0.1 with a temporary backend store and artifact root; stopped afterwards."""
     port = _free_port()
+    seed_store(tmp_path / "server.db")  # a migrated empty store: the server starts in seconds, not after migrations
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     proc = subprocess.Popen(
         [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -46,7 +47,7 @@ def mlflow_server(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn workers
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
 

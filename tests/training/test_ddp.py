@@ -8,7 +8,7 @@ import sys
 import mlflow
 import pytest
 import torch
-from support import PROJECT_ROOT, TINY_RUN, cli_env, run_cli
+from support import PROJECT_ROOT, TINY_RUN, cli_env, run_cli, run_train
 from transformers import AutoModelForCausalLM
 
 from hicra.models.loaders import build_tiny_model
@@ -60,9 +60,21 @@ def test_hicra_train_on_two_ranks_logs_one_run(trainer, tmp_path):
     assert run_id in (tmp_path / "run" / "checkpoints" / "run.json").read_text()  # rank 1 did not overwrite it
 
 
-def test_prompts_not_divisible_by_ranks_fail_in_one_line(tmp_path):
-    result = run_cli([*TINY_RUN, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                      "trainer.precision=32-true", "prompts_per_step=3", "logger=none"], tmp_path)
+@pytest.mark.parametrize("devices", ["2", "auto"])
+def test_prompts_not_divisible_by_ranks_fail_in_one_line(devices, tmp_path, monkeypatch):
+    """trainer.devices=2 is checked before any rank starts; with `auto` each rank checks its own sampler."""
+    from hicra.training import data
+
+    trainer = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+    if devices == "auto":  # one process that believes it is one of 2 ranks (launching ranks: the tests above)
+        monkeypatch.setattr(data, "SkipFirstBatches", _two_ranks(data.SkipFirstBatches))
+        trainer = ["trainer=cpu", "trainer.devices=auto"]
+    result = run_train([*TINY_RUN, *trainer, "prompts_per_step=3", "logger=none"], tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("hicra-train: error:")]
     assert errors and "prompts_per_step=3 must be divisible by the number of ranks (2" in errors[0]
+
+
+def _two_ranks(sampler_class):
+    return lambda num_batches, batch_size, skip=0, rank=0, num_ranks=1: sampler_class(num_batches, batch_size, skip,
+                                                                                      rank, 2)
