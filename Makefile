@@ -32,11 +32,14 @@ $(STAMP): pyproject.toml Makefile
 train: setup
 	$(VENV)/bin/hicra-train $(ARGS)
 
+# The whole suite in two pytest-xdist workers (CI and this VM have 2 cores; tests that share a training run or a
+# store take file locks). `make test TEST_WORKERS=0` runs it in one process; `make test-fast` skips `slow` tests.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(ARGS)
 
 # hicra's training step vs TRL's GRPOTrainer on identical work (benchmarks/bench_step.py); TRL comes with the
 # `bench` extra. `make bench ARGS="--gradient-checkpointing off"`; GPU: benchmarks/prepare_gpu.sh, then run_gpu.sh.
