@@ -24,6 +24,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from hicra.config.instantiate import build
 from hicra.errors import ConfigError
 from hicra.models.lora import merged_for_save
+from hicra.models.reference import build_reference
 from hicra.tracking.store import (
     absolute_artifact_location,
     absolute_tracking_uri,
@@ -178,7 +179,8 @@ def build_module(cfg: DictConfig, algorithm, sampler, task, num_batches: int):
                                   micro_batch_size=cfg.micro_batch_size, max_grad_norm=cfg.max_grad_norm,
                                   max_skipped_updates_in_a_row=cfg.faults.max_skipped_updates_in_a_row,
                                   diagnostics=build(cfg.diagnostics, tokenizer=bundle.tokenizer)
-                                  if cfg.get("diagnostics") else None)
+                                  if cfg.get("diagnostics") else None,
+                                  reference=build_reference(bundle.model, needed=algorithm.needs_reference))
     return bundle, datamodule, module
 
 
