@@ -45,7 +45,7 @@ from hicra.training.checkpointing import (
     resolve_checkpoint,
     write_run_record,
 )
-from hicra.training.data import PromptDataModule
+from hicra.training.data import PromptDataModule, check_ranks_divide
 from hicra.training.distributed import full_state_dict
 from hicra.training.module import PolicyGradientModule
 from hicra.training.summary import format_summary
@@ -118,6 +118,9 @@ def check_devices(cfg: DictConfig) -> None:
                           f"allowed here: trainer=cpu")
     if "fsdp" in strategy.lower() and (accelerator == "cpu" or not torch.cuda.is_available()):
         raise ConfigError(f"trainer.strategy={strategy} (FSDP) needs CUDA GPUs; allowed on CPU: strategy=auto or ddp")
+    devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
+    if isinstance(devices, int) and isinstance(nodes, int):  # known before launch: fail before ranks start
+        check_ranks_divide(int(cfg.prompts_per_step), devices * nodes)  # (devices=auto: each rank checks, data.py)
 
 
 def build_logger(cfg: DictConfig, choices: dict[str, str], resume_run_id: str | None = None):
