@@ -75,6 +75,7 @@ def run_in_process(main, prog: str, args: list[str]) -> subprocess.CompletedProc
     (a stack trace on stderr, exit 1), so "no Traceback" checks mean the same in both.
     """
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
 
     out, err = io.StringIO(), io.StringIO()
     argv, root = sys.argv, logging.getLogger()
@@ -90,6 +91,7 @@ def run_in_process(main, prog: str, args: list[str]) -> subprocess.CompletedProc
     finally:
         sys.argv = argv
         GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None  # as in a fresh process: later in-process `train(cfg)` calls see no job
         for handler in set(root.handlers) - set(handlers):  # Hydra's per-run log file and console handlers
             handler.close()
         root.handlers[:], root.level = handlers, level
