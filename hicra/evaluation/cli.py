@@ -16,8 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from hicra.config.checks import check_composes, check_group_choices
-from hicra.config.help import app_help, wants_help
+from hicra.config.checks import run_checked
 from hicra.errors import ConfigError
 from hicra.tracking.store import PROJECT_ROOT
 
@@ -45,17 +44,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point: one-line errors for bad options, `--help`, then Hydra (torch loads only after that)."""
-    args = sys.argv[1:]
-    try:
-        check_group_choices(args, CONF_DIR)
-        cfg = check_composes(args, CONF_DIR, "eval", job_name=Path(__file__).stem)  # Hydra's job name: "cli"
-        help_text = app_help(cfg, args, CONF_DIR) if wants_help(args) else None
-    except ConfigError as err:
-        _fail(err)
-    if help_text is not None:
-        print(help_text)  # Hydra's --help text, without its 1.5 s of listing config groups (hicra.config.help)
-        return
-    _hydra_main()
+    run_checked(PROG, _hydra_main, CONF_DIR, "eval", job_name=Path(__file__).stem)  # Hydra's job name: "cli"
 
 
 if __name__ == "__main__":

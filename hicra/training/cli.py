@@ -15,9 +15,8 @@ import hydra
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from hicra.config.checks import check_composes, check_group_choices, check_output_folder
-from hicra.config.help import app_help, wants_help
-from hicra.errors import ConfigError, UserError
+from hicra.config.checks import run_checked
+from hicra.errors import UserError
 from hicra.tracking.store import PROJECT_ROOT
 
 CONF_DIR = PROJECT_ROOT / "conf"
@@ -39,20 +38,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 def main() -> None:
     """Console entry point: one-line errors for bad options, `--help`, then Hydra. Nothing here imports torch,
     Lightning or transformers (seconds): a mistake or `--help` is answered before they load."""
-    args = sys.argv[1:]
-    try:
-        check_group_choices(args, CONF_DIR)
-        cfg = check_composes(args, CONF_DIR, "train", job_name=JOB_NAME)
-        help_text = app_help(cfg, args, CONF_DIR) if wants_help(args) else None
-        if help_text is None:
-            check_output_folder(cfg, multirun=bool({"-m", "--multirun"} & set(args)))
-    except ConfigError as err:
-        print(f"hicra-train: error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    if help_text is not None:
-        print(help_text)  # Hydra's --help text, without its 1.5 s of listing config groups (hicra.config.help)
-        return
-    _hydra_main()
+    run_checked("hicra-train", _hydra_main, CONF_DIR, "train", JOB_NAME, output_folder=True)
 
 
 if __name__ == "__main__":
