@@ -90,3 +90,9 @@ def trained_run(tmp_path_factory, worker_id) -> TrainedRun:
     experiment = client.get_experiment_by_name("hicra")
     (run,) = client.search_runs([experiment.experiment_id], "tags.`hicra.run_kind` = 'train'")
     return TrainedRun(root, root / "run", uri, run.info.run_id, result)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` (real processes, tens of seconds each) run first, so that under pytest-xdist the longest
+    jobs start early on both workers instead of trailing alone at the end (a stable sort: order otherwise kept)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

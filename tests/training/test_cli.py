@@ -75,6 +75,7 @@ def test_two_steps_of_the_other_algorithms_logged_to_mlflow(algorithm, planner, 
         assert run.data.params["algorithm.entropy_coef"] == "0.001" and run.data.metrics["loss/entropy_bonus"] > 0
 
 
+@pytest.mark.slow
 def test_multirun_2x2_lands_in_one_experiment(tmp_path):
     result = run_train(["-m", *TINY_RUN, "algorithm=grpo,hicra", "seed=0,1", "logger.experiment_name=sweep",
                         f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db"], tmp_path)
