@@ -4,6 +4,7 @@ reads a finished run (CLI read-back, hicra-eval, hicra-analyze). Helpers shared 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,14 +74,16 @@ def _train_once(root: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, worker_id) -> TrainedRun:
+def trained_run(tmp_path_factory) -> TrainedRun:
     """One tiny training run per test session, shared by pytest-xdist workers through a file lock (the first worker
     trains, the others wait and read). Tests that write to its store (eval runs, analysis artifacts) add runs or
     artifacts of their own and never change the training run's own records."""
     import mlflow
     from filelock import FileLock
 
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    # Under xdist each worker has its own basetemp below one shared folder (also works without xdist installed).
+    in_worker = "PYTEST_XDIST_WORKER" in os.environ
+    shared = tmp_path_factory.getbasetemp().parent if in_worker else tmp_path_factory.getbasetemp()
     root = shared / "trained_run"
     with FileLock(str(shared / "trained_run.lock")):
         result = _train_once(root)
