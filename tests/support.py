@@ -45,11 +45,11 @@ def cli_env() -> dict[str, str]:
     return dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(PROJECT_ROOT / "tests"))
 
 
-def with_test_outputs(args: list[str], tmp_path: Path) -> list[str]:
+def with_test_outputs(args: list[str], tmp_path: Path, run_folder: str = "run") -> list[str]:
     """`args` plus run/sweep folders and an MLflow store under tmp_path, unless the caller chose them."""
     full = list(args)
     if not any(a.startswith(("hydra.run.dir", "hydra.sweep.dir")) for a in args):
-        full += [f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep"]
+        full += [f"hydra.run.dir={tmp_path}/{run_folder}", f"hydra.sweep.dir={tmp_path}/sweep"]
     if not any(a.startswith("logger") for a in args):
         Path(tmp_path).mkdir(parents=True, exist_ok=True)
         seed_store(Path(tmp_path) / "mlflow.db")

@@ -51,10 +51,11 @@ class CompletionSampleLogger(pl.Callback):
         group_size = pl_module.algorithm.group_size
         rows = []
         for i in range(min(self.num_samples, len(out.texts))):
-            ids = rollout.response_ids[i][rollout.response_mask[i]].tolist()
-            plan = out.planning_mask[i][rollout.response_mask[i].cpu()].tolist()
+            mask = rollout.response_mask[i].cpu()  # (T,) the response's own tokens
+            ids = rollout.response_ids[i].cpu()[mask].tolist()
+            plan = out.planning_mask[i][mask].tolist()
             pieces = [(tokenizer.decode([t]), p) for t, p in zip(ids, plan)]
-            token_adv = out.token_advantages[i][rollout.response_mask[i].cpu()].tolist()
+            token_adv = out.token_advantages[i][mask].tolist()
             rows.append({"prompt": out.prompts[i // group_size], "pieces": pieces, "token_advantages": token_adv,
                          "reward": float(out.rewards[i]), "advantage": float(out.advantages[i])})
         path = self.out_dir / f"completions_step{out.step:06d}.html"  # the step the rollout was sampled at

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from support import PROJECT_ROOT, composer, run_in_process
+from support import PROJECT_ROOT, composer, run_in_process, with_test_outputs
 
 HICRA_EVAL = Path(sys.executable).parent / "hicra-eval"
 # A held-out set small enough for seconds-long evals: chain_sum as in training, 4 validation questions.
@@ -19,13 +19,7 @@ SMALL_TASK = {"_target_": "hicra.tasks.ReasoningGymTask", "dataset": "chain_sum"
 
 
 def _with_outputs(args: list[str], tmp_path: Path) -> list[str]:
-    full = list(args)
-    if not any(a.startswith("hydra.run.dir") for a in args):
-        full += [f"hydra.run.dir={tmp_path}/eval", f"hydra.sweep.dir={tmp_path}/sweep"]
-    if not any(a.startswith("logger") for a in args):
-        full += [f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-                 f"logger.artifact_location={tmp_path}/mlartifacts"]
-    return full
+    return with_test_outputs(args, tmp_path, run_folder="eval")
 
 
 def run_eval(args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
