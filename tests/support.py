@@ -130,6 +130,10 @@ class ParityTask:
     def score(self, completion: str, example) -> float:
         return float(len(completion) % 2 == 0)
 
+    def answer_in_form(self, completion: str) -> bool:
+        """A stand-in answer form, independent of the reward, that a random model meets about a third of the time."""
+        return len(completion) % 3 == 0
+
 
 class FlakyTask(ParityTask):
     """ParityTask whose scorer raises on every completion of length divisible by 3 (a buggy reward function)."""

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+
+from hicra.tracking.store import git_state, machine_description
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -22,33 +22,9 @@ SETUP_KEYS = ["model.name_or_path", "task.dataset", "task.min_terms", "task.max_
               "rollout.max_new_tokens", "rollout.temperature", "optim.lr", "trainer.precision"]
 
 
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text())
-        cpu = names[0].strip() if names else cpu
-    text = f"{cpu}, {os.cpu_count()} cores"
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        kb = int(re.search(r"MemTotal:\s+(\d+)", meminfo.read_text()).group(1))
-        text += f", {kb / 2**20:.0f} GiB RAM"
-    try:
-        import torch
-
-        text += f", GPU: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-        text += f", torch {torch.__version__}"
-    except ImportError:
-        pass
-    return text
-
-
 def commit() -> str:
-    def git(*args):
-        return subprocess.run(["git", *args], check=False, cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    sha = git("rev-parse", "HEAD") or "unknown"
-    return sha + (" (dirty tree)" if git("status", "--porcelain", "--untracked-files=no") else "")
+    state = git_state()
+    return state["git.sha"] + (" (dirty tree)" if state["git.dirty"] == "true" else "")
 
 
 def setup_rows(tracking_uri: str, experiment: str) -> list[str]:
@@ -87,7 +63,7 @@ def main() -> None:
         "|---|---|",
         f"| command | `{args.command}` |",
         f"| commit | `{commit()}` |",
-        f"| machine | {machine()} |",
+        f"| machine | {machine_description()} |",
         f"| finished | {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} |",
         f"| wall time (train + eval + compare) | {wall} |",
         "",

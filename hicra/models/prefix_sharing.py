@@ -5,7 +5,7 @@ Log-probs (update, old log-probs, reference): pass 1 runs the U distinct prompts
 holds whole groups) and records every layer's keys and values; pass 2 runs only the B responses, each attending to
 its prompt's recorded keys/values and causally to itself. Gradients reach the prompt through the recorded tensors
 (non-reentrant gradient checkpointing recomputes a layer on the original graph, so this holds with it on).
-Rollouts: the prompts, all but their last token, prefill a KV cache once, repeated G times for `generate`.
+Rollouts: the prompts, all but their last token, prefill a KV cache once, repeated G times for the decoding loop.
 
 Exact, not an approximation: the same attention over the same keys (tests/models/test_prefix_sharing.py compares log-probs,
 gradients and samples with the one-pass path). What it saves is (G-1)/G of the prompt's FLOPs: on the cpu benchmark
@@ -139,8 +139,8 @@ def shared_prompt_logits(model, prompt_ids: Tensor, prompt_mask: Tensor, respons
 
 
 def prefilled_cache(model, prompt_ids: Tensor, prompt_mask: Tensor, group_size: int):
-    """A KV cache of each distinct prompt but its last token, run once and repeated `group_size` times, for
-    `generate(cache=...)` (which runs the last token itself and so samples the first response token as usual).
+    """A KV cache of each distinct prompt but its last token, run once and repeated `group_size` times, for the
+    decoding loop (hicra/rollout/decode.py), which feeds the last token itself and samples the first response token.
 
     prompt_ids, prompt_mask (U, Lp) left-padded, Lp >= 2 -> transformers cache of U x group_size rows, Lp - 1 tokens.
     """

@@ -1,4 +1,5 @@
-"""Rollouts: sample G responses per prompt with transformers' `generate`, and score sequences with the policy.
+"""Rollouts: sample G responses per prompt (hicra's decoding loop, or transformers' `generate` with a static cache),
+and score sequences with the policy.
 
 Layout of every batch (B = prompts x G, rows ordered group by group):
 
@@ -18,6 +19,7 @@ from torch import Tensor
 from hicra.algorithms import entropy_from_logits, logprobs_from_logits
 from hicra.errors import ConfigError
 from hicra.models import prefix_sharing
+from hicra.rollout.decode import decode
 
 # None: transformers' dynamic cache. "static": a fixed-size cache that transformers compiles the decoding step for
 # (torch.compile, CUDA graphs on GPU): per-token launch overhead, not FLOPs, bounds small-model decoding.
@@ -58,7 +60,10 @@ def _eos_ids(tokenizer, model) -> list[int]:
 
 
 class HFSampler:
-    """Samples with `model.generate` (no vLLM needed). One instance per run; settings come from `conf/rollout/`."""
+    """Samples with the model's own forward pass (no vLLM needed). One instance per run; settings: `conf/rollout/`.
+
+    The default dynamic cache decodes in `hicra.rollout.decode` (finished rows leave the batch); a static cache goes
+    through `model.generate`, which compiles the decoding step for it (GPU)."""
 
     def __init__(
         self,
@@ -110,26 +115,21 @@ class HFSampler:
             else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         was_training = model.training
         model.eval()
-        # Each distinct prompt prefilled once, not group_size times (hicra/models/prefix_sharing.py). A static cache is
-        # allocated by generate itself, so it keeps the one-pass prefill.
-        share = (group_size > 1 and prompt_ids.shape[1] > 1 and self.cache_implementation is None
-                 and prefix_sharing.is_enabled(model))
-        cache = prefix_sharing.prefilled_cache(model, distinct_ids, distinct_mask, group_size) if share else None
-        out = model.generate(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
-            max_new_tokens=self.val_max_new_tokens if greedy else self.max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=_eos_ids(tokenizer, model),
-            use_cache=True,
-            # greedy validation checks answers: forcing length there would only cost time
-            min_new_tokens=0 if greedy else self.min_new_tokens,
-            cache_implementation=self.cache_implementation,
-            cache=cache,
-            **kwargs,
-        )
+        max_new_tokens = self.val_max_new_tokens if greedy else self.max_new_tokens
+        # greedy validation checks answers: forcing length there would only cost time
+        min_new_tokens = 0 if greedy else self.min_new_tokens
+        if self.cache_implementation is None:
+            response_ids = decode(model, distinct_ids, distinct_mask, group_size, max_new_tokens,
+                                  _eos_ids(tokenizer, model), tokenizer.pad_token_id, greedy=not sample,
+                                  temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                                  min_new_tokens=min_new_tokens)  # (B, T)
+        else:  # generate allocates and compiles the static cache itself
+            out = model.generate(
+                input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=_eos_ids(tokenizer, model), use_cache=True,
+                min_new_tokens=min_new_tokens, cache_implementation=self.cache_implementation, **kwargs)
+            response_ids = out[:, prompt_ids.shape[1]:]  # (B, T)
         model.train(was_training)
-        response_ids = out[:, prompt_ids.shape[1]:]  # (B, T)
         response_mask, truncated = response_mask_from_eos(response_ids, _eos_ids(tokenizer, model))
         return RolloutBatch(prompt_ids, prompt_mask.bool(), response_ids, response_mask, truncated)
 

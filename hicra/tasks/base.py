@@ -96,6 +96,13 @@ class Task(ABC):
             return 0.0
         return min(max(reward, 0.0), 1.0)
 
+    def answer_in_form(self, completion: str) -> bool:
+        """Whether `completion` commits to an answer in the form the prompt asks for: a closed ``\\boxed{}``.
+
+        What a format reward pays for (`hicra.tasks.scoring.shaped_rewards`), right or wrong; never the accuracy.
+        """
+        return extract_boxed(completion) is not None
+
     @property
     def verifier_faults(self) -> VerifierFaults:
         """Verifier timeouts and errors of this task's `score` calls since the last ``verifier_faults.read()``."""

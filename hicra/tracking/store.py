@@ -1,12 +1,14 @@
 """MLflow plumbing: everything needed to reproduce a run is logged with it.
 
 Per run: the full resolved config (flattened params + `config/resolved.yaml` artifact + Hydra's own `.hydra/`
-files), the Hydra choices as `choice.<group>` tags, the git SHA and dirty flag, the seed and the command line.
+files), the Hydra choices as `choice.<group>` tags, the git SHA and dirty flag, the seed, the command line and the
+machine (CPU, cores, RAM, GPU, torch), so a time read from a run names where it was measured.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +48,27 @@ def git_state(root: Path = PROJECT_ROOT) -> dict[str, str]:
     return {"git.sha": sha, "git.dirty": str(dirty).lower()}
 
 
+def machine_description() -> str:
+    """"AMD EPYC 9B14, 2 cores, 24 GiB RAM, no GPU, torch 2.13.0+cpu": the machine a measurement was taken on."""
+    import platform
+    import re
+
+    cpu = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        cpu = names[0].strip() if names else cpu
+    text = f"{cpu}, {os.cpu_count()} cores"
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        kb = int(re.search(r"MemTotal:\s+(\d+)", meminfo.read_text()).group(1))
+        text += f", {kb / 2**20:.0f} GiB RAM"
+    import torch
+
+    text += f", GPU: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return text + f", torch {torch.__version__}"
+
+
 def default_run_name(choices: dict[str, str], seed: int) -> str:
     """`hicra__strategic_grams__s1`: what differs between the arms of a sweep, readable in the MLflow UI."""
     return f"{choices.get('algorithm', 'algo')}__{choices.get('planner', 'planner')}__s{seed}"
@@ -53,7 +76,7 @@ def default_run_name(choices: dict[str, str], seed: int) -> str:
 
 def run_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
     tags = {f"choice.{group}": str(option) for group, option in choices.items()}
-    tags |= git_state()
+    tags |= git_state() | {"machine": machine_description()}
     tags |= {"seed": str(cfg.seed), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:5000]}
     return tags
 

@@ -57,7 +57,8 @@ class CompletionSampleLogger(pl.Callback):
             pieces = [(tokenizer.decode([t]), p) for t, p in zip(ids, plan)]
             token_adv = out.token_advantages[i][mask].tolist()
             rows.append({"prompt": out.prompts[i // group_size], "pieces": pieces, "token_advantages": token_adv,
-                         "reward": float(out.rewards[i]), "advantage": float(out.advantages[i])})
+                         "reward": float(out.rewards[i]), "correct": float(out.correctness[i]) >= 1.0,
+                         "advantage": float(out.advantages[i])})
         path = self.out_dir / f"completions_step{out.step:06d}.html"  # the step the rollout was sampled at
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(render_completions(out.step, rows), encoding="utf-8")
@@ -67,7 +68,7 @@ class CompletionSampleLogger(pl.Callback):
 
 
 class CorrectCompletionsRecorder(pl.Callback):
-    """Appends every correct completion (reward 1) to `corpus/correct_completions.jsonl`, logged at the end.
+    """Appends every correct completion (correctness 1, whatever the format term) to `corpus/correct_completions.jsonl`, logged at the end.
 
     This is the corpus of successful solutions that Strategic-Gram mining reads from a run.
     """
@@ -81,8 +82,8 @@ class CorrectCompletionsRecorder(pl.Callback):
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as corpus:
-            for text, reward in zip(out.texts, out.rewards.tolist()):
-                if reward >= 1.0:
+            for text, score in zip(out.texts, out.correctness.tolist()):
+                if score >= 1.0:
                     corpus.write(json.dumps({"step": out.step, "text": text}) + "\n")
 
     def on_train_end(self, trainer, pl_module) -> None:

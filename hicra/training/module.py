@@ -1,6 +1,6 @@
 """The LightningModule: one training step = one rollout batch and `num_iterations` policy updates on it.
 
-    prompts --sample G each--> responses --task.score--> rewards (B,)
+    prompts --sample G each--> responses --task.score (+ format term)--> rewards (B,)
         --algorithm.advantages--> advantages (B,)   --detector.mask--> planning_mask (B,T)
         --algorithm.token_advantages--> token_advantages (B,T)
         --algorithm.loss over micro-batches, normalised by the whole batch--> one optimizer step per iteration
@@ -21,7 +21,7 @@ from torch import Tensor
 from hicra.algorithms import Algorithm, aggregate_denominator, masked_mean
 from hicra.errors import TrainingError
 from hicra.rollout.hf import HFSampler, RolloutBatch, sequence_logprobs
-from hicra.tasks.scoring import score_completions
+from hicra.tasks.scoring import ScoredBatch, score_completions, shaped_rewards
 from hicra.training.checkpointing import restore_rng_state, rng_state
 from hicra.training.distributed import (
     clip_gradients,
@@ -43,7 +43,7 @@ from hicra.training.validation import ValidationTally
 class PolicyGradientModule(pl.LightningModule):
     def __init__(self, policy, tokenizer, algorithm: Algorithm, detector, task, sampler: HFSampler, optimizer_factory,
                  micro_batch_size: int = 8, max_grad_norm: float | None = 1.0, diagnostics=None,
-                 max_skipped_updates_in_a_row: int = 5, reference=None):
+                 max_skipped_updates_in_a_row: int = 5, reference=None, format_reward: float = 0.0):
         super().__init__()
         self.automatic_optimization = False  # several updates per rollout batch, micro-batching, our own clipping
         if algorithm.needs_reference and reference is None:
@@ -54,6 +54,7 @@ class PolicyGradientModule(pl.LightningModule):
             tokenizer, algorithm, detector, task, sampler)
         self.optimizer_factory = optimizer_factory
         self.micro_batch_size, self.max_grad_norm = micro_batch_size, max_grad_norm
+        self.format_reward = format_reward  # added to the reward of a reply whose answer is in the asked form
         self.diagnostics = diagnostics  # hicra.training.hierarchy_diagnostics.HierarchyDiagnostics or None
         self.faults = FaultCounter(max_skipped_updates_in_a_row)
         self.stopwatch = Stopwatch()  # a fresh one (on the module's device) for every training step
@@ -83,7 +84,10 @@ class PolicyGradientModule(pl.LightningModule):
             with watch.phase("generation"):
                 rollout = self._generate(batch["prompts"], self.algorithm.group_size)
             with watch.phase("scoring"):
-                texts, rewards = self._score_rollout(rollout, batch["examples"])  # rewards (B,)
+                texts, scored = self._score_rollout(rollout, batch["examples"])
+                correctness = torch.tensor(scored.scores, device=self.device)  # (B,) what accuracy counts
+                in_form = torch.tensor(scored.in_form, device=self.device)  # (B,) bool
+                rewards = shaped_rewards(correctness, in_form, self.format_reward)  # (B,) what advantages use
             with watch.phase("old_logprobs"):
                 old_logprobs, entropies = self._old_logprobs(rollout)
             with watch.phase("planner"):
@@ -95,11 +99,11 @@ class PolicyGradientModule(pl.LightningModule):
                 updates, record = self._updates(rollout, per_token)
         step = self.global_step - self.algorithm.num_iterations  # updates the sampling policy had (MLflow's step)
         metrics = update_metrics(updates) | rollout_metrics(
-            rollout, texts, rewards, planning_mask, token_advantages, self.algorithm.group_size)
-        self._log_step(metrics | self._run_metrics(rollout, rewards, record), step, batch_size=len(texts))
+            rollout, rewards, correctness, in_form, planning_mask, token_advantages, self.algorithm.group_size)
+        self._log_step(metrics | self._run_metrics(rollout, correctness, record), step, batch_size=len(texts))
         # Lightning passes a returned Mapping on to the callbacks' on_train_batch_end (hicra/training/step_output.py).
-        return {KEY: StepOutput(step, rollout, texts, rewards.cpu(), planning_mask.cpu(), advantages.cpu(),
-                                token_advantages.cpu(), batch["prompts"])}
+        return {KEY: StepOutput(step, rollout, texts, rewards.cpu(), correctness.cpu(), planning_mask.cpu(),
+                                advantages.cpu(), token_advantages.cpu(), batch["prompts"])}
 
     def _old_logprobs(self, rollout: RolloutBatch) -> tuple[Tensor | None, Tensor | None]:
         """The sampling policy's log-probs and entropies (B,T), or (None, None) when nothing needs them yet."""
@@ -139,17 +143,17 @@ class PolicyGradientModule(pl.LightningModule):
                 f"out of GPU memory generating {len(prompts)} prompts x {group_size} responses x "
                 f"{self.sampler.max_new_tokens} tokens; lower {setting} or rollout.max_new_tokens") from err
 
-    def _score_rollout(self, rollout: RolloutBatch, examples: list) -> tuple[list[str], Tensor]:
-        """Decoded responses and their rewards (B,); rows are grouped prompt by prompt."""
+    def _score_rollout(self, rollout: RolloutBatch, examples: list) -> tuple[list[str], ScoredBatch]:
+        """Decoded responses (B,) and their scores; rows are grouped prompt by prompt."""
         texts = self._decode(rollout)
         examples = [ex for ex in examples for _ in range(self.algorithm.group_size)]
-        return texts, torch.tensor(self._score(texts, examples), device=self.device)
+        return texts, self._score(texts, examples)
 
-    def _score(self, texts: list[str], examples: list) -> list[float]:
-        """Rewards; a scorer failure scores that sample 0 and is counted (faults/reward_errors)."""
+    def _score(self, texts: list[str], examples: list) -> ScoredBatch:
+        """Correctness and answer form; a scorer failure scores that sample 0 and is counted (faults/reward_errors)."""
         scored = score_completions(self.task, texts, examples)
         self.faults.count_scoring(scored.errors, self.task, self.loggers)
-        return scored.scores
+        return scored
 
     def _decode(self, rollout: RolloutBatch) -> list[str]:
         ids = rollout.response_ids.masked_fill(~rollout.response_mask, self.tokenizer.pad_token_id)
@@ -225,12 +229,12 @@ class PolicyGradientModule(pl.LightningModule):
 
     # --- logging -------------------------------------------------------------------------------------------------
 
-    def _run_metrics(self, rollout: RolloutBatch, rewards: Tensor, record: dict[str, Tensor]) -> dict[str, float]:
+    def _run_metrics(self, rollout: RolloutBatch, correctness: Tensor, record: dict[str, Tensor]) -> dict[str, float]:
         """Beside the algorithm's numbers: hierarchy diagnostics, fault counters, perf/* and the learning rate."""
         metrics: dict[str, float] = {}
         if self.diagnostics is not None:
             with self.stopwatch.phase("diagnostics"):
-                metrics |= self.diagnostics(rollout.response_ids, rollout.response_mask, rewards,
+                metrics |= self.diagnostics(rollout.response_ids, rollout.response_mask, correctness,
                                             self.algorithm.group_size, record["logprobs"], record["entropy"])
         metrics |= self.faults.metrics() | perf_metrics(self.stopwatch, rollout.num_tokens)
         return metrics | {"optim/lr": self.optimizers().param_groups[0]["lr"]}
@@ -274,8 +278,7 @@ class PolicyGradientModule(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         rollout = self._generate(batch["prompts"], 1, greedy=True)
-        scores = self._score(self._decode(rollout), batch["examples"])
-        self._validation.add(scores, rollout.response_mask.sum(dim=1).float().tolist())
+        self._validation.add(self._score(self._decode(rollout), batch["examples"]), rollout)
 
     def on_validation_epoch_end(self) -> None:
         pooled = self._validation.pooled_metrics(self._trainer)  # each rank scored its share of the prompts

@@ -93,6 +93,10 @@ def preflight(cfg: DictConfig, choices: dict[str, str]):
     for key in ("prompts_per_step", "micro_batch_size", "val_batch_size", "val_every_n_steps"):
         if int(cfg[key]) < 1:
             raise ConfigError(f"{key}={cfg[key]} is not allowed; use an integer >= 1")
+    if not isinstance(cfg.format_reward, (int, float)) or isinstance(cfg.format_reward, bool) or \
+            not 0 <= cfg.format_reward < 1:
+        raise ConfigError(f"format_reward={cfg.format_reward!r} is not allowed; use a number in [0, 1) (below a "
+                          f"correct answer's 1, so a right answer always outscores a well-formatted wrong one)")
     if int(cfg.trainer.max_steps) < 1:
         raise ConfigError(f"trainer.max_steps={cfg.trainer.max_steps} is not allowed; use an integer >= 1")
     sampler = build(cfg.rollout)
@@ -183,7 +187,8 @@ def build_module(cfg: DictConfig, algorithm, sampler, task, num_batches: int):
                                   max_skipped_updates_in_a_row=cfg.faults.max_skipped_updates_in_a_row,
                                   diagnostics=build(cfg.diagnostics, tokenizer=bundle.tokenizer)
                                   if cfg.get("diagnostics") else None,
-                                  reference=build_reference(bundle.model, needed=algorithm.needs_reference))
+                                  reference=build_reference(bundle.model, needed=algorithm.needs_reference),
+                                  format_reward=cfg.format_reward)
     return bundle, datamodule, module
 
 

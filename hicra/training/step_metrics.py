@@ -8,7 +8,6 @@ from torch import Tensor
 
 from hicra.algorithms import frac_zero_std_groups, masked_mean
 from hicra.rollout.hf import RolloutBatch
-from hicra.tasks import extract_boxed
 from hicra.training.timing import Stopwatch
 
 # perf/<phase>_s for every Stopwatch phase of a step (hicra/training/module.py names them)
@@ -16,16 +15,18 @@ PHASES = ("step_time", "generation", "scoring", "old_logprobs", "planner", "upda
           "optimizer", "diagnostics")
 
 
-def rollout_metrics(rollout: RolloutBatch, texts: list[str], rewards: Tensor, planning_mask: Tensor,
+def rollout_metrics(rollout: RolloutBatch, rewards: Tensor, correctness: Tensor, in_form: Tensor, planning_mask: Tensor,
                     token_advantages: Tensor, group_size: int) -> dict[str, float]:
-    """What was sampled and how the algorithm credited it: rewards (B,), planning_mask and token_advantages (B,T)."""
+    """What was sampled and how the algorithm credited it: rewards, correctness (B,) float, in_form (B,) bool (the
+    answer in the asked form, a closed \\boxed{}), planning_mask and token_advantages (B,T)."""
     mask = rollout.response_mask
     planning = planning_mask & mask
     execution = ~planning_mask & mask
     return {
         "train/reward_mean": float(rewards.mean()),
         "train/reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
-        "train/accuracy": float((rewards >= 1.0).float().mean()),
+        "train/accuracy": float((correctness >= 1.0).float().mean()),  # correctness only, never the format term
+        "train/correctness_mean": float(correctness.mean()),  # with partial credit where a task's verifier gives it
         "train/response_length": float(mask.sum(dim=1).float().mean()),
         "train/truncated_frac": float(rollout.truncated.float().mean()),
         "train/empty_frac": float(((mask.sum(dim=1) <= 1) & ~rollout.truncated).float().mean()),  # EOS only
@@ -33,7 +34,7 @@ def rollout_metrics(rollout: RolloutBatch, texts: list[str], rewards: Tensor, pl
         "hicra/planning_token_frac": float(planning.sum() / mask.sum().clamp(min=1)),
         "hicra/adv_planning_mean": float(masked_mean(token_advantages, planning)),
         "hicra/adv_execution_mean": float(masked_mean(token_advantages, execution)),
-        "train/boxed_frac": sum(extract_boxed(t) is not None for t in texts) / len(texts),
+        "train/boxed_frac": float(in_form.float().mean()),
     }
 
 

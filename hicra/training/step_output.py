@@ -22,7 +22,8 @@ class StepOutput:
     step: int  # updates the sampling policy had (MLflow's step of this batch's metrics)
     rollout: RolloutBatch  # on the policy's device
     texts: list[str]  # (B,) decoded responses
-    rewards: Tensor  # (B,) on the CPU, like every tensor below
+    rewards: Tensor  # (B,) what the advantages were computed from (correctness + any format term); CPU, like all below
+    correctness: Tensor  # (B,) the task's score alone in [0, 1]; 1 = correct
     planning_mask: Tensor  # (B,T) bool
     advantages: Tensor  # (B,)
     token_advantages: Tensor  # (B,T)

@@ -21,9 +21,15 @@ def format_summary(summary: dict) -> str:
                          f"(last {k} steps)")
         lines.append(f"  step time        {_mean(train, 'perf/step_time_s'):.1f} s mean")
     if val:
-        lines.append(f"  val accuracy     {val[0]['val/accuracy']:.3f} (step {val[0]['step']}) -> "
-                     f"{val[-1]['val/accuracy']:.3f} (step {val[-1]['step']}), {val[-1]['num_prompts']} held-out "
-                     "prompts, greedy")
+        before, after = val[0], val[-1]
+        gain = after["val/accuracy"] - before["val/accuracy"]
+        lines.append(f"  val accuracy     {before['val/accuracy']:.3f} (step {before['step']}) -> "
+                     f"{after['val/accuracy']:.3f} (step {after['step']}), {gain:+.3f}; {after['num_prompts']} "
+                     "held-out prompts, greedy")
+        # What an accuracy means: how many replies gave a closed answer, and how many hit the token budget.
+        for key, label in (("val/boxed_frac", "val boxed"), ("val/truncated_frac", "val truncated")):
+            if key in before and key in after:
+                lines.append(f"  {label:<16} {before[key]:.3f} -> {after[key]:.3f}")
     lines.append(f"  run directory    {summary['run_dir']}")
     mlflow = summary.get("mlflow")
     if mlflow:

@@ -4,28 +4,35 @@ from __future__ import annotations
 
 import torch
 
+from hicra.rollout.hf import RolloutBatch
+from hicra.tasks.scoring import ScoredBatch
 from hicra.training.distributed import gather_objects
+
+_FIELDS = ("scores", "lengths", "in_form", "truncated")
 
 
 class ValidationTally:
-    """Rewards and response lengths of one validation epoch, pooled over ranks into val/* at its end."""
+    """Per-reply correctness, length, answer form and truncation of one validation epoch, pooled over ranks into
+    val/* at its end. val/accuracy counts correctness only: a truncated reply has no closed answer and scores 0."""
 
     def __init__(self):
-        self.scores: list[float] = []
-        self.lengths: list[float] = []
+        self.rows: dict[str, list[float]] = {name: [] for name in _FIELDS}
 
-    def add(self, scores: list[float], lengths: list[float]) -> None:
-        self.scores += scores
-        self.lengths += lengths
+    def add(self, scored: ScoredBatch, rollout: RolloutBatch) -> None:
+        self.rows["scores"] += scored.scores
+        self.rows["in_form"] += [float(x) for x in scored.in_form]
+        self.rows["lengths"] += rollout.response_mask.sum(dim=1).float().tolist()
+        self.rows["truncated"] += rollout.truncated.float().tolist()
 
     def pooled_metrics(self, trainer) -> tuple[dict[str, float], int] | None:
         """(val/*, number of prompts) over every rank's prompts, None when there were none; starts the next tally."""
-        shares = gather_objects((self.scores, self.lengths), trainer)  # in rank order
-        scores = [x for share, _ in shares for x in share]
-        lengths = [x for _, share in shares for x in share]
-        self.scores, self.lengths = [], []
-        if not scores:
+        shares = gather_objects(self.rows, trainer)  # in rank order
+        pooled = {name: torch.tensor([x for share in shares for x in share[name]]) for name in _FIELDS}
+        self.rows = {name: [] for name in _FIELDS}
+        scores = pooled["scores"]
+        if not len(scores):
             return None
-        tensor = torch.tensor(scores)
-        return {"val/accuracy": float((tensor >= 1.0).float().mean()), "val/reward_mean": float(tensor.mean()),
-                "val/response_length": sum(lengths) / len(lengths)}, len(scores)
+        return {"val/accuracy": float((scores >= 1.0).float().mean()), "val/reward_mean": float(scores.mean()),
+                "val/response_length": float(pooled["lengths"].mean()),
+                "val/boxed_frac": float(pooled["in_form"].mean()),
+                "val/truncated_frac": float(pooled["truncated"].mean())}, len(scores)

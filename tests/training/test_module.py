@@ -42,6 +42,15 @@ def test_hicra_reweights_planning_tokens_only(compose_cfg, tmp_path):
     assert h["loss/policy"] != g["loss/policy"]
 
 
+def test_format_reward_adds_to_the_reward_but_never_to_accuracy(compose_cfg, tmp_path):
+    plain = _run(compose_cfg, tmp_path / "p", "algorithm=grpo", "seed=3", "format_reward=0")["train_history"][0]
+    shaped = _run(compose_cfg, tmp_path / "f", "algorithm=grpo", "seed=3", "format_reward=0.5")["train_history"][0]
+    assert 0 < shaped["train/boxed_frac"] < 1  # the stand-in form is met by some replies, not all
+    assert shaped["train/boxed_frac"] == plain["train/boxed_frac"]  # same first rollout
+    assert shaped["train/accuracy"] == plain["train/accuracy"] == plain["train/correctness_mean"]
+    assert shaped["train/reward_mean"] == pytest.approx(plain["train/reward_mean"] + 0.5 * plain["train/boxed_frac"])
+
+
 def test_a_step_changes_the_policy_and_reports_on_policy_ratio(compose_cfg, tmp_path):
     from hydra.utils import instantiate
 

@@ -38,6 +38,6 @@ def test_perf_metrics_name_every_phase_that_ran():
 
 
 def test_step_output_travels_under_its_key():
-    out = StepOutput(0, None, [], None, None, None, None, [])
+    out = StepOutput(0, None, [], None, None, None, None, None, [])
     assert step_output({KEY: out}) is out
     assert step_output({}) is None and step_output(None) is None

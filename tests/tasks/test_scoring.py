@@ -1,0 +1,31 @@
+"""The training reward: correctness plus an optional format term; accuracy never sees the format term."""
+
+from __future__ import annotations
+
+import torch
+
+from hicra.tasks import ReasoningGymTask
+from hicra.tasks.scoring import score_completions, shaped_rewards
+
+
+def test_shaped_rewards_by_hand():
+    correctness = torch.tensor([1.0, 0.0, 0.0, 0.5])
+    in_form = torch.tensor([True, True, False, False])
+    assert torch.equal(shaped_rewards(correctness, in_form, 0.25), torch.tensor([1.25, 0.25, 0.0, 0.5]))
+
+
+def test_zero_format_weight_is_correctness_exactly():
+    correctness = torch.rand(16, generator=torch.Generator().manual_seed(0))
+    in_form = torch.rand(16, generator=torch.Generator().manual_seed(1)) > 0.5
+    assert torch.equal(shaped_rewards(correctness, in_form, 0.0), correctness)
+
+
+def test_score_completions_reports_answer_form_apart_from_correctness():
+    task = ReasoningGymTask("chain_sum", train_size=4, val_size=1, min_terms=2, max_terms=2, min_digits=1,
+                            max_digits=1)
+    example = task.val_examples()[0]
+    wrong = str(int(example.answer) + 1)
+    texts = [f"So \\boxed{{{example.answer}}}", f"\\boxed{{{wrong}}}", example.answer, f"\\boxed{{{example.answer}"]
+    scored = score_completions(task, texts, [example] * 4)
+    assert scored.scores == [1.0, 0.0, 0.0, 0.0]  # strict: an unboxed or unclosed answer scores 0
+    assert scored.in_form == [True, True, False, False]
