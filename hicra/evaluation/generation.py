@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hicra.rollout.hf import HFSampler
-from hicra.tasks import Example, Task, build_chat_prompt, extract_boxed
+from hicra.tasks import Example, Task, build_chat_prompt
 
 
 @torch.no_grad()
@@ -32,10 +32,13 @@ def sample_answers(model, tokenizer, task: Task, examples: list[Example], sample
         for row, text in enumerate(texts):
             problem, sample = divmod(row, num_samples)
             example = batch[problem]
-            score = float(task.score(text, example))
+            # As in training (hicra.tasks.scoring.score_completions): a reply cut at the budget never finished, so it
+            # scores 0 and has no answer in form, whatever it boxed on the way.
+            score = 0.0 if truncated[row] else float(task.score(text, example))
+            in_form = not truncated[row] and task.answer_in_form(text)
             records.append({"problem": start + problem, "sample": sample, "question": example.question,
                             "reference": example.answer, "completion": text, "score": score,
                             "correct": score >= 1.0, "num_tokens": int(lengths[row]),
-                            "truncated": bool(truncated[row]), "boxed": extract_boxed(text) is not None})
+                            "truncated": bool(truncated[row]), "boxed": in_form})
         progress.set_postfix(correct=f"{sum(r['correct'] for r in records)}/{len(records)}")
     return records

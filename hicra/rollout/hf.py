@@ -53,7 +53,7 @@ def response_mask_from_eos(response_ids: Tensor, eos_ids: list[int]) -> tuple[Te
     return ~eos_seen_before, ~is_eos.any(dim=1)
 
 
-def _eos_ids(tokenizer, model) -> list[int]:
+def eos_token_ids(tokenizer, model) -> list[int]:
     eos = model.generation_config.eos_token_id
     ids = eos if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_token_id]
     return [i for i in ids if i is not None]
@@ -120,17 +120,17 @@ class HFSampler:
         min_new_tokens = 0 if greedy else self.min_new_tokens
         if self.cache_implementation is None:
             response_ids = decode(model, distinct_ids, distinct_mask, group_size, max_new_tokens,
-                                  _eos_ids(tokenizer, model), tokenizer.pad_token_id, greedy=not sample,
+                                  eos_token_ids(tokenizer, model), tokenizer.pad_token_id, greedy=not sample,
                                   temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
                                   min_new_tokens=min_new_tokens)  # (B, T)
         else:  # generate allocates and compiles the static cache itself
             out = model.generate(
                 input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=_eos_ids(tokenizer, model), use_cache=True,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_token_ids(tokenizer, model), use_cache=True,
                 min_new_tokens=min_new_tokens, cache_implementation=self.cache_implementation, **kwargs)
             response_ids = out[:, prompt_ids.shape[1]:]  # (B, T)
         model.train(was_training)
-        response_mask, truncated = response_mask_from_eos(response_ids, _eos_ids(tokenizer, model))
+        response_mask, truncated = response_mask_from_eos(response_ids, eos_token_ids(tokenizer, model))
         return RolloutBatch(prompt_ids, prompt_mask.bool(), response_ids, response_mask, truncated)
 
 

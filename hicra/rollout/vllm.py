@@ -38,7 +38,7 @@ from collections.abc import Sequence
 import torch
 
 from hicra.errors import ConfigError
-from hicra.rollout.hf import HFSampler, RolloutBatch, _eos_ids, response_mask_from_eos
+from hicra.rollout.hf import HFSampler, RolloutBatch, eos_token_ids, response_mask_from_eos
 
 MISSING_VLLM = "rollout=vllm needs the vllm package (pip install vllm, CUDA only); allowed without it: rollout=hf"
 NO_CUDA = "rollout=vllm needs a CUDA GPU and none is visible; allowed here: rollout=hf"
@@ -157,7 +157,7 @@ class VLLMSampler(HFSampler):
         # Same tokenization as HFSampler (its padding only adds pad ids on the left, which the layout adds back).
         prompt_ids = tokenizer(prompts, truncation=True, max_length=self.max_prompt_tokens,
                                add_special_tokens=False).input_ids
-        eos_ids = _eos_ids(tokenizer, model)
+        eos_ids = eos_token_ids(tokenizer, model)
         llm = self._engine(model, tokenizer)
         self._sync(model)
         params = self._sampling_params(len(prompts), group_size, greedy, eos_ids)

@@ -19,10 +19,18 @@ class ScoredBatch:
     errors: list[str] = field(default_factory=list)  # one line per failed completion
 
 
-def score_completions(task, texts: list[str], examples: list) -> ScoredBatch:
-    """`task.score(text, example)` for each pair; an exception or a non-finite value scores 0 and is recorded."""
+def score_completions(task, texts: list[str], examples: list, truncated: list[bool] | None = None) -> ScoredBatch:
+    """`task.score(text, example)` for each pair; an exception or a non-finite value scores 0 and is recorded.
+
+    A completion flagged in `truncated` (cut at the token budget, no EOS) scores 0 and is not in form without
+    reaching the verifier: the reply never finished, so whatever it boxed on the way is a draft, not its answer.
+    """
     batch = ScoredBatch(scores=[])
-    for text, example in zip(texts, examples, strict=True):
+    for index, (text, example) in enumerate(zip(texts, examples, strict=True)):
+        if truncated is not None and truncated[index]:
+            batch.scores.append(0.0)
+            batch.in_form.append(False)
+            continue
         try:
             score = float(task.score(text, example))
             if not math.isfinite(score):

@@ -147,11 +147,12 @@ class PolicyGradientModule(pl.LightningModule):
         """Decoded responses (B,) and their scores; rows are grouped prompt by prompt."""
         texts = self._decode(rollout)
         examples = [ex for ex in examples for _ in range(self.algorithm.group_size)]
-        return texts, self._score(texts, examples)
+        return texts, self._score(texts, examples, rollout)
 
-    def _score(self, texts: list[str], examples: list) -> ScoredBatch:
-        """Correctness and answer form; a scorer failure scores that sample 0 and is counted (faults/reward_errors)."""
-        scored = score_completions(self.task, texts, examples)
+    def _score(self, texts: list[str], examples: list, rollout: RolloutBatch) -> ScoredBatch:
+        """Correctness and answer form (0 for a reply cut at the token budget); a scorer failure scores that sample 0
+        and is counted (faults/reward_errors)."""
+        scored = score_completions(self.task, texts, examples, rollout.truncated.tolist())
         self.faults.count_scoring(scored.errors, self.task, self.loggers)
         return scored
 
@@ -278,7 +279,7 @@ class PolicyGradientModule(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         rollout = self._generate(batch["prompts"], 1, greedy=True)
-        self._validation.add(self._score(self._decode(rollout), batch["examples"]), rollout)
+        self._validation.add(self._score(self._decode(rollout), batch["examples"], rollout), rollout)
 
     def on_validation_epoch_end(self) -> None:
         pooled = self._validation.pooled_metrics(self._trainer)  # each rank scored its share of the prompts

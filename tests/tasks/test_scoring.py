@@ -29,3 +29,19 @@ def test_score_completions_reports_answer_form_apart_from_correctness():
     scored = score_completions(task, texts, [example] * 4)
     assert scored.scores == [1.0, 0.0, 0.0, 0.0]  # strict: an unboxed or unclosed answer scores 0
     assert scored.in_form == [True, True, False, False]
+
+
+def test_a_truncated_reply_scores_zero_and_is_not_in_form_without_reaching_the_verifier():
+    class CountingTask(ReasoningGymTask):
+        calls = 0
+
+        def score_answer(self, prediction, example):
+            CountingTask.calls += 1
+            return super().score_answer(prediction, example)
+
+    task = CountingTask("chain_sum", train_size=4, val_size=1, min_terms=2, max_terms=2, min_digits=1, max_digits=1)
+    example = task.val_examples()[0]
+    right = f"\\boxed{{{example.answer}}} and then it kept going"
+    scored = score_completions(task, [right, right], [example] * 2, truncated=[True, False])
+    assert scored.scores == [0.0, 1.0] and scored.in_form == [False, True]
+    assert CountingTask.calls == 1  # only the finished reply was verified
