@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SEEDS=${SEEDS:-"0 1 2"}
-EXPERIMENT=learning_curve
+EXPERIMENT=${EXPERIMENT:-learning_curve}
 PY=.venv/bin/python
 HERE=experiments/learning_curve
 
