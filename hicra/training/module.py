@@ -43,7 +43,8 @@ from hicra.training.validation import ValidationTally
 class PolicyGradientModule(pl.LightningModule):
     def __init__(self, policy, tokenizer, algorithm: Algorithm, detector, task, sampler: HFSampler, optimizer_factory,
                  micro_batch_size: int = 8, max_grad_norm: float | None = 1.0, diagnostics=None,
-                 max_skipped_updates_in_a_row: int = 5, reference=None, format_reward: float = 0.0):
+                 max_skipped_updates_in_a_row: int = 5, reference=None, format_reward: float = 0.0,
+                 score_truncated: bool = False):
         super().__init__()
         self.automatic_optimization = False  # several updates per rollout batch, micro-batching, our own clipping
         if algorithm.needs_reference and reference is None:
@@ -55,6 +56,7 @@ class PolicyGradientModule(pl.LightningModule):
         self.optimizer_factory = optimizer_factory
         self.micro_batch_size, self.max_grad_norm = micro_batch_size, max_grad_norm
         self.format_reward = format_reward  # added to the reward of a reply whose answer is in the asked form
+        self.score_truncated = score_truncated  # False: a reply cut at the token budget scores 0 (strict)
         self.diagnostics = diagnostics  # hicra.training.hierarchy_diagnostics.HierarchyDiagnostics or None
         self.faults = FaultCounter(max_skipped_updates_in_a_row)
         self.stopwatch = Stopwatch()  # a fresh one (on the module's device) for every training step
@@ -150,9 +152,10 @@ class PolicyGradientModule(pl.LightningModule):
         return texts, self._score(texts, examples, rollout)
 
     def _score(self, texts: list[str], examples: list, rollout: RolloutBatch) -> ScoredBatch:
-        """Correctness and answer form (0 for a reply cut at the token budget); a scorer failure scores that sample 0
-        and is counted (faults/reward_errors)."""
-        scored = score_completions(self.task, texts, examples, rollout.truncated.tolist())
+        """Correctness and answer form (0 for a reply cut at the token budget unless `score_truncated`); a scorer
+        failure scores that sample 0 and is counted (faults/reward_errors)."""
+        truncated = None if self.score_truncated else rollout.truncated.tolist()
+        scored = score_completions(self.task, texts, examples, truncated)
         self.faults.count_scoring(scored.errors, self.task, self.loggers)
         return scored
 

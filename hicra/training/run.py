@@ -97,6 +97,8 @@ def preflight(cfg: DictConfig, choices: dict[str, str]):
             not 0 <= cfg.format_reward < 1:
         raise ConfigError(f"format_reward={cfg.format_reward!r} is not allowed; use a number in [0, 1) (below a "
                           f"correct answer's 1, so a right answer always outscores a well-formatted wrong one)")
+    if not isinstance(cfg.score_truncated, bool):
+        raise ConfigError(f"score_truncated={cfg.score_truncated!r} is not allowed; use true or false")
     if int(cfg.trainer.max_steps) < 1:
         raise ConfigError(f"trainer.max_steps={cfg.trainer.max_steps} is not allowed; use an integer >= 1")
     sampler = build(cfg.rollout)
@@ -188,7 +190,7 @@ def build_module(cfg: DictConfig, algorithm, sampler, task, num_batches: int):
                                   diagnostics=build(cfg.diagnostics, tokenizer=bundle.tokenizer)
                                   if cfg.get("diagnostics") else None,
                                   reference=build_reference(bundle.model, needed=algorithm.needs_reference),
-                                  format_reward=cfg.format_reward)
+                                  format_reward=cfg.format_reward, score_truncated=cfg.score_truncated)
     return bundle, datamodule, module
 
 

@@ -11,7 +11,7 @@ from hicra.errors import TrainingError
 from hicra.training.module import PolicyGradientModule
 from hicra.training.run import train
 
-PARITY = ["task._target_=support.ParityTask"]
+PARITY = ["task._target_=support.ParityTask", "score_truncated=true"]
 
 
 def _run(compose_cfg, tmp_path, *overrides):
@@ -67,7 +67,7 @@ def test_too_many_skips_in_a_row_stop_with_a_clear_message(compose_cfg, tmp_path
 
 
 def test_a_failing_reward_scores_zero_and_is_counted(compose_cfg, tmp_path):
-    summary = _run(compose_cfg, tmp_path, "task._target_=support.FlakyTask", "trainer.max_steps=2")
+    summary = _run(compose_cfg, tmp_path, "task._target_=support.FlakyTask", "score_truncated=true", "trainer.max_steps=2")
     assert summary["steps"] == 2
     errors = [row["faults/reward_errors"] for row in summary["train_history"]]
     assert errors[-1] > 0 and errors == sorted(errors)  # cumulative over the run

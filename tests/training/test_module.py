@@ -8,7 +8,7 @@ from support import TINY_RUN
 
 from hicra.training.run import train
 
-PARITY = ["task._target_=support.ParityTask"]  # mixed rewards on a random model: non-zero advantages
+PARITY = ["task._target_=support.ParityTask", "score_truncated=true"]  # mixed rewards on a random model: non-zero advantages
 
 
 def _run(compose_cfg, tmp_path, *overrides):

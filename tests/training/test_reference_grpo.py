@@ -12,8 +12,9 @@ from hicra.training.module import PolicyGradientModule
 REWARDS = torch.tensor([1.0, 0, 0, 1, 0, 0, 0, 1])  # 2 groups of 4, mixed outcomes
 
 
-def _reference_loss(model, rollout, rewards, group_size: int) -> torch.Tensor:
-    """GRPO (token-mean, on-policy so the ratio is 1 with gradient d ratio = d log pi) from first principles."""
+def _reference_loss(model, rollout, rewards, group_size: int, temperature: float) -> torch.Tensor:
+    """GRPO (token-mean, on-policy so the ratio is 1 with gradient d ratio = d log pi) from first principles; log pi is
+    the sampling distribution, logits / temperature."""
     groups = rewards.view(-1, group_size)
     advantages = ((groups - groups.mean(1, keepdim=True)) / (groups.std(1, keepdim=True) + 1e-6)).flatten()
     terms, count = [], 0
@@ -22,7 +23,7 @@ def _reference_loss(model, rollout, rewards, group_size: int) -> torch.Tensor:
         response = rollout.response_ids[i][rollout.response_mask[i]]
         ids = torch.cat([prompt, response])[None]
         logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1]  # positions that predict the response
-        logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, response[:, None]).squeeze(-1)
+        logp = torch.log_softmax(logits.float() / temperature, dim=-1).gather(-1, response[:, None]).squeeze(-1)
         ratio = torch.exp(logp - logp.detach())
         terms.append(-(ratio * advantages[i]).sum())  # clipping is inactive at ratio 1
         count += len(response)
@@ -47,7 +48,8 @@ def test_grpo_loss_and_gradient_match_a_reference_computation(compose_cfg):
     fast = {n: p.grad.clone() for n, p in bundle.model.named_parameters()}
 
     bundle.model.zero_grad(set_to_none=True)
-    reference = _reference_loss(bundle.model, rollout, REWARDS, group_size=4)
+    assert sampler.temperature != 1.0  # the temperature is exercised (the embedded default samples at 0.7)
+    reference = _reference_loss(bundle.model, rollout, REWARDS, group_size=4, temperature=sampler.temperature)
     reference.backward()
     assert abs(float(reference)) > 1e-3  # unequal lengths: the on-policy loss value is not trivially 0
     assert abs(metrics["loss/policy"] - float(reference)) < 1e-5

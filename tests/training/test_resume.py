@@ -17,7 +17,7 @@ from hicra.errors import ConfigError
 from hicra.training.checkpointing import AtomicCheckpointIO, resolve_checkpoint
 
 STEPS = 4  # checkpoints at 2 and 4, validation at 0, 3, 4: the kill lands mid-run with steps left to replay
-RUN = [*TINY_RUN, "task._target_=support.ParityTask", "algorithm=hicra", "planner=random", "seed=5",
+RUN = [*TINY_RUN, "task._target_=support.ParityTask", "score_truncated=true", "algorithm=hicra", "planner=random", "seed=5",
        f"trainer.max_steps={STEPS}", "checkpoint_every_n_steps=2", "val_every_n_steps=3"]
 
 
