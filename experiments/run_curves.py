@@ -14,6 +14,7 @@ from hicra.metrics.stats import mean_ci
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_URI = f"sqlite:///{ROOT / 'outputs' / 'mlflow.db'}"
 VAL_KEYS = ("val/accuracy", "val/boxed_frac", "val/truncated_frac", "val/response_length")
+SEED_STYLES = ("-", "--", ":", "-.")
 
 
 def client_for(uri: str = DEFAULT_URI):
@@ -100,10 +101,11 @@ def plot_accuracy(arms: dict[str, dict[int, dict]], path: Path, baseline: tuple[
                 for row, m in zip(curve, mean)]
         by_step.fill_between(steps, low, high, color=c, alpha=0.2)
         by_step.plot(steps, mean, color=c, marker="o", label=f"{arm}: mean, 95% CI over {len(per_seed)} seeds")
-        for seed, run in per_seed.items():
-            by_step.plot(run["steps"], run["val/accuracy"], color=c, lw=0.7, alpha=0.4, ls="--")
-            by_time.plot([t / 60 for t in run["seconds"]], run["val/accuracy"], color=c, marker=".", alpha=0.7,
-                         label=f"{arm}, seed {seed}")
+        for index, (seed, run) in enumerate(per_seed.items()):
+            style = SEED_STYLES[index % len(SEED_STYLES)]  # one line style per seed, the arm's colour
+            by_step.plot(run["steps"], run["val/accuracy"], color=c, lw=0.7, alpha=0.4, ls=style)
+            by_time.plot([t / 60 for t in run["seconds"]], run["val/accuracy"], color=c, ls=style, marker=".",
+                         alpha=0.8, label=f"{arm}, seed {seed}")
     if baseline is not None:
         for ax in (by_step, by_time):
             ax.axhline(baseline[1], color="grey", ls=":", lw=1, label=baseline[0])
