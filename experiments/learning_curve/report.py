@@ -18,16 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from run_curves import (  # noqa: E402
-    DEFAULT_URI,
-    ci_text,
-    client_for,
-    mean_curve,
-    newest_per_seed,
-    plot_accuracy,
-    provenance,
-    run_curves,
-)
+import run_curves as rc  # noqa: E402
 
 from hicra.metrics.stats import mean_ci  # noqa: E402
 
@@ -47,14 +38,14 @@ def lenient_base_runs(client, experiment: str) -> list:
 
 
 def collect(client, experiment: str) -> dict:
-    runs = newest_per_seed(client, experiment)
+    runs = rc.newest_per_seed(client, experiment)
     if not runs:
         raise SystemExit(f"no finished training runs in MLflow experiment '{experiment}'")
-    per_seed = {seed: run_curves(client, run) for seed, run in runs.items()}
+    per_seed = {seed: rc.run_curves(client, run) for seed, run in runs.items()}
     lenient = lenient_base_runs(client, experiment)
     first = next(iter(runs.values()))
     return {
-        "experiment": experiment, "seeds": list(per_seed), "per_seed": per_seed, "curve": mean_curve(per_seed),
+        "experiment": experiment, "seeds": list(per_seed), "per_seed": per_seed, "curve": rc.mean_curve(per_seed),
         "gain": mean_ci([r["val/accuracy"][-1] - r["val/accuracy"][0] for r in per_seed.values()]).__dict__,
         "wall_s": mean_ci([r["wall_s"] for r in per_seed.values()]).__dict__,
         "setup": {k: first.data.params[k] for k in SETUP_KEYS if k in first.data.params},
@@ -65,7 +56,7 @@ def collect(client, experiment: str) -> dict:
 
 def markdown(results: dict, command: str) -> str:
     per_seed = results["per_seed"]
-    commits, machine = provenance(per_seed)
+    commits, machine = rc.provenance(per_seed)
     gain = results["gain"]
     lines = [
         "# Learning curve of the embedded default (`make train`)",
@@ -77,7 +68,7 @@ def markdown(results: dict, command: str) -> str:
         f"| commit | {commits} |",
         f"| machine | {machine} |",
         f"| written | {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} |",
-        f"| wall time per run | {ci_text(results['wall_s'], 0)} s (mean [95% CI] over seeds: model load, validations, "
+        f"| wall time per run | {rc.ci_text(results['wall_s'], 0)} s (mean [95% CI] over seeds: model load, validations, "
         "steps) |",
         "",
         "| setting | value |", "|---|---|",
@@ -88,11 +79,11 @@ def markdown(results: dict, command: str) -> str:
         "",
         "| step | mean wall time | accuracy | boxed | truncated | reply length (tokens) |",
         "|---|---|---|---|---|---|",
-        *[f"| {row['step']} | {row['seconds_mean'] / 60:.1f} min | {ci_text(row['val/accuracy'])} | "
+        *[f"| {row['step']} | {row['seconds_mean'] / 60:.1f} min | {rc.ci_text(row['val/accuracy'])} | "
           f"{row['val/boxed_frac']['mean']:.3f} | {row['val/truncated_frac']['mean']:.3f} | "
           f"{row['val/response_length']['mean']:.1f} |" for row in results["curve"]],
         "",
-        f"**Gain over the base model (final minus step 0): {ci_text(gain)}**"
+        f"**Gain over the base model (final minus step 0): {rc.ci_text(gain)}**"
         + ("; the interval excludes 0." if gain["low"] is not None and gain["low"] > 0 else "."),
         "",
         "| seed | run | step 0 | final | gain | final boxed | final truncated | train truncated (last step) | wall time |",
@@ -113,15 +104,15 @@ def markdown(results: dict, command: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="learning_curve")
-    parser.add_argument("--tracking-uri", default=DEFAULT_URI)
+    parser.add_argument("--tracking-uri", default=rc.DEFAULT_URI)
     parser.add_argument("--command", default="experiments/learning_curve/run.sh")
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--has-seed", type=int, default=None)
     parser.add_argument("--has-lenient-base", action="store_true")
     args = parser.parse_args()
-    client = client_for(args.tracking_uri)
+    client = rc.client_for(args.tracking_uri)
     if args.has_seed is not None:
-        return 0 if args.has_seed in newest_per_seed(client, args.experiment) else 1
+        return 0 if args.has_seed in rc.newest_per_seed(client, args.experiment) else 1
     if args.has_lenient_base:
         return 0 if lenient_base_runs(client, args.experiment) else 1
     results = collect(client, args.experiment)
@@ -130,9 +121,9 @@ def main() -> int:
     baseline = None
     if results["lenient_base_accuracy"] is not None:
         baseline = ("base model, last number read (lenient)", results["lenient_base_accuracy"])
-    plot_accuracy({"HICRA (make train)": results["per_seed"]}, args.out / "learning_curve.png", baseline)
+    rc.plot_accuracy({"HICRA (make train)": results["per_seed"]}, args.out / "learning_curve.png", baseline)
     (args.out / "RESULTS.md").write_text(markdown(results, args.command), encoding="utf-8")
-    print(f"wrote {args.out / 'RESULTS.md'}, learning_curve.png, results.json; gain {ci_text(results['gain'])}")
+    print(f"wrote {args.out / 'RESULTS.md'}, learning_curve.png, results.json; gain {rc.ci_text(results['gain'])}")
     return 0
 
 

@@ -18,16 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from run_curves import (  # noqa: E402
-    DEFAULT_URI,
-    ci_text,
-    client_for,
-    mean_curve,
-    newest_per_seed,
-    plot_accuracy,
-    provenance,
-    run_curves,
-)
+import run_curves as rc  # noqa: E402
 
 from hicra.metrics.stats import mean_ci, welch_diff_ci  # noqa: E402
 
@@ -35,7 +26,7 @@ ARMS = {"hicra": "hicra GRPO", "trl": "TRL GRPOTrainer"}
 
 
 def arm_runs(client, experiment: str, arm: str) -> dict[int, object]:
-    return newest_per_seed(client, experiment, f"tags.framework = '{arm}'")
+    return rc.newest_per_seed(client, experiment, f"tags.framework = '{arm}'")
 
 
 def verdict(diff: dict, wall_ratio: float) -> str:
@@ -50,7 +41,7 @@ def verdict(diff: dict, wall_ratio: float) -> str:
 
 
 def collect(client, experiment: str) -> dict:
-    arms = {arm: {seed: run_curves(client, run) for seed, run in arm_runs(client, experiment, arm).items()}
+    arms = {arm: {seed: rc.run_curves(client, run) for seed, run in arm_runs(client, experiment, arm).items()}
             for arm in ARMS}
     missing = [ARMS[a] for a, runs in arms.items() if not runs]
     if missing:
@@ -60,7 +51,7 @@ def collect(client, experiment: str) -> dict:
     diff = welch_diff_ci(finals["hicra"], finals["trl"]).__dict__
     wall_ratio = (sum(walls["hicra"]) / len(walls["hicra"])) / (sum(walls["trl"]) / len(walls["trl"]))
     return {
-        "experiment": experiment, "arms": arms, "curves": {arm: mean_curve(runs) for arm, runs in arms.items()},
+        "experiment": experiment, "arms": arms, "curves": {arm: rc.mean_curve(runs) for arm, runs in arms.items()},
         "final": {arm: mean_ci(v).__dict__ for arm, v in finals.items()},
         "gain": {arm: mean_ci([r["val/accuracy"][-1] - r["val/accuracy"][0] for r in runs.values()]).__dict__
                  for arm, runs in arms.items()},
@@ -72,14 +63,14 @@ def collect(client, experiment: str) -> dict:
 
 def markdown(results: dict, command: str) -> str:
     arms = results["arms"]
-    commits, machine = provenance({**arms["hicra"], **{-1 - s: r for s, r in arms["trl"].items()}})
+    commits, machine = rc.provenance({**arms["hicra"], **{-1 - s: r for s, r in arms["trl"].items()}})
     rows = []
     for arm, label in ARMS.items():
         last = results["curves"][arm][-1]
-        rows.append(f"| {label} | {len(arms[arm])} | {ci_text(results['curves'][arm][0]['val/accuracy'])} | "
-                    f"{ci_text(results['final'][arm])} | {ci_text(results['gain'][arm])} | "
+        rows.append(f"| {label} | {len(arms[arm])} | {rc.ci_text(results['curves'][arm][0]['val/accuracy'])} | "
+                    f"{rc.ci_text(results['final'][arm])} | {rc.ci_text(results['gain'][arm])} | "
                     f"{last['val/boxed_frac']['mean']:.3f} | {last['val/truncated_frac']['mean']:.3f} | "
-                    f"{ci_text(results['wall_s'][arm], 0)} s |")
+                    f"{rc.ci_text(results['wall_s'][arm], 0)} s |")
     per_run = [f"| {ARMS[arm]} | {seed} | `{r['run_id'][:8]}` | {r['val/accuracy'][0]:.3f} | "
                f"{r['val/accuracy'][-1]:.3f} | {r['val/truncated_frac'][-1]:.3f} | {r['wall_s'] / 60:.1f} min |"
                for arm in ARMS for seed, r in arms[arm].items()]
@@ -104,7 +95,7 @@ def markdown(results: dict, command: str) -> str:
         "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        f"**hicra minus TRL, final held-out accuracy: {ci_text(results['diff_hicra_minus_trl'])}** (Welch 95%). "
+        f"**hicra minus TRL, final held-out accuracy: {rc.ci_text(results['diff_hicra_minus_trl'])}** (Welch 95%). "
         f"Verdict: {results['verdict']}",
         "",
         "| arm | seed | run | step 0 | final | final truncated | wall time |",
@@ -119,21 +110,21 @@ def markdown(results: dict, command: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="learning_parity")
-    parser.add_argument("--tracking-uri", default=DEFAULT_URI)
+    parser.add_argument("--tracking-uri", default=rc.DEFAULT_URI)
     parser.add_argument("--command", default="experiments/learning_parity/run.sh")
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--has", choices=sorted(ARMS), default=None)
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
-    client = client_for(args.tracking_uri)
+    client = rc.client_for(args.tracking_uri)
     if args.has is not None:
         return 0 if args.seed in arm_runs(client, args.experiment, args.has) else 1
     results = collect(client, args.experiment)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-    plot_accuracy({label: results["arms"][arm] for arm, label in ARMS.items()}, args.out / "learning_parity.png")
+    rc.plot_accuracy({label: results["arms"][arm] for arm, label in ARMS.items()}, args.out / "learning_parity.png")
     (args.out / "RESULTS.md").write_text(markdown(results, args.command), encoding="utf-8")
-    print(f"wrote {args.out / 'RESULTS.md'}; hicra - TRL {ci_text(results['diff_hicra_minus_trl'])}; "
+    print(f"wrote {args.out / 'RESULTS.md'}; hicra - TRL {rc.ci_text(results['diff_hicra_minus_trl'])}; "
           f"{results['verdict']}")
     return 0
 
