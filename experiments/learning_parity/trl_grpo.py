@@ -89,10 +89,17 @@ def main() -> int:
 
     eos_ids = set(eos_token_ids(bundle.tokenizer, bundle.model))
 
+    last: dict = {}
+
     def scored(completions, completion_ids, example_index):
-        """hicra's own scoring of TRL's completions: a reply without EOS (cut at the budget) scores 0, not in form."""
-        truncated = [not eos_ids.intersection(ids) for ids in completion_ids]
-        return score_completions(task, completions, [examples[i] for i in example_index], truncated)
+        """hicra's own scoring of TRL's completions (a reply without EOS, cut at the budget, scores 0 and is not in
+        form); both reward functions see the same batch, so it is verified once."""
+        key = (tuple(completions), tuple(example_index))
+        if last.get("key") != key:
+            truncated = [not eos_ids.intersection(ids) for ids in completion_ids]
+            last.update(key=key, value=score_completions(task, completions, [examples[i] for i in example_index],
+                                                         truncated))
+        return last["value"]
 
     def correctness(prompts, completions, completion_ids, example_index, **_):
         return scored(completions, completion_ids, example_index).scores
