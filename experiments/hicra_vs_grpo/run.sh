@@ -1,24 +1,48 @@
 #!/usr/bin/env bash
-# The whole study in one command: train the five arms x 3 seeds, evaluate every run on its own held-out questions
-# with the paper's protocol, compare the arms, and write experiments/hicra_vs_grpo/RESULTS.md.
-#   experiments/hicra_vs_grpo/run.sh                 # SIZE=cpu: about 1.5 h on a 2-core CPU
-#   SIZE=gpu experiments/hicra_vs_grpo/run.sh        # full size, one GPU
-# Extra arguments are Hydra overrides for the training runs. TRACKING_URI points all stages at another store.
+# The whole study in one command: train every arm x seed on the embedded default (make train's setting, strict
+# scoring), evaluate every run and the base model on the same 200 held-out questions, write RESULTS.md.
+#   experiments/hicra_vs_grpo/run.sh                          # SIZE=cpu: 3 arms x 3 seeds, about 75 min on 2 cores
+#   ARMS="grpo hicra placebo entropy_reg high_entropy" SEEDS="0 1 2 3 4" experiments/hicra_vs_grpo/run.sh
+#   SIZE=gpu experiments/hicra_vs_grpo/run.sh                 # 4x the prompts per step, 4x the steps, 5 seeds
+# Resumable: an arm x seed with a finished training run (tag `arm`) in MLflow experiment `hicra_vs_grpo` is skipped,
+# and hicra-eval skips checkpoints it has already evaluated, so a study can be finished over several sittings.
+# Extra arguments are Hydra overrides for the training runs; TRACKING_URI points every stage at another store.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 HERE=experiments/hicra_vs_grpo
+PY=.venv/bin/python
 SIZE=${SIZE:-cpu}
+ARMS=${ARMS:-"grpo hicra placebo"}
 URI=${TRACKING_URI:-sqlite:///$PWD/outputs/mlflow.db}
-START=$(date +%s)
-make setup
 case "$SIZE" in
-  cpu) EVAL=(protocol.num_samples=4 max_new_tokens=48 batch_size=32) ;;   # k=4 at T=0.6 (the paper's AMC23 k)
-  gpu) EVAL=(max_new_tokens=256 batch_size=64) ;;                           # the paper's k=8 at T=0.6
+  cpu) SEEDS=${SEEDS:-"0 1 2"}; BUDGET=() ;;   # conf/train.yaml unchanged: 15 steps of 4 prompts x 8, 64 new tokens
+  gpu) SEEDS=${SEEDS:-"0 1 2 3 4"}
+       BUDGET=(trainer=gpu prompts_per_step=16 trainer.max_steps=60 val_every_n_steps=10 checkpoint_every_n_steps=20) ;;
   *) echo "run.sh: SIZE='$SIZE' is not allowed; use SIZE=cpu or SIZE=gpu" >&2; exit 2 ;;
 esac
-SIZE=$SIZE $HERE/train.sh "logger.tracking_uri=$URI" "$@"
-.venv/bin/hicra-eval checkpoint=experiment:hicra_vs_grpo benchmark=held_out protocol=paper \
-  "logger.tracking_uri=$URI" "${EVAL[@]}"
-.venv/bin/hicra-compare --experiment hicra_vs_grpo --tracking-uri "$URI" --out $HERE/results --threshold 0.25
-.venv/bin/python $HERE/write_results.py --results $HERE/results --tracking-uri "$URI" --seconds $(( $(date +%s) - START )) \
-  --command "SIZE=$SIZE $HERE/run.sh $*"
+REPORT=($PY $HERE/report.py --tracking-uri "$URI")
+
+make setup
+# Seeds outermost: an interrupted study still has every arm of the seeds it finished. Per seed, the missing arms run
+# as one Hydra multirun.
+for seed in $SEEDS; do
+  missing=$("${REPORT[@]}" --missing --seed "$seed" --arms $ARMS)
+  if [ -z "$missing" ]; then
+    echo "seed $seed: every arm has a finished run, skipped"
+    continue
+  fi
+  .venv/bin/hicra-train -m seed="$seed" experiment="$missing" "logger.tracking_uri=$URI" "${BUDGET[@]}" "$@"
+done
+
+# The paper's evaluation at this task's scale: pass@1 from k = 4 samples at T = 0.6, top-p 0.95 (its AMC23 protocol),
+# strict \boxed{}, on each run's own held-out questions; 128 new tokens, twice the training budget, so the budget does
+# not decide the score (eval/truncated_frac says how often it still does).
+EVAL=(benchmark=held_out protocol=paper protocol.num_samples=4 max_new_tokens=128 batch_size=25
+      "logger.tracking_uri=$URI" logger.experiment_name=hicra_vs_grpo)
+.venv/bin/hicra-eval checkpoint=experiment:hicra_vs_grpo "${EVAL[@]}"
+# The base model as its own row: the same questions and protocol, with the training runs' system prompt.
+if ! "${REPORT[@]}" --has-base; then
+  SYSTEM_PROMPT=$($PY -c "from omegaconf import OmegaConf; print(OmegaConf.load('conf/train.yaml').system_prompt)")
+  .venv/bin/hicra-eval model=smollm2_135m task=chain_sum "system_prompt='${SYSTEM_PROMPT//\\/\\\\}'" "${EVAL[@]}"
+fi
+"${REPORT[@]}" --command "SIZE=$SIZE ARMS=\"$ARMS\" SEEDS=\"$SEEDS\" $HERE/run.sh $*"
