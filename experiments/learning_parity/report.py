@@ -81,7 +81,8 @@ def markdown(results: dict, command: str) -> str:
         "reward = correctness + format_reward x boxed, 4 prompts x 8 samples, 64 new tokens, T = 0.7, AdamW 3e-5",
         "constant, clip 0.2/0.28, beta 0, token-mean loss), the same prompt batches in the same order per seed;",
         "TRL's side is `trl_grpo.py` (the mapping: `benchmarks/bench_trl.grpo_config`). Held-out accuracy for both:",
-        "hicra's greedy, strict protocol on the task's held-out questions at steps 0, 10, 20, 30.",
+        "hicra's greedy, strict protocol on the task's held-out questions at steps "
+        f"{', '.join(str(row['step']) for row in results['curves']['hicra'])}.",
         "",
         "| arm | seeds | step 0 | final accuracy | gain | final boxed | final truncated | wall time per run |",
         "|---|---|---|---|---|---|---|---|",
