@@ -21,7 +21,7 @@ class HighEntropyDetector:
     needs_entropy = True
     marks_planning = True
 
-    def __init__(self, rho: float = 0.2, tokenizer=None):  # every detector takes the tokenizer; this one needs none
+    def __init__(self, rho: float = 0.3, tokenizer=None):  # every detector takes the tokenizer; this one needs none
         if not (isinstance(rho, (int, float)) and 0.0 < rho <= 1.0 and math.isfinite(rho)):
             raise ValueError(f"planner.rho={rho!r} is invalid; allowed: a number in (0, 1]")
         self.rho = float(rho)

@@ -52,3 +52,10 @@ class HierarchyDiagnostics:
         in_top, top_in_plan = top_entropy_overlap(entropies, grams, response_mask, self.top_entropy_fraction)
         metrics |= {"hicra/planning_in_top_entropy_frac": in_top, "hicra/top_entropy_in_planning_frac": top_in_plan}
         return metrics
+
+    def state_dict(self) -> dict:
+        """The first step's NLL references: without them a resumed run's relative perplexity would restart at 1."""
+        return {"reference_nll": dict(self.reference_nll)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reference_nll = dict(state["reference_nll"])

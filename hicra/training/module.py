@@ -265,7 +265,8 @@ class PolicyGradientModule(pl.LightningModule):
         """Everything besides weights/optimizer/loops that a resumed run needs to continue exactly."""
         checkpoint["hicra"] = {"rng": rng_state(), "faults": dict(self.faults.counts),
                                "train_history": self.train_history, "val_history": self.val_history,
-                               "detector": self.detector.state_dict() if hasattr(self.detector, "state_dict") else None}
+                               "detector": self.detector.state_dict() if hasattr(self.detector, "state_dict") else None,
+                               "diagnostics": self.diagnostics.state_dict() if self.diagnostics is not None else None}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("hicra")
@@ -276,6 +277,8 @@ class PolicyGradientModule(pl.LightningModule):
         self.train_history, self.val_history = list(state["train_history"]), list(state["val_history"])
         if state["detector"] is not None:
             self.detector.load_state_dict(state["detector"])
+        if state.get("diagnostics") is not None and self.diagnostics is not None:  # absent in older checkpoints
+            self.diagnostics.load_state_dict(state["diagnostics"])
 
     def transfer_batch_to_device(self, batch: dict, device, dataloader_idx: int) -> dict:
         return batch  # prompts are strings; the sampler tokenizes them onto the policy's device

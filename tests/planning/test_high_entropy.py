@@ -52,7 +52,7 @@ def test_rho_one_marks_every_valid_token():
 
 def test_errors_and_flags():
     det = HighEntropyDetector()
-    assert det.rho == 0.2 and det.needs_entropy and det.marks_planning
+    assert det.rho == 0.3 and det.needs_entropy  # the paper's "top 30%" (Fig. 10) and det.marks_planning
     assert isinstance(det, PlanningDetector)
     ids, valid = torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.bool)
     with pytest.raises(ValueError, match="entropies"):

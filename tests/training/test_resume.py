@@ -1,5 +1,6 @@
 """Crash-safe checkpoints: a run killed with SIGKILL resumes into the same MLflow run and ends exactly where an
-uninterrupted run with the same seed ends (weights, optimizer state, step count, metric history)."""
+uninterrupted run with the same seed ends (weights, optimizer state, step count, metric history, the relative
+perplexity's first-step reference)."""
 
 from __future__ import annotations
 
@@ -76,7 +77,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     by_dir = {Path(r.data.tags["hicra.run_dir"]).name: r for r in runs}
     resumed_run, straight_run = by_dir["resumed"], by_dir["straight"]
     assert resumed_run.info.status == "FINISHED"
-    for key in ("train/reward_mean", "loss/policy", "val/accuracy", "faults/skipped_updates"):
+    # rel_ppl_execution divides by the first step's NLL, which only the checkpoint carries across the kill
+    for key in ("train/reward_mean", "loss/policy", "val/accuracy", "faults/skipped_updates",
+                "hicra/rel_ppl_execution"):
         assert _history(client, resumed_run.info.run_id, key) == _history(client, straight_run.info.run_id, key)
     steps = [s for s, _ in _history(client, resumed_run.info.run_id, "train/reward_mean")]
     assert steps == list(range(STEPS))  # every step once: no gap, no duplicate
