@@ -48,6 +48,7 @@ from hicra.training.checkpointing import (
 from hicra.training.data import PromptDataModule, check_ranks_divide
 from hicra.training.distributed import full_state_dict
 from hicra.training.module import PolicyGradientModule
+from hicra.training.precision import check_updates_survive
 from hicra.training.summary import format_summary
 
 # Lightning notices that prompts bypass device transfer (on purpose: they are strings) and advertises services.
@@ -202,11 +203,12 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     ckpt, resume_run_id = find_resume_point(cfg, out_dir)
     # Under DDP/FSDP Lightning starts this same command once per rank; only rank 0 owns the MLflow run and the files.
     is_main = rank_zero_only.rank == 0
-    logger = build_logger(cfg, choices, resume_run_id) if is_main else None
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     num_batches = math.ceil(cfg.trainer.max_steps / algorithm.num_iterations)
     bundle, datamodule, module = build_module(cfg, algorithm, sampler, task, num_batches)
+    check_updates_survive(bundle.model, cfg.optim, cfg.trainer.get("precision", "32-true"))  # before any MLflow run
+    logger = build_logger(cfg, choices, resume_run_id) if is_main else None
     if logger is not None:
         log_run_metadata(logger, cfg, choices, out_dir, resumed_from=ckpt)
     callbacks = [CorrectCompletionsRecorder(out_dir), TQDMProgressBar(refresh_rate=1)]  # every rank's successes
