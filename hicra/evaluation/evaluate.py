@@ -32,15 +32,20 @@ class Job:
     benchmark: str
     task: Task
     examples: list[Example]
+    num_samples: int  # the protocol's k for this benchmark
+    max_new_tokens: int  # the generation budget: eval's own, else the training run's
     earlier: object | None = None  # an eval run that already has this result (a resumed study)
 
 
 def check_settings(cfg: DictConfig) -> None:
     if cfg.limit is not None and (isinstance(cfg.limit, bool) or not isinstance(cfg.limit, int) or cfg.limit < 1):
         raise ConfigError(f"limit={cfg.limit} is not allowed; use null (every problem) or an integer >= 1")
-    for key in ("batch_size", "max_new_tokens", "max_prompt_tokens"):
+    for key in ("batch_size", "max_new_tokens", "max_prompt_tokens", "base_max_new_tokens"):
+        if key == "max_new_tokens" and cfg[key] is None:
+            continue  # null = the evaluated run's own budget
         if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ConfigError(f"{key}={cfg[key]} is not allowed; use an integer >= 1")
+            raise ConfigError(f"{key}={cfg[key]} is not allowed; use an integer >= 1"
+                              + (" or null (the training run's budget)" if key == "max_new_tokens" else ""))
 
 
 def pick_device(name: str) -> torch.device:
@@ -59,6 +64,17 @@ def source_task(source: src.Source, cfg: DictConfig) -> Task:
     """The task a checkpoint trained on: its run's resolved `task`, else eval.yaml's `task` group."""
     node = source.resolved.task if source.resolved is not None and "task" in source.resolved else cfg.task
     return build(node)
+
+
+def generation_budget(source: src.Source, cfg: DictConfig) -> int:
+    """max_new_tokens, else the training run's rollout.max_new_tokens (what it learned to answer within), else
+    base_max_new_tokens for a model without a run."""
+    if cfg.max_new_tokens is not None:
+        return int(cfg.max_new_tokens)
+    rollout = source.resolved.get("rollout") if source.resolved is not None else None
+    if rollout is not None and rollout.get("max_new_tokens") is not None:
+        return int(rollout.max_new_tokens)
+    return int(cfg.base_max_new_tokens)
 
 
 def system_prompt(source: src.Source, cfg: DictConfig) -> str | None:
@@ -89,7 +105,7 @@ def eval_tags(source: src.Source, job: Job, protocol_name: str, cfg: DictConfig,
     return tags
 
 
-def plan(cfg: DictConfig, benchmark, client, choices: dict[str, str],
+def plan(cfg: DictConfig, benchmark, protocol, client, choices: dict[str, str],
          params: dict[str, str]) -> tuple[list[Job], list[str]]:
     """Every check that can run before a model loads: sources, questions, earlier results."""
     checkpoint = None if cfg.checkpoint is None else str(cfg.checkpoint)
@@ -99,7 +115,11 @@ def plan(cfg: DictConfig, benchmark, client, choices: dict[str, str],
     jobs = []
     for source in sources:
         task = benchmark.task if benchmark.task is not None else source_task(source, cfg)
-        job = Job(source, benchmark.name or task.name, task, questions(task, cfg.limit))
+        if protocol.strict and hasattr(task, "last_number_fallback"):
+            task.last_number_fallback = False  # strict \boxed{} scoring, as the protocol says
+        name = benchmark.name or task.name
+        job = Job(source, name, task, questions(task, cfg.limit), protocol.samples_for(name),
+                  generation_budget(source, cfg))
         if resumable:
             job.earlier = earlier_eval(earlier_runs, source.run_id, params)
         jobs.append(job)
@@ -111,7 +131,6 @@ def evaluate(cfg: DictConfig, choices: dict[str, str], out_dir: Path) -> list[di
     check_settings(cfg)
     protocol = build(cfg.protocol)
     benchmark = build(cfg.benchmark)
-    sampler = protocol.sampler(cfg.max_new_tokens, cfg.max_prompt_tokens)
     device = pick_device(str(cfg.device))
     logging_on = bool(cfg.logger.get("_target_"))
     client = None
@@ -121,7 +140,7 @@ def evaluate(cfg: DictConfig, choices: dict[str, str], out_dir: Path) -> list[di
                                why=f"checkpoint={cfg.checkpoint}")
     resolved = OmegaConf.to_container(cfg, resolve=True)
     params = flatten(resolved)
-    jobs, notes = plan(cfg, benchmark, client, choices, params)
+    jobs, notes = plan(cfg, benchmark, protocol, client, choices, params)
     out_dir.mkdir(parents=True, exist_ok=True)
     config_file = out_dir / "resolved.yaml"
     config_file.write_text(OmegaConf.to_yaml(resolved))
@@ -136,7 +155,7 @@ def evaluate(cfg: DictConfig, choices: dict[str, str], out_dir: Path) -> list[di
             rows.append(_row(job, protocol.name, {k: float(v) for k, v in job.earlier.data.metrics.items()},
                              job.earlier.info.run_id, earlier=True))
             continue
-        rows.append(run_job(job, index, protocol, sampler, cfg, device, client, params, config_file, out_dir))
+        rows.append(run_job(job, index, protocol, cfg, device, client, params, config_file, out_dir))
 
     table = format_table(rows, protocol.ks, protocol.greedy)
     md, js = write_results(rows, table, out_dir)
@@ -148,7 +167,7 @@ def evaluate(cfg: DictConfig, choices: dict[str, str], out_dir: Path) -> list[di
     return rows
 
 
-def run_job(job: Job, index: int, protocol, sampler, cfg: DictConfig, device, client, params: dict[str, str],
+def run_job(job: Job, index: int, protocol, cfg: DictConfig, device, client, params: dict[str, str],
             config_file: Path, out_dir: Path) -> dict:
     from transformers import set_seed
 
@@ -156,11 +175,13 @@ def run_job(job: Job, index: int, protocol, sampler, cfg: DictConfig, device, cl
     bundle = load_model(source, cfg, device)
     set_seed(cfg.seed)  # every checkpoint sees the same random stream
     start = time.perf_counter()
+    sampler = protocol.sampler(job.max_new_tokens, cfg.max_prompt_tokens)
     records = sample_answers(bundle.model, bundle.tokenizer, job.task, job.examples, sampler,
-                             num_samples=protocol.num_samples, greedy=protocol.greedy, batch_size=cfg.batch_size,
+                             num_samples=job.num_samples, greedy=protocol.greedy, batch_size=cfg.batch_size,
                              system_prompt=system_prompt(source, cfg), desc=f"{source.label} {job.benchmark}")
-    metrics = summarize(records, len(job.examples), protocol.num_samples, protocol.ks, protocol.greedy,
+    metrics = summarize(records, len(job.examples), job.num_samples, protocol.ks, protocol.greedy,
                         skipped_count(job.task))
+    metrics["eval/max_new_tokens"] = float(job.max_new_tokens)
     metrics["perf/eval_seconds"] = time.perf_counter() - start
     del bundle  # a study loads one checkpoint after another: free this one first
     gc.collect()

@@ -85,8 +85,9 @@ def test_train_then_evaluate_the_run(eval_cli, trained_run, tmp_path):
     store = trained_run.store_args()
     greedy = eval_cli([f"checkpoint={run_id}", "protocol=greedy", "limit=4", *FAST, *store], tmp_path / "greedy")
     assert greedy.returncode == 0, greedy.stderr[-3000:]
-    paper = eval_cli([f"checkpoint={run_id}", "protocol=paper", "protocol.num_samples=2", "limit=4", *FAST, *store],
-                     tmp_path / "paper")
+    # no max_new_tokens: the paper protocol generates within the run's own rollout budget
+    paper = eval_cli([f"checkpoint={run_id}", "protocol=paper", "protocol.num_samples=2", "limit=4", "batch_size=4",
+                      *store], tmp_path / "paper")
     assert paper.returncode == 0, paper.stderr[-3000:]
 
     training = client.get_run(run_id)
@@ -106,6 +107,8 @@ def test_train_then_evaluate_the_run(eval_cli, trained_run, tmp_path):
     greedy_metrics = by_protocol["greedy"].data.metrics
     assert greedy_metrics["eval/greedy_accuracy"] == greedy_metrics["eval/score"]
     assert by_protocol["paper"].data.metrics["eval/num_samples"] == 8
+    assert by_protocol["paper"].data.metrics["eval/max_new_tokens"] == float(training.data.params["rollout.max_new_tokens"])
+    assert greedy_metrics["eval/max_new_tokens"] == 8.0
 
     # The whole experiment, as a study would be evaluated: the greedy result exists, so it is skipped.
     study = eval_cli(["checkpoint=experiment:hicra", "protocol=greedy", "limit=4", *FAST, *store], tmp_path / "study")

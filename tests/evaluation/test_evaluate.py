@@ -78,3 +78,15 @@ def test_held_out_of_a_run_is_its_own_validation_set(compose_eval, store, tmp_pa
     (row,) = evaluate(cfg, {}, tmp_path)
     assert row["metrics"]["eval/num_problems"] == 4  # the run's task.val_size, not eval.yaml's task (32)
     assert row["metrics"]["eval/greedy_accuracy"] == row["metrics"]["eval/score"]
+
+
+@pytest.mark.parametrize("protocol,strict,samples", [("paper", True, 4), ("greedy", False, 1)])
+def test_paper_protocol_scores_strictly_with_its_k_and_budget(compose_eval, protocol, strict, samples):
+    from hicra.config.instantiate import build
+    from hicra.evaluation.evaluate import plan
+
+    cfg = compose_eval("model=tiny", "logger=none", f"protocol={protocol}", "task.last_number_fallback=true",
+                       "base_max_new_tokens=48")
+    (job,), _ = plan(cfg, build(cfg.benchmark), build(cfg.protocol), None, {"model": "tiny"}, {})
+    assert job.task.last_number_fallback is (not strict)  # the paper: strict \boxed{}, whatever the task says
+    assert job.num_samples == samples and job.max_new_tokens == 48  # no training run: base_max_new_tokens

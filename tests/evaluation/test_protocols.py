@@ -16,7 +16,10 @@ def test_every_protocol_option_instantiates(compose_eval):
     assert options == ["greedy", "paper", "pass_at_k"]
     built = {name: instantiate(compose_eval(f"protocol={name}").protocol) for name in options}
     paper, greedy, pass_k = built["paper"], built["greedy"], built["pass_at_k"]
-    assert (paper.num_samples, paper.temperature, paper.top_p, paper.greedy, paper.ks) == (8, 0.6, 0.95, False, (1,))
+    assert (paper.num_samples, paper.temperature, paper.top_p, paper.greedy, paper.ks) == (4, 0.6, 0.95, False, (1,))
+    assert paper.strict and not greedy.strict and not pass_k.strict  # the paper: strict \boxed{} matching
+    # the paper's k: 32 on AIME24/25, 4 on AMC23; 4 elsewhere (hicra's choice, said in conf/protocol/paper.yaml)
+    assert [paper.samples_for(b) for b in ("aime24", "AIME25", "amc23", "math500", "held_out")] == [32, 32, 4, 4, 4]
     assert (greedy.num_samples, greedy.greedy, greedy.ks) == (1, True, (1,))
     assert (pass_k.num_samples, pass_k.temperature, pass_k.ks) == (16, 1.0, (1, 2, 4, 8, 16))
     sampler = paper.sampler(max_new_tokens=32, max_prompt_tokens=64)
@@ -32,7 +35,11 @@ def test_pass_at_1_is_always_reported():
     ({"num_samples": 0}, "protocol.num_samples=0"),
     ({"num_samples": 4, "greedy": True}, "greedy"),
     ({"num_samples": 4, "ks": [8]}, "protocol.ks=[8]"),
-    ({"num_samples": 4, "ks": [0]}, "[1, protocol.num_samples=4]"),
+    ({"num_samples": 4, "ks": [0]}, "[1, 4]"),
+    ({"num_samples": 8, "samples_per_benchmark": {"aime": 2}, "ks": [4]}, "[1, 2]"),  # the fewest any benchmark gets
+    ({"num_samples": 4, "samples_per_benchmark": {"aime": 0}}, "protocol.samples_per_benchmark.aime=0"),
+    ({"num_samples": 1, "greedy": True, "samples_per_benchmark": {"aime": 4}}, "greedy"),
+    ({"num_samples": 4, "strict": "yes"}, "protocol.strict='yes'"),
     ({"num_samples": 4, "temperature": 0.0}, "protocol.temperature=0.0"),
     ({"num_samples": 4, "top_p": 1.5}, "protocol.top_p=1.5"),
 ])
