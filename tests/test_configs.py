@@ -28,7 +28,8 @@ def options(group: str) -> list[str]:
 
 
 def test_groups_have_the_contract_options():
-    assert {"grpo", "hicra", "entropy_reg"} <= set(options("algorithm"))
+    assert {"grpo", "hicra", "entropy_reg", "gspo", "dr_grpo", "grpo_kl_reward"} <= set(options("algorithm"))
+    assert {"adamw", "adamw_kahan"} <= set(options("optim"))
     assert {"none", "strategic_grams", "high_entropy"} <= set(options("planner"))
     assert {"smollm2_135m", "tiny", "hf"} <= set(options("model"))
     assert {"chain_sum", "basic_arithmetic", "gsm_symbolic", "countdown", "local_file"} <= set(options("task"))

@@ -27,7 +27,9 @@ from hicra.algorithms.losses import (
     aggregate_denominator,
     clipped_surrogate,
     kl_penalty,
+    kl_shaped_rewards,
     policy_loss,
+    sequence_clipped_surrogate,
 )
 from hicra.algorithms.spec import Algorithm
 from hicra.algorithms.transforms import hicra_token_advantages, identity_token_advantages
@@ -46,8 +48,10 @@ __all__ = [
     "hicra_token_advantages",
     "identity_token_advantages",
     "kl_penalty",
+    "kl_shaped_rewards",
     "logprobs_from_logits",
     "masked_mean",
     "masked_sum",
     "policy_loss",
+    "sequence_clipped_surrogate",
 ]

@@ -146,3 +146,51 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") ->
         return 0.5 * d.square()
     # expm1 keeps precision for small |d|; clamp removes the last-ulp negatives of the cancellation
     return (torch.expm1(-d) + d).clamp(min=0.0)
+
+
+def sequence_clipped_surrogate(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    token_advantages: Tensor,
+    response_mask: Tensor,
+    *,
+    clip_low: float = 3e-4,
+    clip_high: float = 4e-4,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """GSPO (Zheng et al. 2025), in its GSPO-token form, so that token-level advantages (HICRA's) still apply:
+
+        s[i]      = exp(mean_t (logprobs - old_logprobs))                   (sequence-level, length-normalised ratio)
+        s[i,t]    = sg(s[i]) * exp(logprobs - sg(logprobs))                 (value s[i], gradient s[i] * d logprobs)
+        loss[i,t] = -min(s[i,t] * A, clamp(s[i,t], 1 - clip_low, 1 + clip_high) * A)
+
+    With a sequence-constant A and `seq_mean_token_mean` aggregation this is GSPO's objective exactly. Clip ranges are
+    GSPO's (3e-4, 4e-4): a whole sequence's ratio is clipped, so the ranges are far narrower than per-token PPO's.
+    All inputs (B,T); returns (per-token loss (B,T), 0 on padding; the clipped_surrogate metrics over sequences).
+    """
+    if not (0.0 < clip_low < 1.0 and 0.0 < clip_high < 1.0):
+        raise ValueError(f"clip_low and clip_high must be in (0, 1), got {clip_low} and {clip_high}")
+    mask = response_mask.bool()  # (B,T)
+    log_ratio = torch.where(mask, logprobs - old_logprobs.detach(), torch.zeros_like(logprobs))  # (B,T)
+    seq_log_ratio = masked_mean(log_ratio, mask, dim=1).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # (B,)
+    safe_logprobs = torch.where(mask, logprobs, torch.zeros_like(logprobs))  # (B,T) no NaN from padding garbage
+    ratio = torch.exp(seq_log_ratio.detach()[:, None] + safe_logprobs - safe_logprobs.detach())  # (B,T) value s[i]
+    adv = torch.where(mask, token_advantages.detach(), torch.zeros_like(token_advantages))  # (B,T)
+    surrogate = torch.min(ratio * adv, ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * adv)  # (B,T)
+    seq_ratio = seq_log_ratio.detach().exp()[:, None].expand_as(log_ratio)  # (B,T) for the metrics
+    return -surrogate, _policy_metrics(seq_ratio, seq_log_ratio.detach()[:, None].expand_as(log_ratio), adv, mask,
+                                       clip_low, clip_high)
+
+
+def kl_shaped_rewards(rewards: Tensor, logprobs: Tensor, ref_logprobs: Tensor, response_mask: Tensor,
+                      coef: float, estimator: str = "k1") -> Tensor:
+    """KL as a reward penalty (verl's use_kl_in_reward, the InstructGPT form), before advantages are computed:
+
+        reward'[i] = reward[i] - coef * sum_t m[i,t] * kl_t(logprobs, ref_logprobs)
+
+    rewards (B,); logprobs (the sampling policy's) / ref_logprobs / response_mask (B,T); all constants. coef = 0
+    returns `rewards` unchanged. Unlike the KL loss term, the penalty shapes the advantage, so it is group-normalised
+    with the reward."""
+    if coef == 0:
+        return rewards
+    kl = kl_penalty(logprobs.detach(), ref_logprobs, estimator)  # (B,T)
+    return rewards - coef * masked_sum(kl, response_mask.bool(), dim=1)

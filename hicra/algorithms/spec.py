@@ -14,7 +14,15 @@ from typing import Optional, Protocol
 import torch
 from torch import Tensor
 
-from hicra.algorithms.losses import AGGREGATIONS, KL_ESTIMATORS, Total, aggregate, clipped_surrogate, kl_penalty
+from hicra.algorithms.losses import (
+    AGGREGATIONS,
+    KL_ESTIMATORS,
+    Total,
+    aggregate,
+    clipped_surrogate,
+    kl_penalty,
+    kl_shaped_rewards,
+)
 from hicra.algorithms.transforms import drop_truncated
 
 
@@ -62,6 +70,8 @@ class Algorithm:
     norm_length: Optional[int] = None
     kl_coef: float = 0.0
     kl_estimator: str = "k3"
+    kl_reward_coef: float = 0.0  # KL as a reward penalty before advantages (verl's use_kl_in_reward); 0 = off
+    kl_reward_estimator: str = "k1"
     entropy_coef: float = 0.0
     num_iterations: int = 1
     needs_planning_mask: bool = False
@@ -77,6 +87,9 @@ class Algorithm:
             (self.norm_length is None or self.norm_length > 0, "norm_length", self.norm_length, "None or > 0"),
             (self.kl_coef >= 0.0, "kl_coef", self.kl_coef, ">= 0"),
             (self.kl_estimator in KL_ESTIMATORS, "kl_estimator", self.kl_estimator, f"one of {KL_ESTIMATORS}"),
+            (self.kl_reward_coef >= 0.0, "kl_reward_coef", self.kl_reward_coef, ">= 0"),
+            (self.kl_reward_estimator in KL_ESTIMATORS, "kl_reward_estimator", self.kl_reward_estimator,
+             f"one of {KL_ESTIMATORS}"),
             (self.entropy_coef >= 0.0, "entropy_coef", self.entropy_coef, ">= 0"),
             (self.num_iterations >= 1, "num_iterations", self.num_iterations, "an int >= 1"),
             (self.alpha is None or 0.0 <= self.alpha < 1.0, "alpha", self.alpha, "a number in [0, 1)"),
@@ -109,8 +122,24 @@ class Algorithm:
 
     @property
     def needs_reference(self) -> bool:
-        """True when the loss has a KL term, so the trainer must keep a frozen reference model."""
-        return self.kl_coef > 0
+        """True when the loss or the reward has a KL term, so the trainer must keep a frozen reference model."""
+        return self.kl_coef > 0 or self.kl_reward_coef > 0
+
+    @property
+    def needs_kl_in_reward(self) -> bool:
+        """True when rewards are KL-penalised before advantages: the sampling policy's log-probs are needed first."""
+        return self.kl_reward_coef > 0
+
+    def rewards_with_kl(self, rewards: Tensor, logprobs: Optional[Tensor], ref_logprobs: Optional[Tensor],
+                        response_mask: Tensor) -> Tensor:
+        """rewards (B,) minus kl_reward_coef x the summed per-token KL (B,T) of the sampling policy to the reference;
+        `rewards` itself when kl_reward_coef is 0 (then the log-probs may be None)."""
+        if not self.needs_kl_in_reward:
+            return rewards
+        if logprobs is None or ref_logprobs is None:
+            raise ValueError(f"kl_reward_coef={self.kl_reward_coef} > 0 needs logprobs and ref_logprobs, got None")
+        return kl_shaped_rewards(rewards, logprobs, ref_logprobs, response_mask, self.kl_reward_coef,
+                                 self.kl_reward_estimator)
 
     @property
     def needs_entropy_grad(self) -> bool:

@@ -92,11 +92,14 @@ class PolicyGradientModule(pl.LightningModule):
                 rewards = shaped_rewards(correctness, in_form, self.format_reward)  # (B,) what advantages use
             with watch.phase("old_logprobs"):
                 old_logprobs, entropies = self._old_logprobs(rollout)
+                ref_logprobs = self._ref_logprobs(rollout)  # (B,T) or None without a reference model
+                # (B,) the task's reward, KL-penalised when the algorithm puts the KL in the reward
+                rewards = self.algorithm.rewards_with_kl(rewards, old_logprobs, ref_logprobs, rollout.response_mask)
             with watch.phase("planner"):
                 planning_mask = self.detector.mask(rollout.response_ids, rollout.response_mask, entropies)  # (B,T)
                 advantages = self.algorithm.advantages(rewards)  # (B,)
                 token_advantages = self.algorithm.token_advantages(advantages, planning_mask)  # (B,T)
-            per_token = self._loss_inputs(rollout, token_advantages, old_logprobs)
+            per_token = self._loss_inputs(token_advantages, old_logprobs, ref_logprobs)
             with watch.phase("update"):
                 updates, record = self._updates(rollout, per_token)
         step = self.global_step - self.algorithm.num_iterations  # updates the sampling policy had (MLflow's step)
@@ -111,18 +114,23 @@ class PolicyGradientModule(pl.LightningModule):
         """The sampling policy's log-probs and entropies (B,T), or (None, None) when nothing needs them yet."""
         # Their own pass is needed only when the policy moves before the last update uses them,
         # or when the detector needs entropies before any update.
-        if self.algorithm.num_iterations > 1 or self.detector.needs_entropy:
+        if self.algorithm.num_iterations > 1 or self.detector.needs_entropy or self.algorithm.needs_kl_in_reward:
             return self._scoring_pass(self.policy, rollout, self.detector.needs_entropy)
         return None, None
 
-    def _loss_inputs(self, rollout: RolloutBatch, token_advantages: Tensor,
-                     old_logprobs: Tensor | None) -> dict[str, Tensor]:
+    def _ref_logprobs(self, rollout: RolloutBatch) -> Tensor | None:
+        """The frozen reference model's log-probs (B,T) of the sampled responses, when there is a reference."""
+        return self._scoring_pass(self.reference, rollout, False)[0] if self.reference is not None else None
+
+    @staticmethod
+    def _loss_inputs(token_advantages: Tensor, old_logprobs: Tensor | None,
+                     ref_logprobs: Tensor | None) -> dict[str, Tensor]:
         """The loss's per-token constants (B,T): token advantages, and old / reference log-probs where used."""
         per_token = {"token_advantages": token_advantages}
         if old_logprobs is not None:
             per_token["old_logprobs"] = old_logprobs
-        if self.reference is not None:
-            per_token["ref_logprobs"] = self._scoring_pass(self.reference, rollout, False)[0]
+        if ref_logprobs is not None:
+            per_token["ref_logprobs"] = ref_logprobs
         return per_token
 
     def _updates(self, rollout: RolloutBatch, per_token: dict[str, Tensor]):
