@@ -11,6 +11,7 @@ Nothing here raises on empty inputs; only malformed arguments (shapes, group siz
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter, defaultdict
 
 import torch
@@ -65,6 +66,18 @@ def semantic_entropy(occurrences: list[list[str]]) -> float:
     no occurrences at all.
     """
     return _entropy_bits(Counter(g for row in occurrences for g in row).values())
+
+
+def semantic_entropy_at(occurrences: list[list[str]], n: int, seed: int) -> float:
+    """`semantic_entropy` of n occurrences drawn without replacement (seeded) from the step's pooled occurrences, so
+    that arms whose replies hold different numbers of grams are compared on one scale (the plug-in entropy grows with
+    the sample size). NaN when the step has fewer than n occurrences: no value beats a value on another scale."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    pooled = sorted(g for row in occurrences for g in row)  # sorted: the draw depends on the multiset, not the order
+    if len(pooled) < n:
+        return float("nan")
+    return _entropy_bits(Counter(random.Random(seed).sample(pooled, n)).values())
 
 
 def conditional_entropy_after_gram(pairs: list[tuple[str, str]]) -> float:

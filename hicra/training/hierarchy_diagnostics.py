@@ -17,6 +17,7 @@ from hicra.metrics.diagnostics import (
     pass_at_g,
     relative_perplexity,
     semantic_entropy,
+    semantic_entropy_at,
     top_entropy_overlap,
 )
 from hicra.planning import StrategicGramDetector
@@ -24,18 +25,24 @@ from hicra.planning import StrategicGramDetector
 
 class HierarchyDiagnostics:
     def __init__(self, tokenizer, grams_path: str | None = None, top_entropy_fraction: float = 0.3,
-                 following_words: int = 3):
+                 following_words: int = 3, semantic_entropy_occurrences: int = 32, seed: int = 0):
         self.detector = StrategicGramDetector(tokenizer, grams_path=grams_path)
         self.top_entropy_fraction, self.following_words = top_entropy_fraction, following_words
+        self.semantic_entropy_occurrences, self.seed = semantic_entropy_occurrences, seed
         self.reference_nll: dict[str, float] = {}  # mean NLL at the first step, per token class
+        self.steps = 0  # calls so far: each step's subsample has its own seed, and a resumed run continues the stream
 
     def __call__(self, response_ids: Tensor, response_mask: Tensor, rewards: Tensor, group_size: int,
                  logprobs: Tensor, entropies: Tensor) -> dict[str, float]:
         """All inputs are the step's rollout: ids/mask/logprobs/entropies (B,T), rewards (B,)."""
         grams = self.detector.mask(response_ids, response_mask)  # (B,T) the paper's planning tokens
         pairs = self.detector.occurrences_with_context(response_ids, response_mask, self.following_words)
+        grams_per_response = [[gram for gram, _ in row] for row in pairs]
         metrics = {
-            "hicra/semantic_entropy": semantic_entropy([[gram for gram, _ in row] for row in pairs]),
+            "hicra/semantic_entropy": semantic_entropy(grams_per_response),
+            # the same at a fixed number of occurrences: comparable between arms whose replies hold more or fewer grams
+            "hicra/semantic_entropy_at_n": semantic_entropy_at(grams_per_response, self.semantic_entropy_occurrences,
+                                                               seed=self.seed * 1_000_003 + self.steps),
             "hicra/cond_entropy_after_gram": conditional_entropy_after_gram([p for row in pairs for p in row]),
             "train/pass_at_g": pass_at_g(rewards, group_size),
         }
@@ -51,11 +58,12 @@ class HierarchyDiagnostics:
                                                 if reference is not None else float("nan"))
         in_top, top_in_plan = top_entropy_overlap(entropies, grams, response_mask, self.top_entropy_fraction)
         metrics |= {"hicra/planning_in_top_entropy_frac": in_top, "hicra/top_entropy_in_planning_frac": top_in_plan}
+        self.steps += 1
         return metrics
 
     def state_dict(self) -> dict:
         """The first step's NLL references: without them a resumed run's relative perplexity would restart at 1."""
-        return {"reference_nll": dict(self.reference_nll)}
+        return {"reference_nll": dict(self.reference_nll), "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
-        self.reference_nll = dict(state["reference_nll"])
+        self.reference_nll, self.steps = dict(state["reference_nll"]), int(state.get("steps", 0))

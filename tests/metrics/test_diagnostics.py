@@ -11,6 +11,7 @@ from hicra.metrics.diagnostics import (
     pass_at_g,
     relative_perplexity,
     semantic_entropy,
+    semantic_entropy_at,
     top_entropy_overlap,
     top_fraction_mask,
 )
@@ -151,3 +152,18 @@ def test_top_fraction_mask_matches_the_high_entropy_rule():
     assert top_fraction_mask(torch.tensor([[1.0, float("nan"), 0.5]]), torch.ones(1, 3), 0.5).tolist() == [[T, F, T]]  # k = 2; NaN last
     with pytest.raises(ValueError, match="fraction"):
         top_fraction_mask(scores, valid, 0.0)
+
+
+def test_semantic_entropy_at_a_fixed_number_of_occurrences():
+    rows = [["a", "a"], ["b"], ["c", "a"]]
+    # all 5 occurrences: p = (3/5, 1/5, 1/5)
+    full = -(0.6 * math.log2(0.6) + 2 * 0.2 * math.log2(0.2))
+    assert semantic_entropy_at(rows, 5, seed=0) == pytest.approx(full) == pytest.approx(semantic_entropy(rows))
+    assert math.isnan(semantic_entropy_at(rows, 6, seed=0))  # too few occurrences: no value on another scale
+    draws = {semantic_entropy_at(rows, 2, seed=s) for s in range(20)}
+    assert draws <= {0.0, 1.0} and len(draws) == 2  # two of five: the same gram twice, or two different ones
+    assert semantic_entropy_at(rows, 3, seed=7) == semantic_entropy_at(rows[::-1], 3, seed=7)  # order-free
+    # a longer reply that repeats the same mix does not raise it: 10 draws from twice the occurrences stay near
+    assert semantic_entropy_at(rows * 40, 5, seed=1) <= math.log2(3)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        semantic_entropy_at(rows, 0, seed=0)
