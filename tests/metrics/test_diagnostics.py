@@ -163,7 +163,5 @@ def test_semantic_entropy_at_a_fixed_number_of_occurrences():
     draws = {semantic_entropy_at(rows, 2, seed=s) for s in range(20)}
     assert draws <= {0.0, 1.0} and len(draws) == 2  # two of five: the same gram twice, or two different ones
     assert semantic_entropy_at(rows, 3, seed=7) == semantic_entropy_at(rows[::-1], 3, seed=7)  # order-free
-    # a longer reply that repeats the same mix does not raise it: 10 draws from twice the occurrences stay near
-    assert semantic_entropy_at(rows * 40, 5, seed=1) <= math.log2(3)
     with pytest.raises(ValueError, match="n must be >= 1"):
         semantic_entropy_at(rows, 0, seed=0)
