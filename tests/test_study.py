@@ -11,8 +11,9 @@ from omegaconf import OmegaConf
 
 from tests.support import PROJECT_ROOT as ROOT
 
-ARMS = {"grpo": ("grpo", "none"), "hicra": ("hicra", "strategic_grams"), "placebo": ("hicra", "random"),
-        "entropy_reg": ("entropy_reg", "none"), "high_entropy": ("hicra", "high_entropy")}
+ARMS = {"grpo": ("grpo", "none"), "hicra": ("hicra", "strategic_grams"), "placebo": ("hicra", "placebo_grams"),
+        "placebo_spans": ("hicra", "random"), "entropy_reg": ("entropy_reg", "none"),
+        "high_entropy": ("hicra", "high_entropy")}
 
 
 def load_report():

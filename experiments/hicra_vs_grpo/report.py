@@ -25,8 +25,9 @@ import run_curves as rc  # noqa: E402
 from hicra.metrics.stats import mean_ci, t_quantile, welch_diff_ci  # noqa: E402
 
 EXPERIMENT = "hicra_vs_grpo"
-ARMS = {"grpo": "GRPO", "hicra": "HICRA (paper's grams)", "placebo": "Placebo HICRA",
-        "entropy_reg": "Entropy-regularised GRPO", "high_entropy": "High-Entropy Advantage"}
+ARMS = {"grpo": "GRPO", "hicra": "HICRA (paper's grams)", "placebo": "Placebo HICRA (random n-grams)",
+        "placebo_spans": "Placebo HICRA (random spans)", "entropy_reg": "Entropy-regularised GRPO",
+        "high_entropy": "High-Entropy Advantage"}
 EVAL_KEYS = ("eval/pass_at_1", "eval/boxed_frac", "eval/truncated_frac", "eval/response_length")
 SETUP_KEYS = ["model.name_or_path", "task.dataset", "task.min_digits", "task.max_digits", "task.val_size",
               "trainer.max_steps", "prompts_per_step", "algorithm.group_size", "rollout.max_new_tokens",

@@ -3,6 +3,7 @@
     hicra-grams mine --champ --out outputs/grams/champ.txt
     hicra-grams mine --jsonl solutions.jsonl --text-key solution --out grams.txt --seed 1
     hicra-grams mine --mlflow-run <RUN_ID> --out grams.txt          # a hicra training run's correct completions
+    hicra-grams placebo --mlflow-run <RUN_ID> --seed 0 --out placebo.txt   # the paper's Placebo HICRA list
 
 Writes the gram file (one per line, lower-case; use it as `planner.grams_path=...`) and `<stem>.report.json`
 beside it. Bad input: one line `hicra-grams: error: ...` on stderr, exit status 2.
@@ -82,7 +83,49 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--seed", type=int, default=0, help="clustering seed (default 0)")
     mine.add_argument("--out", required=True, metavar="PATH", help="gram file to write (report goes beside it)")
     mine.add_argument("--no-progress", action="store_true", help="no embedding progress bar")
+    placebo = sub.add_parser("placebo", help="draw the Placebo HICRA list: random n-grams of a corpus",
+                             description="As many random n-grams of each word length as the reference grams have, "
+                                         "drawn with a seed from the corpus's frequent n-grams (hicra.grams.placebo).")
+    src = placebo.add_mutually_exclusive_group(required=True)
+    src.add_argument("--jsonl", metavar="PATH", help="one JSON object per line holding a completion text")
+    src.add_argument("--mlflow-run", metavar="RUN_ID",
+                     help="a hicra training run; reads its artifact corpus/correct_completions.jsonl")
+    src.add_argument("--champ", action="store_true", help="CHAMP's 270 human step-by-step solutions")
+    placebo.add_argument("--text-key", default="text", help="JSONL field with the text (default: text)")
+    placebo.add_argument("--tracking-uri", default="sqlite:///outputs/mlflow.db", help="MLflow store for --mlflow-run")
+    placebo.add_argument("--limit", type=_positive("--limit"), help="use only the first N texts")
+    placebo.add_argument("--grams", metavar="PATH", help="the reference gram list (default: the paper's 249)")
+    placebo.add_argument("--min-df", type=_positive("--min-df"), default=3,
+                         help="draw only n-grams found in at least this many texts (default 3, as mining)")
+    placebo.add_argument("--seed", type=int, default=0, help="the draw's seed (default 0)")
+    placebo.add_argument("--out", required=True, metavar="PATH", help="gram file to write (report goes beside it)")
     return parser
+
+
+def run_placebo(args) -> dict:
+    from hicra.grams.placebo import draw_placebo_grams
+    from hicra.planning.strategic_grams import load_grams
+
+    out = Path(args.out).expanduser()
+    if out.is_dir():
+        raise ConfigError(f"--out={args.out} is a folder; allowed: a file path")
+    texts, source = _load_corpus(args)
+    reference = load_grams(args.grams)
+    grams, lengths = draw_placebo_grams(texts, reference, seed=args.seed, min_df=args.min_df)
+    if not grams:
+        raise ConfigError(f"no n-gram of {source} is in at least --min-df={args.min_df} texts; allowed: a larger "
+                          "corpus or a smaller --min-df")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(f"{g}\n" for g in grams), encoding="utf-8")
+    report = {"grams_file": str(out), "corpus": {"source": source, "texts": len(texts)},
+              "reference": args.grams or "the paper's 249 grams", "seed": args.seed, "min_df": args.min_df,
+              "by_word_length": {str(n): v for n, v in lengths.items()}, "grams_written": len(grams)}
+    report_path(out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    short = {n: v for n, v in lengths.items() if v["drawn"] < v["wanted"]}
+    print(f"placebo grams: {len(grams)} of {len(reference)} -> {out}")
+    for n, v in short.items():
+        print(f"  {n}-word grams: {v['drawn']} of {v['wanted']} (the corpus has only {v['pool']} frequent ones)")
+    return report
 
 
 def report_path(out: Path) -> Path:
@@ -148,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
         args = build_parser().parse_args(argv)
         if args.command == "mine":
             run_mine(args)
+        elif args.command == "placebo":
+            run_placebo(args)
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -42,12 +42,22 @@ def _clean(raw: list[str]) -> list[str]:
     return list(dict.fromkeys(g for g in (_normalise(r) for r in raw) if g))
 
 
+BUNDLED = "bundled://"  # a gram file shipped in hicra/planning/data/, e.g. bundled://placebo_grams_chain_sum.txt
+
+
 def load_grams(path: str | None = None) -> list[str]:
-    """The paper's 249 grams (path=None) or a text file with one gram per line. There is no comment syntax:
-    "## step" is a gram. Raises ConfigError for a missing file or one without any gram."""
-    if path is None:
-        text = resources.files("hicra.planning").joinpath("data", PAPER_GRAMS).read_text(encoding="utf-8")
-        where = f"package data {PAPER_GRAMS}"
+    """The paper's 249 grams (path=None), a file shipped with hicra (`bundled://<name>`), or a text file with one gram
+    per line. There is no comment syntax: "## step" is a gram. Raises ConfigError for a missing file or one without
+    any gram."""
+    if path is None or str(path).startswith(BUNDLED):
+        name = PAPER_GRAMS if path is None else str(path)[len(BUNDLED):]
+        data = resources.files("hicra.planning").joinpath("data", name)
+        if not data.is_file():
+            shipped = sorted(f.name for f in resources.files("hicra.planning").joinpath("data").iterdir()
+                             if f.name.endswith(".txt"))
+            raise ConfigError(f"no bundled gram file '{name}'; allowed: {', '.join(BUNDLED + s for s in shipped)}")
+        text = data.read_text(encoding="utf-8")
+        where = f"package data {name}"
     else:
         file = Path(path).expanduser()
         if not file.is_file():
