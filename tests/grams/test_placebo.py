@@ -40,8 +40,8 @@ def test_draw_is_seeded(solutions):
 
 
 def test_a_short_pool_gives_fewer_grams_and_says_so():
-    grams, report = draw_placebo_grams(["a b", "a b", "a c"], ["x", "y z", "u v w"], seed=0, min_df=2)
-    assert grams == ["a", "a b"]  # "b" and "c" are too rare; no 3-word run exists
+    grams, report = draw_placebo_grams(["a b", "a b", "a b c"], ["b", "y z", "u v w"], seed=0, min_df=3)
+    assert grams == ["a", "a b"]  # "b" is a reference gram, "c" and "b c" are too rare; no 3-word run is frequent
     assert report == {1: {"wanted": 1, "drawn": 1, "pool": 1}, 2: {"wanted": 1, "drawn": 1, "pool": 1},
                       3: {"wanted": 1, "drawn": 0, "pool": 0}}
 
