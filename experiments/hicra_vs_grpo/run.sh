@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole study in one command: train every arm x seed on the embedded default (make train's setting, strict
 # scoring), evaluate every run and the base model on the same 200 held-out questions, write RESULTS.md.
-#   experiments/hicra_vs_grpo/run.sh                          # SIZE=cpu: 3 arms x 3 seeds, about 75 min on 2 cores
-#   ARMS="grpo hicra placebo entropy_reg high_entropy" SEEDS="0 1 2 3 4" experiments/hicra_vs_grpo/run.sh
-#   SIZE=gpu experiments/hicra_vs_grpo/run.sh                 # 4x the prompts per step, 4x the steps, 5 seeds
+#   experiments/hicra_vs_grpo/run.sh                          # SIZE=cpu: 3 arms x 3 seeds, about 90 min on 2 cores
+#   ARMS="grpo hicra placebo placebo_spans entropy_reg high_entropy" SEEDS="0 1 2 3 4" experiments/hicra_vs_grpo/run.sh
+#   SIZE=gpu experiments/hicra_vs_grpo/run.sh                 # 4x the prompts per step, 10 seeds (README: budget)
 # Resumable: an arm x seed with a finished training run (tag `arm`) in MLflow experiment `hicra_vs_grpo` is skipped,
 # and hicra-eval skips checkpoints it has already evaluated, so a study can be finished over several sittings.
 # Extra arguments are Hydra overrides for the training runs; TRACKING_URI points every stage at another store.
@@ -16,8 +16,8 @@ ARMS=${ARMS:-"grpo hicra placebo"}
 URI=${TRACKING_URI:-sqlite:///$PWD/outputs/mlflow.db}
 case "$SIZE" in
   cpu) SEEDS=${SEEDS:-"0 1 2"}; BUDGET=() ;;   # conf/train.yaml unchanged: 15 steps of 4 prompts x 8, 64 new tokens
-  gpu) SEEDS=${SEEDS:-"0 1 2 3 4"}
-       BUDGET=(trainer=gpu prompts_per_step=16 trainer.max_steps=60 val_every_n_steps=10 checkpoint_every_n_steps=20) ;;
+  gpu) SEEDS=${SEEDS:-"0 1 2 3 4 5 6 7 8 9"}   # the same question with 4x the samples per update and 10 seeds
+       BUDGET=(trainer=gpu prompts_per_step=16) ;;
   *) echo "run.sh: SIZE='$SIZE' is not allowed; use SIZE=cpu or SIZE=gpu" >&2; exit 2 ;;
 esac
 REPORT=($PY $HERE/report.py --tracking-uri "$URI")
