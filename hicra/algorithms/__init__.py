@@ -32,7 +32,11 @@ from hicra.algorithms.losses import (
     sequence_clipped_surrogate,
 )
 from hicra.algorithms.spec import Algorithm
-from hicra.algorithms.transforms import hicra_token_advantages, identity_token_advantages
+from hicra.algorithms.transforms import (
+    hicra_positive_token_advantages,
+    hicra_token_advantages,
+    identity_token_advantages,
+)
 
 __all__ = [
     "ADVANTAGE_SCALES",
@@ -45,6 +49,7 @@ __all__ = [
     "entropy_from_logits",
     "frac_zero_std_groups",
     "group_advantages",
+    "hicra_positive_token_advantages",
     "hicra_token_advantages",
     "identity_token_advantages",
     "kl_penalty",

@@ -10,6 +10,8 @@ exactly these tokens. Every detector returns a (B, T) bool mask that is False ou
 * `HighEntropyDetector`   - baseline: the top-rho highest-entropy ("forking") tokens of each response.
 * `RandomPlaceboDetector` - control ("Placebo HICRA"): random tokens/spans, as many per response as the grams mark.
 * `UnionDetector`         - strategic grams OR high-entropy tokens.
+* `LongResponseUnionDetector` - the same, only in responses longer than their group's mean (not the paper's: the
+  rule a public port attributes to the authors' code).
 * `NullDetector`          - marks nothing (GRPO); `marks_planning` is False so HICRA refuses it.
 """
 
@@ -17,7 +19,7 @@ from hicra.planning.base import NullDetector, PlanningDetector
 from hicra.planning.high_entropy import HighEntropyDetector
 from hicra.planning.random_placebo import RandomPlaceboDetector
 from hicra.planning.strategic_grams import StrategicGramDetector, compile_grams, find_gram_spans, load_grams
-from hicra.planning.union import UnionDetector
+from hicra.planning.union import LongResponseUnionDetector, UnionDetector
 
 __all__ = [
     "PlanningDetector",
@@ -25,6 +27,7 @@ __all__ = [
     "StrategicGramDetector",
     "HighEntropyDetector",
     "RandomPlaceboDetector",
+    "LongResponseUnionDetector",
     "UnionDetector",
     "load_grams",
     "compile_grams",

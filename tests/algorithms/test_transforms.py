@@ -94,3 +94,15 @@ def test_drop_truncated_removes_whole_rows_only():
     out = drop_truncated(mask, truncated)
     assert out.tolist() == [[True, True, False], [False, False, False], [True, False, False]]
     assert out.dtype == torch.bool and mask.tolist()[1] == [True, True, True]  # input untouched
+
+
+def test_authors_rule_amplifies_only_positive_advantages():
+    from hicra.algorithms import hicra_positive_token_advantages
+
+    adv = torch.tensor([1.0, -1.0, 0.0])
+    mask = torch.tensor([[True, False], [True, True], [True, False]])
+    out = hicra_positive_token_advantages(adv, mask, alpha=0.2)
+    assert torch.equal(out, torch.tensor([[1.2, 1.0], [-1.0, -1.0], [0.0, 0.0]]))  # blame is never softened
+    assert torch.equal(hicra_positive_token_advantages(adv, mask, alpha=0.0), identity_token_advantages(adv, mask))
+    with pytest.raises(ValueError, match="alpha"):
+        hicra_positive_token_advantages(adv, mask, alpha=1.0)
