@@ -21,8 +21,10 @@ def bad_files(tmp_path_factory):
 
 
 CASES = [
-    (["algorithm=foo"], ["unknown algorithm 'foo'", "entropy_reg, grpo, hicra"]),
-    (["planner=nope"], ["unknown planner 'nope'", "high_entropy, none, random, strategic_grams, union"]),
+    (["algorithm=foo"], ["unknown algorithm 'foo'",
+                         "dr_grpo, entropy_reg, grpo, grpo_kl_reward, gspo, hicra, hicra_authors_rule"]),
+    (["planner=nope"], ["unknown planner 'nope'",
+                        "authors_rule, high_entropy, none, placebo_grams, random, strategic_grams, union"]),
     (["-m", "algorithm=grpo,bad"], ["unknown algorithm 'bad'"]),
     (["algorithm=hicra", "algorithm.alpha=1.5"], ["algorithm.alpha=1.5", "[0, 1)"]),
     (["algorithm=hicra", "algorithm.alpha=-0.1"], ["algorithm.alpha=-0.1", "[0, 1)"]),

@@ -86,6 +86,7 @@ def _check_instance(group: str, cfg, smollm2_tokenizer, tmp_path):
     elif group == "planner":
         detector = build(node, tokenizer=smollm2_tokenizer)
         ids = torch.tensor([smollm2_tokenizer("Wait, but 2 + 2 = 4", add_special_tokens=False).input_ids])
+        ids = ids.repeat(int(cfg.algorithm.group_size), 1)  # one whole group (B,T), as training hands a detector
         mask = detector.mask(ids, torch.ones_like(ids, dtype=torch.bool), torch.rand(ids.shape))
         assert mask.shape == ids.shape and mask.dtype == torch.bool
     elif group == "model":

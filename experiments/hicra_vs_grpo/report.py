@@ -113,6 +113,10 @@ def frac(stat: dict | None, digits: int = 3) -> str:
     return "n/a" if stat is None else rc.ci_text(stat, digits)
 
 
+def number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def mean_only(stat: dict | None, digits: int = 3) -> str:
     return "n/a" if stat is None else f"{stat['mean']:.{digits}f}"
 
@@ -136,10 +140,9 @@ def markdown(results: dict, command: str) -> str:
         if "diff_val" in s:
             diffs.append(f"| {ARMS[arm]} | {rc.ci_text(s['diff_val'])} | {s['detectable_val']:.3f} | "
                          f"{frac(s.get('diff_eval'))} | "
-                         f"{'n/a' if s.get('detectable_eval') is None else format(s['detectable_eval'], '.3f')} |")
+                         f"{number(s.get('detectable_eval'))} |")
     per_run = [f"| {ARMS[arm]} | {seed} | `{r['run_id'][:8]}` | {r['val/accuracy'][0]:.3f} | "
-               f"{r['val/accuracy'][-1]:.3f} | {'n/a' if r['eval/pass_at_1'] is None else format(r['eval/pass_at_1'], '.3f')} | "
-               f"{'n/a' if r['eval/truncated_frac'] is None else format(r['eval/truncated_frac'], '.3f')} | "
+               f"{r['val/accuracy'][-1]:.3f} | {number(r['eval/pass_at_1'])} | {number(r['eval/truncated_frac'])} | "
                f"{r['train/truncated_frac_last']:.3f} | {r['wall_s'] / 60:.1f} min |"
                for arm, rows in arms.items() for seed, r in rows.items()]
     every_run = {f"{arm}{seed}": r for arm, rows in arms.items() for seed, r in rows.items()}
@@ -147,7 +150,7 @@ def markdown(results: dict, command: str) -> str:
         *rc.report_header("HICRA vs GRPO and baselines on the embedded default", "experiments/hicra_vs_grpo/report.py",
                           command, every_run),
         "",
-        "The reading of these numbers (what the study can and cannot detect) is in `experiments/hicra_vs_grpo/README.md`.",
+        "The reading of these numbers (what the study can and cannot detect): `experiments/hicra_vs_grpo/README.md`.",
         "",
         "| setting | value |", "|---|---|", *[f"| `{k}` | {v} |" for k, v in results["setup"].items()],
         "",
@@ -165,7 +168,8 @@ def markdown(results: dict, command: str) -> str:
         "",
         *diffs,
         "",
-        "| arm | seed | run | greedy step 0 | greedy final | eval pass@1 | eval truncated | train truncated | wall time |",
+        "| arm | seed | run | greedy step 0 | greedy final | eval pass@1 | eval truncated | train truncated | "
+        "wall time |",
         "|---|---|---|---|---|---|---|---|---|",
         *per_run,
         "",

@@ -17,13 +17,14 @@ import pytest
 from support import CONF_DIR, PROJECT_ROOT
 
 HEAVY = ("torch", "pytorch_lightning", "lightning", "transformers", "mlflow", "pandas")
+ALGORITHMS = ", ".join(sorted(p.stem for p in (CONF_DIR / "algorithm").glob("*.yaml")))
 
 # (console script module, prog, args, exit code, a line of the output)
 CASES = [
     ("hicra.training.cli", "hicra-train", ["algorithm=nope"], 2,
-     "hicra-train: error: unknown algorithm 'nope'; allowed: entropy_reg, grpo, hicra"),
+     "hicra-train: error: unknown algorithm 'nope'; allowed: " + ALGORITHMS),
     ("hicra.training.cli", "hicra-train", ["nope.key=1"], 2, "hicra-train: error: Could not override 'nope.key'"),
-    ("hicra.training.cli", "hicra-train", ["--help"], 0, "algorithm: entropy_reg, grpo, hicra"),
+    ("hicra.training.cli", "hicra-train", ["--help"], 0, "algorithm: " + ALGORITHMS),
     ("hicra.training.cli", "hicra-train", ["algorithm=grpo", "-h"], 0, "  _target_: hicra.algorithms.Algorithm"),
     ("hicra.evaluation.cli", "hicra-eval", ["benchmark=nope"], 2, "hicra-eval: error: unknown benchmark 'nope'"),
     ("hicra.evaluation.cli", "hicra-eval", ["--help"], 0, "== Configuration groups =="),

@@ -24,7 +24,8 @@ def test_rounded_away_fraction_by_hand():
     # bf16 half-ulps: 0.02 -> 6.1e-5, 1.0 -> 3.9e-3 (a 1e-6 step vanishes); 1e-4 -> 2.4e-7 (a 1e-6 step survives)
     weights = [torch.tensor([0.02, 1.0]), torch.tensor([[1e-4]])]
     assert rounded_away_fraction(weights, 1e-6, torch.bfloat16) == pytest.approx(2 / 3)
-    assert rounded_away_fraction(weights, 1e-6, torch.float32) == pytest.approx(1 / 3)  # fp32 keeps 0.02 + 1e-6
+    assert rounded_away_fraction(weights, 1e-6, torch.float32) == 0.0  # fp32 keeps even 1.0 + 1e-6 (ulp 1.2e-7)
+    assert rounded_away_fraction(weights, 1e-8, torch.float32) == pytest.approx(1 / 3)  # 1.0 + 1e-8 does not
     assert rounded_away_fraction([], 1e-6, torch.bfloat16) == 0.0
 
 
@@ -75,7 +76,7 @@ def test_kahan_adamw_keeps_bf16_weights_on_the_fp32_trajectory():
     kahan_end = train(kahan, optimizer) + optimizer.state[kahan]["kahan_comp"].float()  # weight + carried remainder
     bf16_start = start.to(torch.bfloat16).float()
     moved = (reference - bf16_start).abs()  # ~5e-5 after 50 steps of ~1e-6
-    assert torch.equal(plain_end, bf16_start)  # plain AdamW on bf16: not one weight moved
+    assert (plain_end != bf16_start).float().mean() < 0.02  # plain AdamW on bf16: only weights near 0 ever move
     assert ((kahan_end - bf16_start) - (reference - start)).abs().mean() < 0.05 * moved.mean()
 
 
