@@ -79,6 +79,18 @@ def _policy_metrics(
     }
 
 
+def _masked_inputs(logprobs: Tensor, old_logprobs: Tensor, token_advantages: Tensor, response_mask: Tensor,
+                   clip_low: float, clip_high: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(mask, log-ratio, advantages), all (B,T), 0 on padding; checks the clip range. Padded positions are zeroed
+    *before* the maths: where() alone would pass 0 * (NaN/inf local derivative) = NaN back into garbage logprobs."""
+    if not (0.0 < clip_low < 1.0 and 0.0 < clip_high < 1.0):
+        raise ValueError(f"clip_low and clip_high must be in (0, 1), got {clip_low} and {clip_high}")
+    mask = response_mask.bool()  # (B,T)
+    log_ratio = torch.where(mask, logprobs - old_logprobs.detach(), torch.zeros_like(logprobs))  # (B,T)
+    adv = torch.where(mask, token_advantages.detach(), torch.zeros_like(token_advantages))  # (B,T)
+    return mask, log_ratio, adv
+
+
 def clipped_surrogate(
     logprobs: Tensor,
     old_logprobs: Tensor,
@@ -96,14 +108,8 @@ def clipped_surrogate(
     All inputs (B,T); old_logprobs and token_advantages are treated as constants. Returns (per-token loss (B,T), 0 on
     padding, metrics clip_frac_low, clip_frac_high, approx_kl, ratio_mean, ratio_max as detached scalars).
     """
-    if not (0.0 < clip_low < 1.0 and 0.0 < clip_high < 1.0):
-        raise ValueError(f"clip_low and clip_high must be in (0, 1), got {clip_low} and {clip_high}")
-    mask = response_mask.bool()  # (B,T)
-    # Zero padded positions *before* the maths: where() alone would pass 0 * (NaN/inf local derivative) = NaN
-    # back into the padded logprobs if they hold garbage.
-    log_ratio = torch.where(mask, logprobs - old_logprobs.detach(), torch.zeros_like(logprobs))  # (B,T)
+    mask, log_ratio, adv = _masked_inputs(logprobs, old_logprobs, token_advantages, response_mask, clip_low, clip_high)
     log_ratio = log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-    adv = torch.where(mask, token_advantages.detach(), torch.zeros_like(token_advantages))  # (B,T)
     ratio = torch.exp(log_ratio)  # (B,T)
     surrogate = torch.min(ratio * adv, ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * adv)  # (B,T)
     return -surrogate, _policy_metrics(ratio, log_ratio, adv, mask, clip_low, clip_high)
@@ -167,14 +173,10 @@ def sequence_clipped_surrogate(
     GSPO's (3e-4, 4e-4): a whole sequence's ratio is clipped, so the ranges are far narrower than per-token PPO's.
     All inputs (B,T); returns (per-token loss (B,T), 0 on padding; the clipped_surrogate metrics over sequences).
     """
-    if not (0.0 < clip_low < 1.0 and 0.0 < clip_high < 1.0):
-        raise ValueError(f"clip_low and clip_high must be in (0, 1), got {clip_low} and {clip_high}")
-    mask = response_mask.bool()  # (B,T)
-    log_ratio = torch.where(mask, logprobs - old_logprobs.detach(), torch.zeros_like(logprobs))  # (B,T)
+    mask, log_ratio, adv = _masked_inputs(logprobs, old_logprobs, token_advantages, response_mask, clip_low, clip_high)
     seq_log_ratio = masked_mean(log_ratio, mask, dim=1).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # (B,)
     safe_logprobs = torch.where(mask, logprobs, torch.zeros_like(logprobs))  # (B,T) no NaN from padding garbage
     ratio = torch.exp(seq_log_ratio.detach()[:, None] + safe_logprobs - safe_logprobs.detach())  # (B,T) value s[i]
-    adv = torch.where(mask, token_advantages.detach(), torch.zeros_like(token_advantages))  # (B,T)
     surrogate = torch.min(ratio * adv, ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * adv)  # (B,T)
     seq_ratio = seq_log_ratio.detach().exp()[:, None].expand_as(log_ratio)  # (B,T) for the metrics
     return -surrogate, _policy_metrics(seq_ratio, seq_log_ratio.detach()[:, None].expand_as(log_ratio), adv, mask,

@@ -50,20 +50,25 @@ def _fraction(value: str) -> float:
     return number
 
 
+def add_corpus_arguments(command: argparse.ArgumentParser) -> None:
+    """Where a command's texts come from: a JSONL file, a training run's correct completions, or CHAMP."""
+    src = command.add_mutually_exclusive_group(required=True)
+    src.add_argument("--jsonl", metavar="PATH", help="one JSON object per line holding a solution text")
+    src.add_argument("--mlflow-run", metavar="RUN_ID",
+                     help="a hicra training run; reads its artifact corpus/correct_completions.jsonl")
+    src.add_argument("--champ", action="store_true", help="CHAMP's 270 human step-by-step solutions")
+    command.add_argument("--text-key", default="text", help="JSONL field with the text (default: text)")
+    command.add_argument("--tracking-uri", default="sqlite:///outputs/mlflow.db",
+                         help="MLflow store for --mlflow-run (default: sqlite:///outputs/mlflow.db, relative to cwd)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Strategic-Gram tools for hicra (paper S3).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     mine = sub.add_parser("mine", help="mine Strategic Grams from successful solutions",
                           description="n-grams -> DF filter -> MiniLM embeddings -> clusters -> top clusters by "
                                       "Cluster DF -> gram file + report.")
-    src = mine.add_mutually_exclusive_group(required=True)
-    src.add_argument("--jsonl", metavar="PATH", help="one JSON object per line holding a solution text")
-    src.add_argument("--mlflow-run", metavar="RUN_ID",
-                     help="a hicra training run; reads its artifact corpus/correct_completions.jsonl")
-    src.add_argument("--champ", action="store_true", help="CHAMP's 270 human step-by-step solutions")
-    mine.add_argument("--text-key", default="text", help="JSONL field with the text (default: text)")
-    mine.add_argument("--tracking-uri", default="sqlite:///outputs/mlflow.db",
-                      help="MLflow store for --mlflow-run (default: sqlite:///outputs/mlflow.db, relative to cwd)")
+    add_corpus_arguments(mine)
     mine.add_argument("--limit", type=_positive("--limit"), help="use only the first N solutions")
     mine.add_argument("--min-n", type=_positive("--min-n"), default=3, help="shortest n-gram in words (default 3)")
     mine.add_argument("--max-n", type=_positive("--max-n"), default=5, help="longest n-gram in words (default 5)")
@@ -86,13 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     placebo = sub.add_parser("placebo", help="draw the Placebo HICRA list: random n-grams of a corpus",
                              description="As many random n-grams of each word length as the reference grams have, "
                                          "drawn with a seed from the corpus's frequent n-grams (hicra.grams.placebo).")
-    src = placebo.add_mutually_exclusive_group(required=True)
-    src.add_argument("--jsonl", metavar="PATH", help="one JSON object per line holding a completion text")
-    src.add_argument("--mlflow-run", metavar="RUN_ID",
-                     help="a hicra training run; reads its artifact corpus/correct_completions.jsonl")
-    src.add_argument("--champ", action="store_true", help="CHAMP's 270 human step-by-step solutions")
-    placebo.add_argument("--text-key", default="text", help="JSONL field with the text (default: text)")
-    placebo.add_argument("--tracking-uri", default="sqlite:///outputs/mlflow.db", help="MLflow store for --mlflow-run")
+    add_corpus_arguments(placebo)
     placebo.add_argument("--limit", type=_positive("--limit"), help="use only the first N texts")
     placebo.add_argument("--grams", metavar="PATH", help="the reference gram list (default: the paper's 249)")
     placebo.add_argument("--min-df", type=_positive("--min-df"), default=3,
