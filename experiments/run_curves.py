@@ -17,6 +17,17 @@ VAL_KEYS = ("val/accuracy", "val/boxed_frac", "val/truncated_frac", "val/respons
 SEED_STYLES = ("-", "--", ":", "-.")
 
 
+def report_parser(doc: str, command: str, out: Path):
+    """The command line every study report shares: where the runs are, the command to quote, where to write."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tracking-uri", default=DEFAULT_URI)
+    parser.add_argument("--command", default=command)
+    parser.add_argument("--out", type=Path, default=out)
+    return parser
+
+
 def client_for(uri: str = DEFAULT_URI):
     import mlflow
 

@@ -12,7 +12,6 @@ them); `--has-base` exits 0 when the base model's eval run exists, 1 otherwise.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -53,6 +52,7 @@ def base_eval(evals: list):
 def run_row(client, run, evals: list) -> dict:
     """One training run: its validation curves, its eval numbers and its planning-token share."""
     row = rc.run_curves(client, run)
+    row["final"] = row["val/accuracy"][-1]  # greedy held-out accuracy after training
     ev = next((r for r in evals if r.data.tags.get("hicra.source_run_id") == run.info.run_id), None)
     row |= {key: ev.data.metrics.get(key) if ev else None for key in EVAL_KEYS}
     row["eval_run_id"] = ev.info.run_id if ev else None
@@ -70,37 +70,37 @@ def detectable(a: list[float], b: list[float], power: float = 0.8) -> float | No
     return (t_quantile(0.975, ci.dof) + t_quantile(power, ci.dof)) * ci.se
 
 
+def present(rows: dict[int, dict], key: str) -> list[float]:
+    """One value per seed of `key`, the seeds without it (no eval run yet) left out."""
+    return [r[key] for r in rows.values() if r[key] is not None]
+
+
 def summary(rows: dict[int, dict], key: str) -> dict | None:
-    values = [r[key] for r in rows.values() if r[key] is not None]
+    values = present(rows, key)
     return mean_ci(values).__dict__ if values else None
 
 
 def collect(client) -> dict:
     evals = eval_runs(client)
-    arms = {arm: {seed: run_row(client, run, evals) for seed, run in arm_runs(client, arm).items()} for arm in ARMS}
-    arms = {arm: rows for arm, rows in arms.items() if rows}
-    if "grpo" not in arms:
+    runs = {arm: found for arm in ARMS if (found := arm_runs(client, arm))}
+    if "grpo" not in runs:
         raise SystemExit(f"no finished GRPO runs in MLflow experiment '{EXPERIMENT}'")
+    arms = {arm: {seed: run_row(client, run, evals) for seed, run in by_seed.items()} for arm, by_seed in runs.items()}
     base = base_eval(evals)
-    first = next(iter(arm_runs(client, "grpo").values()))
+    first = next(iter(runs["grpo"].values()))
     stats = {}
     for arm, rows in arms.items():
-        finals = {seed: r["val/accuracy"][-1] for seed, r in rows.items()}
         stats[arm] = {
             "seeds": list(rows), "step0": mean_ci([r["val/accuracy"][0] for r in rows.values()]).__dict__,
-            "final": mean_ci(list(finals.values())).__dict__,
-            "gain": mean_ci([r["val/accuracy"][-1] - r["val/accuracy"][0] for r in rows.values()]).__dict__,
-            **{key: summary(rows, key) for key in (*EVAL_KEYS, "planning_token_frac", "train/truncated_frac_last",
-                                                    "wall_s")},
+            "gain": mean_ci([r["final"] - r["val/accuracy"][0] for r in rows.values()]).__dict__,
+            **{key: summary(rows, key) for key in ("final", *EVAL_KEYS, "planning_token_frac",
+                                                    "train/truncated_frac_last", "wall_s")},
         }
-        if arm != "grpo":
-            for key, name in (("final", "val"), ("eval/pass_at_1", "eval")):
-                a = [r["val/accuracy"][-1] if key == "final" else r[key] for r in rows.values()]
-                b = [r["val/accuracy"][-1] if key == "final" else r[key] for r in arms["grpo"].values()]
-                a, b = [v for v in a if v is not None], [v for v in b if v is not None]
-                if len(a) >= 2 and len(b) >= 2:
-                    stats[arm][f"diff_{name}"] = welch_diff_ci(a, b).__dict__
-                    stats[arm][f"detectable_{name}"] = detectable(a, b)
+        for key, name in (("final", "val"), ("eval/pass_at_1", "eval")) if arm != "grpo" else ():
+            a, b = present(rows, key), present(arms["grpo"], key)
+            if len(a) >= 2 and len(b) >= 2:
+                stats[arm][f"diff_{name}"] = welch_diff_ci(a, b).__dict__
+                stats[arm][f"detectable_{name}"] = detectable(a, b)
     return {
         "experiment": EXPERIMENT, "arms": arms, "stats": stats,
         "curves": {arm: rc.mean_curve(rows) for arm, rows in arms.items()},
@@ -179,10 +179,7 @@ def markdown(results: dict, command: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tracking-uri", default=rc.DEFAULT_URI)
-    parser.add_argument("--command", default="experiments/hicra_vs_grpo/run.sh")
-    parser.add_argument("--out", type=Path, default=HERE)
+    parser = rc.report_parser(__doc__, "experiments/hicra_vs_grpo/run.sh", HERE)
     parser.add_argument("--missing", action="store_true")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--arms", nargs="+", default=list(ARMS))

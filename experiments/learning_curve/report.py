@@ -9,7 +9,6 @@ accuracy per seed, with a t interval over seeds. `--has-seed N` / `--has-lenient
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -93,11 +92,8 @@ def markdown(results: dict, command: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = rc.report_parser(__doc__, "experiments/learning_curve/run.sh", HERE)
     parser.add_argument("--experiment", default="learning_curve")
-    parser.add_argument("--tracking-uri", default=rc.DEFAULT_URI)
-    parser.add_argument("--command", default="experiments/learning_curve/run.sh")
-    parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--has-seed", type=int, default=None)
     parser.add_argument("--has-lenient-base", action="store_true")
     args = parser.parse_args()

@@ -9,7 +9,6 @@ compares final held-out accuracy (Welch 95% interval of hicra minus TRL) and wal
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -101,11 +100,8 @@ def markdown(results: dict, command: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = rc.report_parser(__doc__, "experiments/learning_parity/run.sh", HERE)
     parser.add_argument("--experiment", default="learning_parity")
-    parser.add_argument("--tracking-uri", default=rc.DEFAULT_URI)
-    parser.add_argument("--command", default="experiments/learning_parity/run.sh")
-    parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--has", choices=sorted(ARMS), default=None)
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
