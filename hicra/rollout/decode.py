@@ -2,12 +2,17 @@
 
 Why not `model.generate`: it runs every row to the longest one, so a batch whose replies end after 10-60 tokens pays
 for all rows at every position up to the slowest row's length. Here a row that emits EOS leaves the batch (its cache rows
-are dropped with it), so the cost follows the tokens actually generated. On the 2-core VM (SmolLM2-135M, fp32) a
-decoding step costs ~30 ms plus ~5 ms per row, so short, uneven replies -- what RL on small models produces -- decode
-several times faster (README, "Speed").
+are dropped with it), so the cost follows the tokens actually generated. What a step costs beyond the model's own
+forward is kept small, each piece measured on the cpu benchmark preset (benchmarks/RESULTS.md, "Decoding"):
+- the KV cache is preallocated for the whole reply (hicra/rollout/kv_cache.py): no per-step copy of the cache;
+- the attention mask is allocated once and fed as a growing view;
+- a token is drawn by inverting the row's cumulative distribution (one uniform per row, float64 cumsum): the same
+  distribution as `torch.multinomial`, which draws an exponential per vocabulary entry (~30 ms per step for 32 x 49k);
+- top-p first looks for the nucleus among the top 64 (then 1,024) tokens, and sorts the whole vocabulary only when
+  the nucleus is wider.
 
 Same sampling rule as `generate` with do_sample: logits / temperature, then top-k, then top-p (nucleus), then a
-multinomial draw; greedy takes the argmax. EOS is forbidden before `min_new_tokens`.
+draw from the renormalised distribution; greedy takes the argmax. EOS is forbidden before `min_new_tokens`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,17 @@ from torch import Tensor
 from transformers import DynamicCache
 
 from hicra.models import prefix_sharing
+from hicra.rollout.kv_cache import preallocate
+
+NUCLEUS_CANDIDATES = (64, 1024)  # top-p tries these candidate counts before sorting the whole vocabulary
+
+
+def _nucleus_drop(sorted_logits: Tensor, log_normaliser: Tensor, top_p: float) -> Tensor:
+    """Which of the descending `sorted_logits` (b, k) fall outside the nucleus: the tokens ranked above them already
+    hold `top_p` of the probability. The first token always stays."""
+    probs = (sorted_logits - log_normaliser).exp()  # (b, k)
+    mass_before = probs.cumsum(dim=-1) - probs  # (b, k) probability of the tokens ranked above
+    return mass_before >= top_p
 
 
 def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
@@ -28,21 +44,42 @@ def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (b, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (b, V)
-        probs = sorted_logits.softmax(dim=-1)
-        mass_before = probs.cumsum(dim=-1) - probs  # (b, V) probability of the tokens ranked above
-        drop_sorted = mass_before >= top_p  # the first token has mass_before 0 and is always kept
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        log_normaliser = logits.logsumexp(dim=-1, keepdim=True)  # (b, 1)
+        for k in NUCLEUS_CANDIDATES:  # the nucleus is usually narrow: find it among the top k
+            if k >= logits.shape[-1]:
+                break
+            values, order = logits.topk(k, dim=-1)  # (b, k) descending
+            drop_sorted = _nucleus_drop(values, log_normaliser, top_p)
+            # every row's nucleus ends inside the top k (or top-k left fewer tokens): the rest is dropped too
+            if bool((drop_sorted[:, -1] | values[:, -1].isneginf()).all()):
+                keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, ~drop_sorted)
+                return logits.masked_fill(~keep, float("-inf"))
+        values, order = logits.sort(dim=-1, descending=True)  # (b, V)
+        drop = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, _nucleus_drop(values, log_normaliser,
+                                                                                            top_p))
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
+
+
+def sample_from(probs: Tensor) -> Tensor:
+    """One draw per row from unnormalised probabilities (b, V) >= 0 -> (b,) long, by inverting the cumulative sum.
+
+    float64 keeps each token's interval exact to ~1e-16, so the draw follows `probs` as `torch.multinomial` does;
+    a zero-probability token has an empty interval and is never drawn.
+    """
+    cumulative = probs.double().cumsum(dim=-1)  # (b, V)
+    total = cumulative[:, -1:]  # (b, 1)
+    u = torch.rand(total.shape, dtype=torch.float64, device=probs.device) * total  # (b, 1) in [0, total)
+    token = torch.searchsorted(cumulative, u, right=True)  # first index whose cumulative mass exceeds u
+    last_positive = torch.searchsorted(cumulative, total)  # u rounding up to the total must not pick a zero tail
+    return torch.minimum(token, last_positive).squeeze(1)
 
 
 def next_tokens(logits: Tensor, greedy: bool, temperature: float, top_k: int, top_p: float) -> Tensor:
     """One token per row from last-position logits (b, V) -> (b,) long."""
     if greedy:
         return logits.argmax(dim=-1)
-    probs = filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1)
-    return torch.multinomial(probs, 1).squeeze(1)
+    return sample_from(filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1))
 
 
 @torch.no_grad()
@@ -56,12 +93,15 @@ def decode(model, prompt_ids: Tensor, prompt_mask: Tensor, group_size: int, max_
     prompt (repeated G times); the loop then feeds one token per live row.
     """
     device = prompt_ids.device
-    if prompt_ids.shape[1] > 1:
+    Lp = prompt_ids.shape[1]
+    if Lp > 1:
         cache = prefix_sharing.prefilled_cache(model, prompt_ids, prompt_mask, group_size)
+        preallocate(cache, Lp - 1 + max_new_tokens)
     else:
         cache = DynamicCache(config=model.config)  # a one-token prompt: nothing to prefill
-    mask = prompt_mask.long().repeat_interleave(group_size, dim=0)  # (B, Lp), grows by one column per token
-    position = prefix_sharing.positions(mask)[:, -1:]  # (B, 1) position of the token fed next
+    mask = prompt_mask.new_ones(len(prompt_ids) * group_size, Lp + max_new_tokens, dtype=torch.long)  # (B, Lp+T)
+    mask[:, :Lp] = prompt_mask.long().repeat_interleave(group_size, dim=0)
+    position = prefix_sharing.positions(mask[:, :Lp])[:, -1:]  # (B, 1) position of the token fed next
     feed = prompt_ids[:, -1:].repeat_interleave(group_size, dim=0)  # (B, 1) the prompts' last tokens
     B = feed.shape[0]
     out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)  # (B, T_max)
@@ -69,7 +109,7 @@ def decode(model, prompt_ids: Tensor, prompt_mask: Tensor, group_size: int, max_
     eos = torch.tensor(eos_ids, device=device)
     length = 0
     for t in range(max_new_tokens):
-        logits = model(input_ids=feed, attention_mask=mask, position_ids=position, cache=cache,
+        logits = model(input_ids=feed, attention_mask=mask[:, :Lp + t], position_ids=position, cache=cache,
                        use_cache=True).logits[:, -1].float()  # (b, V)
         if t < min_new_tokens:
             logits[:, eos] = float("-inf")
@@ -83,6 +123,5 @@ def decode(model, prompt_ids: Tensor, prompt_mask: Tensor, group_size: int, max_
             keep = (~finished).nonzero().squeeze(1)
             cache.batch_select_indices(keep)
             live, mask, position, token = live[keep], mask[keep], position[keep], token[keep]
-        mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
         position, feed = position + 1, token[:, None]
     return out[:, :length]

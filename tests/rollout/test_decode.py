@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hicra.models.loaders import build_tiny_model
-from hicra.rollout.decode import decode, filter_logits
+from hicra.rollout.decode import decode, filter_logits, sample_from
 
 NEG = -math.inf
 
@@ -26,8 +26,15 @@ def test_filter_logits_by_hand():
 
 @pytest.fixture(scope="module")
 def tiny():
+    """The tiny random model with sharpened attention: at init its attention is near uniform, so a wrong position or
+    a stale cache entry would barely move a logit; scaled queries and keys make every position count."""
     torch.manual_seed(0)
-    return build_tiny_model(seed=0)
+    bundle = build_tiny_model(seed=0)
+    with torch.no_grad():
+        for name, param in bundle.model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                param.mul_(25.0)
+    return bundle
 
 
 def _encode(tokenizer, prompts):
@@ -82,3 +89,64 @@ def test_min_new_tokens_forbids_eos_before_it(tiny):
     eos = [int(first[0])]  # row 0's greedy first token would end it at once
     out = decode(tiny.model, ids, mask, 1, 6, eos, pad, greedy=True, min_new_tokens=3)
     assert not torch.isin(out[:, :3], torch.tensor(eos)).any()
+
+
+def _filter_by_full_sort(logits, top_p):
+    """The nucleus the textbook way: sort the whole vocabulary (what filter_logits does when the nucleus is wide)."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    drop = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, probs.cumsum(-1) - probs >= top_p)
+    return logits.masked_fill(drop, NEG)
+
+
+@pytest.mark.parametrize("scale", [8.0, 1.0, 0.05])  # peaked (nucleus in the top 64), medium, flat (full sort)
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.99])
+def test_nucleus_from_candidates_equals_the_full_sort(scale, top_p):
+    torch.manual_seed(1)
+    logits = torch.randn(16, 5000, dtype=torch.float64) * scale
+    assert torch.equal(filter_logits(logits, top_p=top_p).isfinite(), _filter_by_full_sort(logits, top_p).isfinite())
+
+
+def test_nucleus_after_top_k_keeps_within_the_top_k():
+    torch.manual_seed(2)
+    logits = torch.randn(8, 3000)
+    kept = filter_logits(logits, top_k=5, top_p=0.999).isfinite()
+    assert (kept.sum(-1) <= 5).all() and (kept.sum(-1) >= 1).all()
+
+
+def test_sample_from_follows_the_probabilities_and_never_draws_a_zero():
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0]]).repeat(20000, 1) * 3.0  # unnormalised on purpose
+    torch.manual_seed(0)
+    draws = sample_from(probs)  # (20000,)
+    observed = torch.bincount(draws, minlength=6).float() / len(draws)
+    assert observed[[0, 2, 5]].sum() == 0  # zero-probability tokens, including the last one
+    assert 0.5 * (observed - probs[0] / probs[0].sum()).abs().sum() < 0.01  # ~0.004 expected
+
+
+def test_sample_from_a_one_hot_row_is_deterministic():
+    probs = torch.zeros(3, 10)
+    probs[0, 0], probs[1, 9], probs[2, 4] = 1.0, 1.0, 1e-30
+    assert sample_from(probs).tolist() == [0, 9, 4]
+
+
+def test_sampled_tokens_come_from_the_model_at_their_prefix(tiny):
+    """Sampling with rows leaving at different steps: every token is among the top-k that a full forward over the
+    prompt and the reply so far gives, so the cache (preallocated, rows dropped) feeds each step the right prefix."""
+    ids, mask = _encode(tiny.tokenizer, PROMPTS[:2])
+    pad, G, k = tiny.tokenizer.pad_token_id, 4, 3
+    torch.manual_seed(3)
+    probe = decode(tiny.model, ids, mask, G, 12, [-1], pad, top_k=k)  # (8, 12) no EOS: pick EOS ids from it
+    eos = sorted({int(probe[0, 2]), int(probe[5, 6])})
+    torch.manual_seed(3)
+    out = decode(tiny.model, ids, mask, G, 12, eos, pad, top_k=k)  # (8, T)
+    ended = torch.isin(out, torch.tensor(eos))
+    assert ended.any(dim=1).sum() >= 2 and not ended.any(dim=1).all()  # some rows leave the batch early
+    full_ids = torch.cat([ids.repeat_interleave(G, 0), out], dim=1)
+    full_mask = torch.cat([mask.repeat_interleave(G, 0), torch.ones_like(out)], dim=1)
+    with torch.no_grad():
+        logits = tiny.model(input_ids=full_ids, attention_mask=full_mask,
+                            position_ids=(full_mask.cumsum(1) - 1).clamp(min=0)).logits  # (8, Lp+T, V)
+    top = logits[:, ids.shape[1] - 1:-1].topk(k, dim=-1).indices  # (8, T, k) the top-k at each reply position
+    in_top = (top == out[..., None]).any(-1)  # (8, T)
+    live = ~((ended.long().cumsum(1) - ended.long()) > 0)  # positions up to and including the first EOS
+    assert in_top[live].all()
