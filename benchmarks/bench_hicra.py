@@ -51,13 +51,17 @@ def peak_gib() -> float | None:
 
 
 class StepTimer(pl.Callback):
-    """Wall time and peak CUDA memory of every training step, from batch start to batch end."""
+    """Wall time and peak CUDA memory of every training step, from batch start to batch end; with `turns`, each step
+    waits for this arm's turn first (bench_turns.py)."""
 
-    def __init__(self):
+    def __init__(self, turns=None, arm: str = ""):
         self.times: list[float] = []
         self.peaks: list[float | None] = []
+        self.turns, self.arm = turns, arm
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.turns is not None:
+            self.turns.take(self.arm)
         sync()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -67,7 +71,7 @@ class StepTimer(pl.Callback):
         sync()
         self.times.append(time.perf_counter() - self._t0)
         self.peaks.append(peak_gib())
-        print(f"[bench]     step {len(self.times)}: {self.times[-1]:.2f} s", flush=True)
+        print(f"[bench]     {self.arm} step {len(self.times)}: {self.times[-1]:.2f} s", flush=True)
 
 
 def prompt_batches(cfg: DictConfig, tokenizer, num_batches: int) -> tuple[list[dict], object]:
@@ -80,12 +84,13 @@ def prompt_batches(cfg: DictConfig, tokenizer, num_batches: int) -> tuple[list[d
     return list(datamodule.train_dataloader()), task
 
 
-def run_hicra(cfg: DictConfig, num_steps: int) -> dict:
-    """Fit `num_steps` steps as `hicra.training.run.train` builds them; per-step wall times, peaks and the module's history."""
+def run_hicra(cfg: DictConfig, num_steps: int, turns=None, arm: str = "hicra") -> dict:
+    """Fit `num_steps` steps as `hicra.training.run.train` builds them; per-step wall times, peaks and the module's
+    history. With `turns`, every step waits for this arm's turn."""
     algorithm, sampler, task = preflight(cfg, {})
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     bundle, datamodule, module = build_module(cfg, algorithm, sampler, task, num_batches=num_steps)
-    timer = StepTimer()
+    timer = StepTimer(turns, arm)
     with tempfile.TemporaryDirectory(prefix="bench-hicra-") as tmp:
         trainer = build(cfg.trainer, logger=False, callbacks=[timer], default_root_dir=tmp, max_steps=num_steps,
                         limit_val_batches=0, enable_checkpointing=False, enable_progress_bar=False)

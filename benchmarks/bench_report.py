@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import socket
 import statistics
 from pathlib import Path
+
+from hicra.metrics.stats import mean_ci
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # hicra's per-step time breakdown (perf/* keys of the module's train_history), in the order a step runs them.
@@ -20,13 +23,26 @@ def median(values: list) -> float | None:
     return statistics.median(values) if values else None
 
 
+def median_ci(values: list[float], confidence: float = 0.95) -> list[float] | None:
+    """Distribution-free interval for the median: the order statistics x_(k), x_(n+1-k) with the largest k such that
+    P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2. None below 6 values (no interval reaches 95% there)."""
+    x, n = sorted(values), len(values)
+    tail, k = 0.0, 0
+    while True:
+        tail += math.comb(n, k) / 2**n  # P(Binomial < k + 1)
+        if tail > (1 - confidence) / 2:
+            break
+        k += 1
+    return [x[k - 1], x[n - k]] if k >= 1 else None
+
+
 def summarize(run: dict, warmup: int) -> dict:
     """Medians over the steps after warm-up; the raw per-step lists stay in `run`."""
     if "error" in run:
         return {"error": run["error"]}
     steps = run["step_s"][warmup:]
     tokens = run["tokens"][warmup:]
-    out = {"steps_measured": len(steps), "median_step_s": median(steps),
+    out = {"steps_measured": len(steps), "median_step_s": median(steps), "median_step_ci": median_ci(steps),
            "min_step_s": min(steps) if steps else None, "max_step_s": max(steps) if steps else None,
            "median_tokens_per_step": median(tokens),
            "tokens_per_s": median([t / s for t, s in zip(tokens, steps)]),
@@ -38,23 +54,40 @@ def summarize(run: dict, warmup: int) -> dict:
     return out
 
 
-def overhead(numerator: dict, denominator: dict, key: str = "median_step_s") -> float | None:
-    a, b = numerator.get(key), denominator.get(key)
-    return (a / b - 1.0) * 100.0 if a is not None and b else None
+def paired_ratio(numerator: dict, denominator: dict, warmup: int) -> dict | None:
+    """numerator's step time over denominator's, round by round (the arms ran interleaved, so step i of both fell in
+    round i): the geometric mean of the per-round ratios and its 95% Student-t interval (on the log ratios)."""
+    if "error" in numerator or "error" in denominator:
+        return None
+    a, b = numerator["step_s"][warmup:], denominator["step_s"][warmup:]
+    logs = [math.log(x / y) for x, y in zip(a, b)]
+    if not logs:
+        return None
+    ci = mean_ci(logs)
+    low, high = (math.exp(ci.low), math.exp(ci.high)) if ci.low is not None else (None, None)
+    return {"ratio": math.exp(ci.mean), "low": low, "high": high, "rounds": len(logs)}
 
 
-def ratio(numerator: dict, denominator: dict) -> float | None:
-    a, b = numerator.get("median_step_s"), denominator.get("median_step_s")
-    return a / b if a is not None and b else None
+def as_overhead(ratio: dict | None) -> dict | None:
+    """A ratio as a percentage over 1: 1.03 [1.01, 1.05] -> +3% [+1%, +5%]."""
+    if ratio is None:
+        return None
+    pct = lambda r: (r - 1.0) * 100.0 if r is not None else None
+    return {"pct": pct(ratio["ratio"]), "low": pct(ratio["low"]), "high": pct(ratio["high"]),
+            "rounds": ratio["rounds"]}
 
 
-def compare(summaries: dict) -> dict:
-    """The numbers the targets are about: hicra/TRL step-time ratios, HICRA over GRPO, diagnostics over HICRA."""
-    grpo, hicra, diag, trl = (summaries.get(k, {}) for k in ("grpo", "hicra", "hicra+diag", "trl"))
-    return {"grpo_over_trl": ratio(grpo, trl), "hicra_over_trl": ratio(hicra, trl),
-            "hicra_diag_over_trl": ratio(diag, trl),
-            "hicra_overhead_pct": overhead(hicra, grpo), "diagnostics_overhead_pct": overhead(diag, hicra),
-            "planner_share_pct": _share(hicra, "planner_s"), "diagnostics_share_pct": _share(diag, "diagnostics_s")}
+def compare(runs: dict, summaries: dict, warmup: int) -> dict:
+    """The numbers the targets are about: hicra/TRL step-time ratios, HICRA over GRPO, diagnostics over HICRA, each
+    paired round by round with its 95% interval."""
+    pair = lambda a, b: paired_ratio(runs[a], runs[b], warmup) if a in runs and b in runs else None
+    diag = summaries.get("hicra+diag", {})
+    return {"grpo_over_trl": pair("grpo", "trl"), "hicra_over_trl": pair("hicra", "trl"),
+            "hicra_diag_over_trl": pair("hicra+diag", "trl"),
+            "hicra_overhead": as_overhead(pair("hicra", "grpo")),
+            "diagnostics_overhead": as_overhead(pair("hicra+diag", "hicra")),
+            "planner_share_pct": _share(summaries.get("hicra", {}), "planner_s"),
+            "diagnostics_share_pct": _share(diag, "diagnostics_s")}
 
 
 def _share(summary: dict, key: str) -> float | None:
@@ -144,62 +177,96 @@ def _header(report: dict) -> list[str]:
              f"pytorch-lightning {m['pytorch_lightning']}; git {m['git_sha'][:12]}"),
              (f"- work per step: {s['prompts']} prompts x {s['group_size']} samples x {s['max_new_tokens']} new tokens "
              f"({length}), {s['dtype']}, temperature {s['temperature']}, beta 0, one update per rollout batch, whole "
-             f"batch per forward/backward; task {s['task']}; medians of {s['steps']} steps after {s['warmup']} "
-             f"warm-up"),
+             f"batch per forward/backward; task {s['task']}"),
+             (f"- schedule: the arms interleaved step by step in one process, the order rotated every round "
+             f"(A B C D, B C D A, ...); {s['warmup']} warm-up round(s), then {s['steps']} measured rounds"),
              f"- hicra extra overrides: {' '.join(s['hicra_overrides']) or 'none'}"]
     return lines + [f"- note: {note}" for note in report["notes"]]
 
 
+def _ci(values, fmt: str = "{:.2f}") -> str:
+    return f"[{fmt.format(values[0])}, {fmt.format(values[1])}]" if values else "[n/a]"
+
+
+def _step_cell(summary: dict) -> str:
+    if "error" in summary:
+        return "error"
+    return f"{_f(summary.get('median_step_s'), '{:.1f}')} {_ci(summary.get('median_step_ci'), '{:.1f}')}"
+
+
+def _ratio_cell(ratio: dict | None) -> str:
+    if not ratio:
+        return "n/a"
+    return f"**{ratio['ratio']:.3f}x** {_ci([ratio['low'], ratio['high']] if ratio['low'] else None, '{:.3f}')}"
+
+
+def _overhead_cell(overhead: dict | None) -> str:
+    if not overhead:
+        return "n/a"
+    interval = [overhead["low"], overhead["high"]] if overhead["low"] is not None else None
+    return f"{overhead['pct']:+.1f}% {_ci(interval, '{:+.1f}%')}"
+
+
 def _step_row(block: dict) -> str:
     r, c = block["summary"], block["compare"]
-    get = lambda arm, key: r.get(arm, {}).get(key)
     cells = [block["model"], "on" if block["gradient_checkpointing"] else "off",
-             *(_f(get(arm, "median_step_s")) for arm in ("grpo", "hicra", "hicra+diag", "trl")),
-             _f(c["grpo_over_trl"], "{:.3f}x"), _f(c["hicra_diag_over_trl"], "{:.3f}x"),
-             f"{_f(get('grpo', 'median_tokens_per_step'), '{:.0f}')} / {_f(get('trl', 'median_tokens_per_step'), '{:.0f}')}",
-             _f(get("grpo", "tokens_per_s"), "{:.0f}"), _f(get("trl", "tokens_per_s"), "{:.0f}"),
-             _f(get("grpo", "peak_memory_gib")), _f(get("trl", "peak_memory_gib")),
-             _f(c["hicra_overhead_pct"], "{:+.1f}%"), _f(c["diagnostics_overhead_pct"], "{:+.1f}%")]
+             *(_step_cell(r.get(arm, {"error": "not run"})) for arm in ("grpo", "hicra", "hicra+diag", "trl")),
+             _ratio_cell(c["grpo_over_trl"]), _ratio_cell(c["hicra_over_trl"]), _ratio_cell(c["hicra_diag_over_trl"]),
+             _overhead_cell(c["hicra_overhead"]), _overhead_cell(c["diagnostics_overhead"])]
     return "| " + " | ".join(cells) + " |"
 
 
 def _breakdown_rows(block: dict) -> list[str]:
     rows = []
+    floor = (block.get("decode_floor") or {}).get("floor_s")
     for arm in ("grpo", "hicra", "hicra+diag"):
         summary = block["summary"].get(arm, {})
         perf = summary.get("perf_median")
         if perf is None:
             continue
+        generation = perf.get("generation_s")
         cells = [block["model"], "on" if block["gradient_checkpointing"] else "off", arm,
                  *(_f(perf.get(k), "{:.3f}", "-") for k in BREAKDOWN), _f(perf.get("step_time_s"), "{:.3f}"),
+                 _f(generation / floor if generation and floor else None, "{:.2f}x"),
                  _f(_share(summary, "planner_s"), "{:.2f}%"), _f(_share(summary, "diagnostics_s"), "{:.2f}%", "-")]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 
-def _load(run: dict, when: str) -> str:
-    load = run.get("load_average", {}).get(when)
-    return f"{load[0]:.1f}" if load else "?"
-
-
 def markdown(report: dict) -> str:
     lines = _header(report)
-    lines += ["", ("| model | grad ckpt | GRPO s | HICRA s | HICRA+diag s | TRL s | GRPO/TRL | HICRA+diag/TRL "
-              "| resp tokens/step GRPO / TRL | tok/s GRPO | tok/s TRL | peak GiB GRPO | peak GiB TRL | HICRA vs GRPO "
-              "| diag vs HICRA |"), "|" + "---|" * 15]
+    lines += ["", ("| model | grad ckpt | GRPO s | HICRA s | HICRA+diag s | TRL s | GRPO/TRL | HICRA/TRL | "
+              "HICRA+diag/TRL | HICRA vs GRPO | diag vs HICRA |"), "|" + "---|" * 11]
     lines += [_step_row(block) for block in report["results"]]
-    lines += ["", ("Step times are wall seconds per training step (Lightning batch start to end; TRL step begin to "
-              "end), medians after warm-up; tok/s = response tokens / step time."), "",
-              ("hicra time breakdown, median seconds per step (the module's perf/* clocks; `step_time` is its own "
-              "rollout-to-update clock, without diagnostics):"), "",
+    lines += ["", ("Step times: wall seconds per training step (Lightning batch start to end; TRL step begin to end), "
+              "median [distribution-free 95% interval; n/a below 6 rounds]. Ratios and overheads: geometric mean of "
+              "the per-round ratios [95% Student-t interval]: each round ran every arm once, back to back."), "",
+              "| model | grad ckpt | arm | tokens/step | tok/s | peak GiB |", "|---|---|---|---|---|---|"]
+    for block in report["results"]:
+        for arm, summary in block["summary"].items():
+            lines.append(f"| {block['model']} | {'on' if block['gradient_checkpointing'] else 'off'} | {arm} | "
+                         f"{_f(summary.get('median_tokens_per_step'), '{:.0f}')} | "
+                         f"{_f(summary.get('tokens_per_s'), '{:.0f}')} | {_f(summary.get('peak_memory_gib'))} |")
+    lines += ["", ("hicra time breakdown, median seconds per step (the module's perf/* clocks; `step_time` is its own "
+              "rollout-to-update clock, without diagnostics); generation / floor: the decoding loop against the "
+              "model's batched single-token forward at the mean cache length times the steps, measured in the "
+              "same process after the rounds:"), "",
               "| model | grad ckpt | arm | " + " | ".join(k.removesuffix("_s") for k in BREAKDOWN) +
-              " | step_time | planner share | diagnostics share |", "|" + "---|" * (len(BREAKDOWN) + 6)]
+              " | step_time | generation / floor | planner share | diagnostics share |",
+              "|" + "---|" * (len(BREAKDOWN) + 7)]
     for block in report["results"]:
         lines += _breakdown_rows(block)
-    lines += ["", "Load average (1 min) before / after each arm: other jobs on the machine skew the timings above:", ""]
+        floor = block.get("decode_floor")
+        if floor:
+            lines.append("")
+            lines.append(f"Floor ({block['model']}, gc={'on' if block['gradient_checkpointing'] else 'off'}): "
+                         f"{floor['forward_s'] * 1e3:.0f} ms per forward of {floor['rows']} rows at cache length "
+                         f"{floor['cache_length']} x {report['settings']['max_new_tokens']} steps = "
+                         f"{floor['floor_s']:.1f} s.")
+    lines += ["", "Load average (1 min) at the start of each round: other jobs on the machine skew the timings:", ""]
     for b in report["results"]:
-        loads = [f"{arm} {_load(run, 'before')}/{_load(run, 'after')}" for arm, run in b["runs"].items()]
-        lines.append(f"- {b['model']} gc={'on' if b['gradient_checkpointing'] else 'off'}: {', '.join(loads)}")
+        loads = " ".join(f"{load[0]:.1f}" if load else "?" for load in b.get("load_per_round", []))
+        lines.append(f"- {b['model']} gc={'on' if b['gradient_checkpointing'] else 'off'}: {loads}")
     errors = [f"- error in {b['model']} gc={'on' if b['gradient_checkpointing'] else 'off'} {arm}: {run['error']}"
               for b in report["results"] for arm, run in b["summary"].items() if "error" in run]
     return "\n".join(lines + ([""] + errors if errors else [])) + "\n"

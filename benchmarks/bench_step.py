@@ -9,9 +9,11 @@ Identical work on both sides: the same weights (the `model` config node built on
 the same prompt batches in the same order, group size, max new tokens (generation forced to exactly that length by
 default, so no side gets shorter answers), dtype, temperature, beta = 0, one update per rollout batch over the whole
 batch, the same gradient-checkpointing setting. For each model and checkpointing setting it runs hicra GRPO, HICRA,
-HICRA + diagnostics and TRL, `--warmup` + `--steps` steps each, and reports medians after the warm-up: wall time per
-step, the hicra/TRL ratio, response tokens per second, peak CUDA memory, hicra's time breakdown (perf/* metrics) and
-the overheads of HICRA over GRPO and of the diagnostics over HICRA. Targets are measured here, never asserted.
+HICRA + diagnostics and TRL interleaved step by step, the order rotated every round (bench_turns.py), `--warmup` +
+`--steps` rounds, and reports: median wall time per step with a distribution-free 95% interval, the hicra/TRL ratios
+and the overheads of HICRA over GRPO and of the diagnostics over HICRA paired round by round (geometric mean, 95%
+t-interval), response tokens per second, peak CUDA memory, hicra's time breakdown (perf/* metrics) and its generation
+against the decoding floor (bench_decode.py). Targets are measured here, never asserted.
 """
 
 from __future__ import annotations
@@ -26,10 +28,16 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import threading
+
 import torch
-from bench_hicra import VARIANTS, compose, release_memory, run_hicra
+from bench_decode import decode_floor
+from bench_hicra import VARIANTS, compose, prompt_batches, release_memory, run_hicra
 from bench_report import PROJECT_ROOT, compare, load_average, machine_info, summarize, write
 from bench_trl import run_trl, trl_version
+from bench_turns import Turns, rotations
+
+from hicra.config.instantiate import build
 
 SMOLLM2_SHAPE = ["model=tiny", "model.hidden_size=576", "model.num_hidden_layers=30", "model.num_attention_heads=9",
                  "model.num_key_value_heads=3", "model.intermediate_size=1536"]
@@ -54,10 +62,10 @@ class Preset:
 
 
 PRESETS = {
-    "cpu": Preset({"smollm2": ["model=smollm2_135m"]}, 4, 8, 128, "float32", "cpu", steps=3, threads=2),
+    "cpu": Preset({"smollm2": ["model=smollm2_135m"]}, 4, 8, 128, "float32", "cpu", steps=6, threads=2),
     # Random init is fine for throughput. hicra samples with a static KV cache (compiled decoding) and bucketed
     # prompt lengths, its GPU configuration; TRL with its defaults.
-    "gpu": Preset({"smollm2": SMOLLM2_SHAPE, "qwen0.5b": QWEN05B_SHAPE}, 8, 8, 256, "bfloat16", "gpu", steps=5,
+    "gpu": Preset({"smollm2": SMOLLM2_SHAPE, "qwen0.5b": QWEN05B_SHAPE}, 8, 8, 256, "bfloat16", "gpu", steps=6,
                   task=SUM_TASK, hicra_overrides=["rollout.cache_implementation=static", "rollout.prompt_bucket=64"]),
     "tiny": Preset({"tiny": ["model=tiny"]}, 2, 2, 8, "float32", "cpu", steps=1, task=SUM_TASK),
 }
@@ -69,8 +77,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="both", help="one of the preset's models (cpu: smollm2; gpu: smollm2, "
                    "qwen0.5b; tiny: tiny) or `both` (all of them)")
     p.add_argument("--gradient-checkpointing", choices=["on", "off", "both"], default="both")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--steps", type=int, default=None, help="measured steps per arm (preset default: cpu 3, gpu 5)")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up rounds (every arm steps once per round)")
+    p.add_argument("--steps", type=int, default=None, help="measured rounds (preset default: cpu 6, gpu 6); from 6 "
+                   "on, each median gets a distribution-free 95%% interval")
     p.add_argument("--fixed-length", action=argparse.BooleanOptionalAction, default=True,
                    help="force every response to exactly max new tokens on both sides (required on gpu)")
     p.add_argument("--arms", default="grpo,hicra,hicra+diag,trl", help="comma-separated subset of the four arms")
@@ -129,31 +138,59 @@ def overrides(s: dict, model: str, gc: bool, arm: str) -> list[str]:
             *(s["hicra_overrides"] if arm in VARIANTS else [])]
 
 
-def run_block(s: dict, model: str, gc: bool, trl: str | None, save) -> dict:
-    """All arms on one model and checkpointing setting; `save(block)` after every arm (a killed run keeps them)."""
+def run_block(s: dict, model: str, gc: bool, trl: str | None) -> dict:
+    """All arms on one model and checkpointing setting, interleaved step by step (bench_turns.py): every arm is built
+    (one at a time) and parked at its first step, then each round runs every arm once, the order rotated."""
     task_node = {"task": PRESETS[s["preset"]].task} if PRESETS[s["preset"]].task else None
     num_steps = s["warmup"] + s["steps"]
-    runs, used = {}, {}
-    for arm in s["arms"]:
-        if arm == "trl" and trl is None:
-            continue
-        used[arm] = overrides(s, model, gc, arm)
-        cfg = compose(used[arm], task_node)
-        print(f"[bench] {model} gc={'on' if gc else 'off'} {arm}: {num_steps} steps", flush=True)
-        load_before = load_average()
+    arms = [arm for arm in s["arms"] if arm != "trl" or trl is not None]
+    turns, runs, used, threads = Turns(), {}, {}, []
+
+    def arm_loop(arm: str, cfg) -> None:
         try:
-            runs[arm] = run_trl(cfg, num_steps, s["fixed_length"], gc) if arm == "trl" else run_hicra(cfg, num_steps)
+            runs[arm] = run_trl(cfg, num_steps, s["fixed_length"], gc, turns, arm) if arm == "trl" else \
+                run_hicra(cfg, num_steps, turns, arm)
         except Exception as err:  # noqa: BLE001 - one failed arm (e.g. out of memory) must not lose the others
             traceback.print_exc()
             runs[arm] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
             release_memory()
-        runs[arm]["load_average"] = {"before": load_before, "after": load_average()}  # other jobs skew timings
-        print(f"[bench]   step s: {runs[arm].get('step_s', runs[arm].get('error'))}; load {load_average()}", flush=True)
-        summary = {arm: summarize(run, s["warmup"]) for arm, run in runs.items()}
-        block = {"model": model, "gradient_checkpointing": gc, "overrides": used, "runs": runs, "summary": summary,
-                 "compare": compare(summary)}
-        save(block)
-    return block
+        finally:
+            turns.end(arm)
+
+    for arm in arms:  # one at a time: no arm's set-up runs beside another's step
+        used[arm] = overrides(s, model, gc, arm)
+        thread = threading.Thread(target=arm_loop, args=(arm, compose(used[arm], task_node)), name=arm, daemon=True)
+        thread.start()
+        turns.wait_ready(arm)
+        threads.append(thread)
+    loads = []
+    for r, order in enumerate(rotations(arms, num_steps)):
+        kind = "warm-up" if r < s["warmup"] else "measured"
+        print(f"[bench] {model} gc={'on' if gc else 'off'} round {r + 1}/{num_steps} ({kind}): {' '.join(order)}",
+              flush=True)
+        loads.append(load_average())
+        for arm in order:
+            turns.give(arm)
+    for thread in threads:
+        thread.join()
+    floor = decode_floor_of(s, model, gc, task_node)
+    summary = {arm: summarize(run, s["warmup"]) for arm, run in runs.items()}
+    return {"model": model, "gradient_checkpointing": gc, "overrides": used, "runs": runs, "summary": summary,
+            "compare": compare(runs, summary, s["warmup"]), "load_per_round": loads, "decode_floor": floor}
+
+
+def decode_floor_of(s: dict, model: str, gc: bool, task_node: dict | None) -> dict:
+    """The decoding floor on this block's model and first prompt batch (bench_decode.decode_floor)."""
+    cfg = compose(overrides(s, model, gc, "grpo"), task_node)
+    bundle = build(cfg.model)
+    batch = prompt_batches(cfg, bundle.tokenizer, 1)[0][0]
+    enc = bundle.tokenizer(batch["prompts"], return_tensors="pt", padding=True, add_special_tokens=False)
+    device = next(bundle.model.parameters()).device
+    floor = decode_floor(bundle.model, enc.input_ids.to(device), enc.attention_mask.to(device), s["group_size"],
+                         s["max_new_tokens"])
+    del bundle
+    release_memory()
+    return floor
 
 
 def default_stem(preset: str) -> Path:
@@ -189,15 +226,12 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"settings": s, "machine": machine_info(), "load_start": load_average(), "notes": notes,
               "results": [], "command": " ".join(sys.argv)}
     stem = args.out or default_stem(args.preset)
-    done = []
 
-    def save(block: dict) -> None:
-        report["results"], report["load_end"] = [*done, block], load_average()
-        write(report, stem)
-
-    for model in s["models"]:
+    for model in s["models"]:  # the report is written after every block: a killed run keeps the blocks done
         for gc in s["gradient_checkpointing"]:
-            done.append(run_block(s, model, gc, trl, save))
+            report["results"].append(run_block(s, model, gc, trl))
+            report["load_end"] = load_average()
+            write(report, stem)
     json_path, md_path = write(report, stem)
     print(md_path.read_text(), flush=True)
     print(f"[bench] wrote {json_path} and {md_path}", flush=True)

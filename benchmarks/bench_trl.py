@@ -52,9 +52,10 @@ def grpo_config(cfg: DictConfig, num_steps: int, fixed_length: bool, gradient_ch
         bf16=on_gpu and cfg.model.dtype == "bfloat16", fp16=False, use_cpu=not on_gpu)
 
 
-def run_trl(cfg: DictConfig, num_steps: int, fixed_length: bool, gradient_checkpointing: bool) -> dict:
+def run_trl(cfg: DictConfig, num_steps: int, fixed_length: bool, gradient_checkpointing: bool, turns=None,
+            arm: str = "trl") -> dict:
     """Train `num_steps` steps on hicra's prompt batches; per-step wall times (step begin to step end), peak memory,
-    response tokens and TRL's own logs."""
+    response tokens and TRL's own logs. With `turns`, every step waits for this arm's turn (bench_turns.py)."""
     from datasets import Dataset
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
@@ -75,6 +76,8 @@ def run_trl(cfg: DictConfig, num_steps: int, fixed_length: bool, gradient_checkp
             self.times, self.peaks, self.logs = [], [], []
 
         def on_step_begin(self, args, state, control, **kwargs):
+            if turns is not None:
+                turns.take(arm)
             sync()
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
@@ -84,7 +87,7 @@ def run_trl(cfg: DictConfig, num_steps: int, fixed_length: bool, gradient_checkp
             sync()
             self.times.append(time.perf_counter() - self.t0)
             self.peaks.append(peak_gib())
-            print(f"[bench]     step {len(self.times)}: {self.times[-1]:.2f} s", flush=True)
+            print(f"[bench]     {arm} step {len(self.times)}: {self.times[-1]:.2f} s", flush=True)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "completions/mean_length" in logs:

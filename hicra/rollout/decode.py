@@ -68,7 +68,7 @@ def sample_from(probs: Tensor) -> Tensor:
     a zero-probability token has an empty interval and is never drawn.
     """
     cumulative = probs.double().cumsum(dim=-1)  # (b, V)
-    total = cumulative[:, -1:]  # (b, 1)
+    total = cumulative[:, -1:].contiguous()  # (b, 1)
     u = torch.rand(total.shape, dtype=torch.float64, device=probs.device) * total  # (b, 1) in [0, total)
     token = torch.searchsorted(cumulative, u, right=True)  # first index whose cumulative mass exceeds u
     last_positive = torch.searchsorted(cumulative, total)  # u rounding up to the total must not pick a zero tail
