@@ -2,6 +2,7 @@
 
     python benchmarks/bench_decode.py                 # cpu preset: SmolLM2-135M-Instruct, 4 prompts x 8 x 128 tokens
     python benchmarks/bench_decode.py --repeats 5
+    python benchmarks/bench_decode.py --preset gpu --tokenizer DIR   # random-init SmolLM2 shape, 8 x 8 x 256, bf16
 
 The floor is what the issue defines it as: the model's batched single-token forward (all rows, attention mask,
 preallocated cache) at the mean cache length, times the number of decoding steps; no sampling, no cache growth.
@@ -11,6 +12,7 @@ Variants (each also a record of what a change bought; the "previous" pieces are 
   loop-prealloc     the preallocated cache, torch.multinomial
   loop-cdf          dynamic cache, inverse-CDF draws
   loop              both: the loop hicra runs now
+  generate-static   model.generate with a static cache, its decoding step compiled (gpu preset only)
 Variants run round-robin, rotated each repeat, in one process; medians and their spread are reported.
 """
 
@@ -94,8 +96,18 @@ def variants(model, tokenizer, ids, mask, G: int, T: int, eos: list[int], temper
                              min_new_tokens=T, pad_token_id=pad, eos_token_id=eos)
         return out[:, ids.shape[1]:]
 
+    def generate_static():
+        out = model.generate(input_ids=ids.repeat_interleave(G, 0), attention_mask=mask.repeat_interleave(G, 0),
+                             do_sample=True, temperature=temperature, top_p=1.0, top_k=0, max_new_tokens=T,
+                             min_new_tokens=T, pad_token_id=pad, eos_token_id=eos, cache_implementation="static")
+        return out[:, ids.shape[1]:]
+
     return {"generate": generate, "loop-before": loop(False, False), "loop-prealloc": loop(True, False),
-            "loop-cdf": loop(False, True), "loop": loop(True, True)}
+            "loop-cdf": loop(False, True), "loop": loop(True, True), "generate-static": generate_static}
+
+
+# preset -> (prompts, group size, new tokens, dtype, Hydra overrides of the `model` group or None = the bundled model)
+PRESETS = {"cpu": (4, 8, 128, "float32", None), "gpu": (8, 8, 256, "bfloat16", "smollm2-shape")}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -107,43 +119,64 @@ def main(argv: list[str] | None = None) -> dict:
     from hicra.rollout.hf import eos_token_ids
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--variants", default="generate,loop-before,loop-prealloc,loop-cdf,loop")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=PROJECT_ROOT / "benchmarks" / "results" / "decode-cpu.json")
+    p.add_argument("--variants", default=None, help="comma-separated (default cpu: generate,loop-before,"
+                   "loop-prealloc,loop-cdf,loop; gpu: generate,generate-static,loop)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads on the cpu preset")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder for the gpu preset's random-init model")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/decode-<preset>.json)")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    G, T, temperature = 8, 128, 1.0
-    cfg = compose(["model=smollm2_135m", "logger=none", "prompts_per_step=4"])
+    P, G, T, dtype, shape = PRESETS[args.preset]
+    temperature = 1.0
+    device = "cuda" if args.preset == "gpu" else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        p.error("--preset gpu needs a CUDA GPU and none is visible; allowed here: cpu")
+    if device == "cpu":
+        torch.set_num_threads(args.threads)
+    names = (args.variants or ("generate,generate-static,loop" if device == "cuda" else
+                               "generate,loop-before,loop-prealloc,loop-cdf,loop")).split(",")
+    out_path = args.out or PROJECT_ROOT / "benchmarks" / "results" / f"decode-{args.preset}.json"
+    task_node = None  # the default task (reasoning-gym chain_sum); the GPU host has no verifier libraries
+    if shape:
+        from bench_step import SMOLLM2_SHAPE, SUM_TASK
+        task_node = {"task": SUM_TASK}
+        model_overrides = [*SMOLLM2_SHAPE, *([f"model.tokenizer_name_or_path={args.tokenizer}"] if args.tokenizer
+                                             else [])]
+    else:
+        model_overrides = ["model=smollm2_135m"]
+    cfg = compose([*model_overrides, f"model.dtype={dtype}", "logger=none", f"prompts_per_step={P}"], task_node)
     bundle = build(cfg.model, gradient_checkpointing=False)
-    model, tokenizer = bundle.model.eval(), bundle.tokenizer
+    model, tokenizer = bundle.model.to(device).eval(), bundle.tokenizer
     prompts = prompt_batches(cfg, tokenizer, 1)[0][0]["prompts"]
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     eos = eos_token_ids(tokenizer, model)
     runs = variants(model, tokenizer, enc.input_ids, enc.attention_mask, G, T, eos, temperature)
-    names = args.variants.split(",")
     times: dict[str, list[float]] = {n: [] for n in names}
     floors = []
     for r in range(args.repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             torch.manual_seed(r)
+            _sync()
             start = time.perf_counter()
             out = runs[name]()
+            _sync()
             times[name].append(time.perf_counter() - start)
             assert out.shape == (len(prompts) * G, T), (name, out.shape)
             print(f"[decode] repeat {r + 1} {name}: {times[name][-1]:.2f} s", flush=True)
         floors.append(decode_floor(model, enc.input_ids, enc.attention_mask, G, T))
         print(f"[decode] repeat {r + 1} floor: {floors[-1]['floor_s']:.2f} s", flush=True)
     floor = statistics.median(f["floor_s"] for f in floors)
-    result = {"machine": machine_info(), "work": {"prompts": len(prompts), "group_size": G, "new_tokens": T,
-              "prompt_tokens": enc.input_ids.shape[1], "dtype": "float32", "temperature": temperature},
+    result = {"machine": machine_info(), "preset": args.preset,
+              "work": {"prompts": len(prompts), "group_size": G, "new_tokens": T,
+                       "prompt_tokens": enc.input_ids.shape[1], "dtype": dtype, "temperature": temperature},
               "floor": floors, "times": times,
               "summary": {n: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
                               "over_floor": statistics.median(t) / floor} for n, t in times.items()},
               "floor_median_s": floor, "command": " ".join(sys.argv)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=2) + "\n")
     for name, s in result["summary"].items():
         print(f"{name:14s} median {s['median_s']:7.2f} s  [{s['min_s']:.2f}, {s['max_s']:.2f}]  "
               f"{s['over_floor']:.2f}x floor", flush=True)

@@ -183,10 +183,10 @@ def decode_floor_of(s: dict, model: str, gc: bool, task_node: dict | None) -> di
     """The decoding floor on this block's model and first prompt batch (bench_decode.decode_floor)."""
     cfg = compose(overrides(s, model, gc, "grpo"), task_node)
     bundle = build(cfg.model)
+    device = "cuda" if PRESETS[s["preset"]].trainer == "gpu" else "cpu"
     batch = prompt_batches(cfg, bundle.tokenizer, 1)[0][0]
-    enc = bundle.tokenizer(batch["prompts"], return_tensors="pt", padding=True, add_special_tokens=False)
-    device = next(bundle.model.parameters()).device
-    floor = decode_floor(bundle.model, enc.input_ids.to(device), enc.attention_mask.to(device), s["group_size"],
+    enc = bundle.tokenizer(batch["prompts"], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    floor = decode_floor(bundle.model.to(device), enc.input_ids, enc.attention_mask, s["group_size"],
                          s["max_new_tokens"])
     del bundle
     release_memory()

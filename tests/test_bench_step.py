@@ -27,28 +27,75 @@ def _run(step_s, tokens, perf=None):
     return run | ({"perf": perf} if perf is not None else {})
 
 
-def test_summary_skips_warmup_and_compares_arms(bench):
+def test_summary_skips_warmup_and_compares_arms_round_by_round(bench):
     _, report = bench
     perf = [{"perf/step_time_s": 9.0, "perf/planner_s": 0.5}, {"perf/step_time_s": 2.0, "perf/planner_s": 0.1}]
-    summaries = {"grpo": report.summarize(_run([9.0, 2.0, 4.0], [64, 64, 64], perf + [perf[1]]), warmup=1),
-                 "hicra": report.summarize(_run([9.0, 3.3], [64, 64], perf), warmup=1),
-                 "hicra+diag": report.summarize(_run([9.0, 3.63], [64, 64], perf), warmup=1),
-                 "trl": report.summarize(_run([30.0, 10.0, 10.0], [64, 64, 64]), warmup=1)}
+    # round 0 is the warm-up; rounds 1 and 2 are paired across arms
+    runs = {"grpo": _run([9.0, 2.0, 4.0], [64, 64, 64], perf + [perf[1]]),
+            "hicra": _run([9.0, 2.2, 4.4], [64, 64, 64], perf + [perf[1]]),
+            "hicra+diag": _run([9.0, 2.42, 4.84], [64, 64, 64], perf + [perf[1]]),
+            "trl": _run([30.0, 10.0, 10.0], [64, 64, 64])}
+    summaries = {arm: report.summarize(run, warmup=1) for arm, run in runs.items()}
     assert summaries["grpo"]["median_step_s"] == 3.0 and summaries["grpo"]["steps_measured"] == 2
+    assert summaries["grpo"]["median_step_ci"] is None  # 2 values: no 95% interval for a median
     assert summaries["trl"]["tokens_per_s"] == pytest.approx(6.4)
     assert summaries["grpo"]["perf_median"]["planner_s"] == pytest.approx(0.1)
-    c = report.compare(summaries)
-    assert c["grpo_over_trl"] == pytest.approx(0.3)
-    assert c["hicra_overhead_pct"] == pytest.approx(10.0)
-    assert c["diagnostics_overhead_pct"] == pytest.approx(10.0)
+    c = report.compare(runs, summaries, warmup=1)
+    assert c["grpo_over_trl"]["ratio"] == pytest.approx((0.2 * 0.4) ** 0.5)  # geometric mean of the rounds' ratios
+    assert c["grpo_over_trl"]["low"] < c["grpo_over_trl"]["ratio"] < c["grpo_over_trl"]["high"]
+    assert c["hicra_overhead"]["pct"] == pytest.approx(10.0)  # +10% in both rounds: no spread
+    assert c["hicra_overhead"]["low"] == pytest.approx(10.0) and c["hicra_overhead"]["high"] == pytest.approx(10.0)
+    assert c["diagnostics_overhead"]["pct"] == pytest.approx(10.0)
     assert c["planner_share_pct"] == pytest.approx(5.0)
 
 
 def test_a_missing_or_failed_arm_leaves_its_ratios_empty(bench):
     _, report = bench
-    c = report.compare({"grpo": report.summarize(_run([1.0, 1.0], [8, 8]), 1),
-                        "trl": report.summarize({"error": "OutOfMemoryError: ..."}, 1)})
-    assert c["grpo_over_trl"] is None and c["hicra_overhead_pct"] is None
+    runs = {"grpo": _run([1.0, 1.0], [8, 8]), "trl": {"error": "OutOfMemoryError: ..."}}
+    c = report.compare(runs, {arm: report.summarize(run, 1) for arm, run in runs.items()}, warmup=1)
+    assert c["grpo_over_trl"] is None and c["hicra_overhead"] is None
+
+
+def test_median_interval_is_the_binomial_order_statistics(bench):
+    _, report = bench
+    assert report.median_ci([5.0, 1.0, 3.0, 2.0, 4.0]) is None  # P(all 5 on one side) = 1/16 > 0.025
+    assert report.median_ci([6.0, 1.0, 3.0, 2.0, 4.0, 5.0]) == [1.0, 6.0]  # n = 6: min and max (96.9%)
+    values = list(range(1, 21))  # n = 20: x_(6) and x_(15), coverage 95.9%
+    assert report.median_ci(values) == [6, 15]
+
+
+def test_turns_interleave_arms_one_step_at_a_time(bench, monkeypatch):
+    """Three arms in threads, each with 3 steps: every step runs alone, in the scheduler's rotated order."""
+    import threading
+
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "benchmarks"))
+    from bench_turns import Turns, rotations
+
+    turns, log, running = Turns(), [], []
+
+    def arm(name):
+        for step in range(3):
+            turns.take(name)
+            running.append(name)
+            assert len(running) == 1  # nobody else is inside a step
+            log.append((name, step))
+            running.remove(name)
+        turns.end(name)
+
+    arms = ["a", "b", "c"]
+    threads = [threading.Thread(target=arm, args=(name,), daemon=True) for name in arms]
+    for name, thread in zip(arms, threads):
+        thread.start()
+        turns.wait_ready(name)
+    order = rotations(arms, 3)
+    assert order == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
+    for round_order in order:
+        for name in round_order:
+            assert turns.give(name)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert [name for name, _ in log] == [name for r in order for name in r]
+    assert not turns.give("a")  # an ended arm takes no more turns
 
 
 def test_arms_do_the_same_work(bench, monkeypatch):
@@ -99,4 +146,6 @@ def test_tiny_preset_writes_a_complete_report(bench, tmp_path):
         perf = block["summary"][arm]["perf_median"]
         assert perf["generation_s"] > 0 and perf["step_time_s"] > 0
     assert "diagnostics_s" in block["summary"]["hicra+diag"]["perf_median"]
-    assert block["compare"]["hicra_overhead_pct"] is not None
+    assert block["compare"]["hicra_overhead"]["pct"] is not None
+    assert block["decode_floor"]["floor_s"] > 0 and block["decode_floor"]["rows"] == 2 * 2
+    assert len(block["load_per_round"]) == data["settings"]["warmup"] + data["settings"]["steps"]

@@ -21,6 +21,7 @@ import run_curves as rc  # noqa: E402
 from hicra.metrics.stats import mean_ci, welch_diff_ci  # noqa: E402
 
 ARMS = {"hicra": "hicra GRPO", "trl": "TRL GRPOTrainer"}
+TARGETS = (0.2, 0.3)  # held-out accuracies whose wall time to reach is reported (from 0.12 at step 0)
 
 
 def arm_runs(client, experiment: str, arm: str) -> dict[int, object]:
@@ -36,6 +37,17 @@ def verdict(diff: dict, wall_ratio: float) -> str:
     if diff["high"] < 0:
         return (f"**hicra learns less than TRL** (the interval excludes 0): a bug to find, not a result; {speed}.")
     return f"no difference the study can resolve (the interval contains 0); {speed}."
+
+
+def time_to_reach(runs: dict, target: float) -> dict:
+    """Seconds from a run's start to its first held-out evaluation at or above `target`, per seed (None: never
+    reached), and the median over the seeds that reached it. Evaluations every 5 steps bound the resolution."""
+    seconds = {seed: next((t for t, a in zip(r["seconds"], r["val/accuracy"]) if a >= target), None)
+               for seed, r in runs.items()}
+    reached = sorted(t for t in seconds.values() if t is not None)
+    return {"target": target, "per_seed": seconds, "reached": len(reached), "seeds": len(seconds),
+            "median_s": reached[len(reached) // 2] if len(reached) % 2 else
+            (sum(reached[len(reached) // 2 - 1:len(reached) // 2 + 1]) / 2 if reached else None)}
 
 
 def collect(client, experiment: str) -> dict:
@@ -56,7 +68,12 @@ def collect(client, experiment: str) -> dict:
         "wall_s": {arm: mean_ci(v).__dict__ for arm, v in walls.items()},
         "diff_hicra_minus_trl": diff, "wall_ratio_hicra_over_trl": wall_ratio,
         "verdict": verdict(diff, wall_ratio),
+        "time_to_reach": time_to_reach_all(arms),
     }
+
+
+def time_to_reach_all(arms: dict) -> dict:
+    return {arm: [time_to_reach(runs, target) for target in TARGETS] for arm, runs in arms.items()}
 
 
 def markdown(results: dict, command: str) -> str:
@@ -90,6 +107,13 @@ def markdown(results: dict, command: str) -> str:
         f"**hicra minus TRL, final held-out accuracy: {rc.ci_text(results['diff_hicra_minus_trl'])}** (Welch 95%). "
         f"Verdict: {results['verdict']}",
         "",
+        "Wall time to a result: seconds from a run's start to its first held-out evaluation at or above the "
+        "accuracy (median over the seeds that reached it; evaluations at steps 0, 5, 10, 15).",
+        "",
+        "| target accuracy | hicra GRPO | TRL GRPOTrainer | hicra / TRL |",
+        "|---|---|---|---|",
+        *time_rows(results),
+        "",
         "| arm | seed | run | step 0 | final | final truncated | wall time |",
         "|---|---|---|---|---|---|---|",
         *per_run,
@@ -99,12 +123,34 @@ def markdown(results: dict, command: str) -> str:
     ])
 
 
+def time_rows(results: dict) -> list[str]:
+    ttr = results.get("time_to_reach") or time_to_reach_all(results["arms"])
+    rows = []
+    for i, target in enumerate(TARGETS):
+        h, t = ttr["hicra"][i], ttr["trl"][i]
+        cell = lambda x: f"{x['median_s']:.0f} s ({x['reached']}/{x['seeds']} seeds)" if x["median_s"] else \
+            f"not reached (0/{x['seeds']})"
+        ratio = f"{h['median_s'] / t['median_s']:.2f}x" if h["median_s"] and t["median_s"] else "n/a"
+        rows.append(f"| {target:.2f} | {cell(h)} | {cell(t)} | {ratio} |")
+    return rows
+
+
 def main() -> int:
     parser = rc.report_parser(__doc__, "experiments/learning_parity/run.sh", HERE)
     parser.add_argument("--experiment", default="learning_parity")
     parser.add_argument("--has", choices=sorted(ARMS), default=None)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="re-render RESULTS.md from a results.json (no MLflow store needed)")
     args = parser.parse_args()
+    if args.from_json is not None:
+        results = json.loads(args.from_json.read_text(encoding="utf-8"))
+        results["arms"] = {arm: {int(seed): r for seed, r in runs.items()} for arm, runs in results["arms"].items()}
+        results["time_to_reach"] = time_to_reach_all(results["arms"])
+        (args.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+        (args.out / "RESULTS.md").write_text(markdown(results, args.command), encoding="utf-8")
+        print("\n".join(time_rows(results)))
+        return 0
     client = rc.client_for(args.tracking_uri)
     if args.has is not None:
         return 0 if args.seed in arm_runs(client, args.experiment, args.has) else 1
