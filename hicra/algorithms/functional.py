@@ -40,26 +40,32 @@ def _row_chunks(logits: Tensor, chunk_size: int) -> tuple[Tensor, ...]:
     return logits.reshape(-1, logits.shape[-1]).split(chunk_size)  # each (<=chunk_size, V)
 
 
-def logprobs_from_logits(logits: Tensor, targets: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
-    """log p(target) = logits[target] - logsumexp(logits), per position, in fp32.
+def logprobs_from_logits(logits: Tensor, targets: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                         temperature: float = 1.0) -> Tensor:
+    """log p(target) = z[target] - logsumexp(z) with z = logits / temperature, per position, in fp32.
 
     logits (B,T,V), targets (B,T) int -> (B,T) float32. Differentiable w.r.t. logits.
-    A full log_softmax would allocate another (B,T,V) tensor (in fp32: 4 bytes x B x T x V); processing
-    `chunk_size` rows at a time keeps the temporaries at (chunk_size, V).
+    A full log_softmax (or a full logits / temperature) would allocate another (B,T,V) tensor (in fp32: 4 bytes x B
+    x T x V); processing `chunk_size` rows at a time keeps the temporaries at (chunk_size, V).
     """
     if targets.shape != logits.shape[:-1]:
         raise ValueError(f"targets shape {tuple(targets.shape)} != logits.shape[:-1] {tuple(logits.shape[:-1])}")
     flat_targets = targets.reshape(-1, 1).split(chunk_size)  # each (<=chunk_size, 1)
     out = []
     for rows, tgt in zip(_row_chunks(logits, chunk_size), flat_targets):
-        rows = rows.float()  # (n, V); fp32 because bf16 logsumexp loses ~2 significant digits
+        rows = _scaled(rows, temperature)  # (n, V); fp32 because bf16 logsumexp loses ~2 significant digits
         picked = rows.gather(-1, tgt).squeeze(-1)  # (n,)
         out.append(picked - torch.logsumexp(rows, dim=-1))  # (n,)
     return torch.cat(out).view(targets.shape)  # (B,T)
 
 
-def entropy_from_logits(logits: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
-    """Shannon entropy (nats) of softmax(logits) per position, in fp32.
+def _scaled(rows: Tensor, temperature: float) -> Tensor:
+    rows = rows.float()  # no copy when already fp32
+    return rows / temperature if temperature != 1.0 else rows
+
+
+def entropy_from_logits(logits: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE, temperature: float = 1.0) -> Tensor:
+    """Shannon entropy (nats) of softmax(logits / temperature) per position, in fp32.
 
     H = -sum_v p_v log p_v = logsumexp(z) - sum_v p_v z_v, with p = softmax(z).
     logits (B,T,V) -> (B,T) float32. Differentiable; chunked over rows like `logprobs_from_logits`.
@@ -68,7 +74,7 @@ def entropy_from_logits(logits: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) ->
     out = []
     for rows in _row_chunks(logits, chunk_size):
         # fp32; -inf logits (banned tokens) become the most negative float so that p*z is 0*(-big) = 0, not NaN
-        rows = rows.float().clamp(min=torch.finfo(torch.float32).min)  # (n, V)
+        rows = _scaled(rows, temperature).clamp(min=torch.finfo(torch.float32).min)  # (n, V)
         lse = torch.logsumexp(rows, dim=-1)  # (n,)
         probs = torch.exp(rows - lse.unsqueeze(-1))  # (n, V)
         out.append(lse - (probs * rows).sum(-1))  # (n,)

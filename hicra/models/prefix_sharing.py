@@ -113,9 +113,12 @@ def positions(mask: Tensor) -> Tensor:
     return (mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
-def shared_prompt_logits(model, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor) -> Tensor | None:
-    """Logits predicting each response token, (B, T, V), with each distinct prompt run once; None when no two rows
-    share a prompt (nothing to save: the caller runs its one-pass forward).
+def shared_prompt_logits(model, prompt_ids: Tensor, prompt_mask: Tensor,
+                         response_ids: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Logits predicting each response token, with each distinct prompt run once, in two pieces: (B, 1, V) for
+    response token 0 (from the prompt's last position) and (B, T-1, V) for tokens 1..T-1. Two pieces rather than one
+    (B, T, V) tensor: joining them would copy the largest tensor of the update. None when no two rows share a prompt
+    (nothing to save: the caller runs its one-pass forward).
 
     prompt_ids, prompt_mask (B, Lp) left-padded; response_ids (B, T).
     """
@@ -133,9 +136,11 @@ def shared_prompt_logits(model, prompt_ids: Tensor, prompt_mask: Tensor, respons
     causal = torch.ones(T, T, dtype=torch.bool, device=response_ids.device).tril()  # (T, T)
     attend = torch.cat([mask.bool().index_select(0, row_to_prompt)[:, None, :].expand(B, T, -1),
                         causal.expand(B, T, T)], dim=2)[:, None]  # (B, 1, T, Lp + T)
+    # The last response token predicts nothing: logits at positions 0..T-2 only.
     logits = model(input_ids=response_ids, position_ids=response_positions, use_cache=False,
-                   shared_prefix=_Attend(record.keys_values, row_to_prompt, attend)).logits  # (B, T, V)
-    return torch.cat([first_logits.index_select(0, row_to_prompt), logits[:, :-1]], dim=1)  # (B, T, V)
+                   logits_to_keep=torch.arange(T - 1, device=response_ids.device),
+                   shared_prefix=_Attend(record.keys_values, row_to_prompt, attend)).logits  # (B, T-1, V)
+    return first_logits.index_select(0, row_to_prompt), logits
 
 
 def prefilled_cache(model, prompt_ids: Tensor, prompt_mask: Tensor, group_size: int):

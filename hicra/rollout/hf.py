@@ -148,27 +148,33 @@ def trim_padding(batch: RolloutBatch) -> tuple[RolloutBatch, int]:
 
 
 def sequence_logprobs(
-    model, batch: RolloutBatch, with_entropy: bool = False, temperature: float = 1.0
+    model, batch: RolloutBatch, with_entropy: bool = False, temperature: float = 1.0, entropy_grad: bool = True
 ) -> tuple[Tensor, Tensor | None]:
     """log pi(response token | prefix) (B,T) and optionally the policy entropy at each response position (B,T).
 
     Logits are divided by the sampling temperature, so the ratio is taken against the distribution that sampled.
     Position ids follow the attention mask, as `generate` does with left padding, so the first update of a fresh
     rollout sees exactly the sampling distribution (ratio 1). Rows that share a prompt compute it once when the
-    model has prompt sharing on (hicra/models/prefix_sharing.py).
+    model has prompt sharing on (hicra/models/prefix_sharing.py). `entropy_grad=False` computes the entropy outside
+    the autograd graph: only the algorithms that put entropy in their loss need its graph, and that graph holds
+    several (B,T,V) tensors until the backward.
     """
-    logits = prefix_sharing.shared_prompt_logits(model, batch.prompt_ids, batch.prompt_mask, batch.response_ids) \
-        if prefix_sharing.is_enabled(model) else None  # (B, T, V)
-    if logits is None:
+    pieces = prefix_sharing.shared_prompt_logits(model, batch.prompt_ids, batch.prompt_mask, batch.response_ids) \
+        if prefix_sharing.is_enabled(model) else None  # (B, 1, V) and (B, T-1, V)
+    if pieces is None:
         attention = torch.cat([batch.prompt_mask, batch.response_mask], dim=1).long()  # (B, L)
         input_ids = torch.cat([batch.prompt_ids, batch.response_ids], dim=1)  # (B, L)
         T = batch.response_ids.shape[1]
         # Only the T positions that predict response tokens need logits: position Lp-1 predicts response token 0.
-        logits = model(input_ids=input_ids, attention_mask=attention, position_ids=prefix_sharing.positions(attention),
-                       use_cache=False, logits_to_keep=T + 1).logits[:, :-1]  # (B, T, V)
-    logits = logits.float()  # no copy when the model runs in fp32
-    if temperature != 1.0:
-        logits = logits / temperature
-    logprobs = logprobs_from_logits(logits, batch.response_ids)  # (B, T)
-    entropy = entropy_from_logits(logits) if with_entropy else None  # (B, T)
+        pieces = (model(input_ids=input_ids, attention_mask=attention, position_ids=prefix_sharing.positions(attention),
+                        use_cache=False, logits_to_keep=T + 1).logits[:, :-1],)  # (B, T, V)
+    targets = batch.response_ids.split([p.shape[1] for p in pieces], dim=1)
+    # fp32 and the temperature are applied chunk by chunk inside the two functions: no second (B,T,V) tensor
+    logprobs = torch.cat([logprobs_from_logits(p, t, temperature=temperature) for p, t in zip(pieces, targets)],
+                         dim=1)  # (B, T)
+    entropy = None
+    if with_entropy:
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            entropy = torch.cat([entropy_from_logits(p if entropy_grad else p.detach(), temperature=temperature)
+                                 for p in pieces], dim=1)  # (B, T)
     return logprobs, entropy

@@ -204,9 +204,8 @@ class PolicyGradientModule(pl.LightningModule):
     def _micro_batch_backward(self, micro: RolloutBatch, tok: dict[str, Tensor], total: Tensor):
         """Forward, loss and backward of one micro-batch: its metrics, and its detached log-probs and entropies."""
         with self.stopwatch.phase("forward"):
-            logprobs, entropy = sequence_logprobs(self.policy, micro, True, self.sampler.temperature)
-            if not self.algorithm.needs_entropy_grad:
-                entropy = entropy.detach()
+            logprobs, entropy = sequence_logprobs(self.policy, micro, True, self.sampler.temperature,
+                                                  entropy_grad=self.algorithm.needs_entropy_grad)  # (b,T) each
             old = tok["old_logprobs"] if "old_logprobs" in tok else logprobs.detach()  # on-policy: ratio is 1
             loss, metrics = self.algorithm.loss(logprobs, old, tok["token_advantages"], tok["loss_mask"],
                                                 ref_logprobs=tok.get("ref_logprobs"), entropy=entropy, total=total)
