@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from bench_hicra import compose, prompt_batches, sync
 
 from hicra.models import prefix_sharing
 from hicra.rollout import decode as decode_module
@@ -50,20 +51,15 @@ def decode_floor(model, prompt_ids, prompt_mask, group_size: int, max_new_tokens
           attention_mask=mask[:, :-1], position_ids=positions[:, Lp - 1:-1], cache=cache, use_cache=True)
     times = []
     for _ in range(calls):
-        _sync()
+        sync()
         start = time.perf_counter()
         model(input_ids=filler[:, -1:], attention_mask=mask, position_ids=positions[:, -1:], cache=cache,
               use_cache=True)
-        _sync()
+        sync()
         times.append(time.perf_counter() - start)
         cache.crop(-1)
     step = statistics.median(times)
     return {"forward_s": step, "floor_s": step * max_new_tokens, "cache_length": Lp + extra, "rows": B}
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 @contextmanager
@@ -111,8 +107,6 @@ PRESETS = {"cpu": (4, 8, 128, "float32", None), "gpu": (8, 8, 256, "bfloat16", "
 
 
 def main(argv: list[str] | None = None) -> dict:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from bench_hicra import compose, prompt_batches
     from bench_report import PROJECT_ROOT, machine_info
 
     from hicra.config.instantiate import build
@@ -158,10 +152,10 @@ def main(argv: list[str] | None = None) -> dict:
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             torch.manual_seed(r)
-            _sync()
+            sync()
             start = time.perf_counter()
             out = runs[name]()
-            _sync()
+            sync()
             times[name].append(time.perf_counter() - start)
             assert out.shape == (len(prompts) * G, T), (name, out.shape)
             print(f"[decode] repeat {r + 1} {name}: {times[name][-1]:.2f} s", flush=True)

@@ -10,6 +10,7 @@ compares final held-out accuracy (Welch 95% interval of hicra minus TRL) and wal
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -46,8 +47,7 @@ def time_to_reach(runs: dict, target: float) -> dict:
                for seed, r in runs.items()}
     reached = sorted(t for t in seconds.values() if t is not None)
     return {"target": target, "per_seed": seconds, "reached": len(reached), "seeds": len(seconds),
-            "median_s": reached[len(reached) // 2] if len(reached) % 2 else
-            (sum(reached[len(reached) // 2 - 1:len(reached) // 2 + 1]) / 2 if reached else None)}
+            "median_s": statistics.median(reached) if reached else None}
 
 
 def collect(client, experiment: str) -> dict:
@@ -124,7 +124,7 @@ def markdown(results: dict, command: str) -> str:
 
 
 def time_rows(results: dict) -> list[str]:
-    ttr = results.get("time_to_reach") or time_to_reach_all(results["arms"])
+    ttr = results["time_to_reach"]
     rows = []
     for i, target in enumerate(TARGETS):
         h, t = ttr["hicra"][i], ttr["trl"][i]

@@ -175,6 +175,6 @@ def sequence_logprobs(
     entropy = None
     if with_entropy:
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            entropy = torch.cat([entropy_from_logits(p if entropy_grad else p.detach(), temperature=temperature)
+            entropy = torch.cat([entropy_from_logits(p, temperature=temperature)
                                  for p in pieces], dim=1)  # (B, T)
     return logprobs, entropy
