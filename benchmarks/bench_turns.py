@@ -8,7 +8,8 @@ beside another arm's timed step. Only one arm computes at any moment.
 
 Memory: four arms hold four policies and optimizers, and glibc keeps each thread's freed memory in that thread's own
 arena, so the process grew to 20 GiB of the VM's 23 within two rounds. An arm parking for its next turn therefore
-hands its freed memory back to the kernel (`malloc_trim`), untimed; every arm's next step starts from the same state.
+hands its freed memory back to the kernel (`malloc_trim`), untimed, and so does an arm whose loop has ended; every
+arm's next step starts from the same state.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ class Turns:
             self._waiting.discard(arm)
 
     def end(self, arm: str) -> None:
-        """Arm thread, when its loop returns or fails: it takes no more turns."""
+        """Arm thread, when its loop returns or fails: it takes no more turns. Its freed memory goes back first: an
+        arm that ended without it kept its last step's peak in its arena, and two such arms left the next arm's step
+        without room (the checkpointing-off runs were OOM-killed in TRL's last step, after both hicra arms ended)."""
+        self._release()
         with self._cond:
             self._ended.add(arm)
             if self._holder == arm:

@@ -98,6 +98,41 @@ def test_turns_interleave_arms_one_step_at_a_time(bench, monkeypatch):
     assert not turns.give("a")  # an ended arm takes no more turns
 
 
+def test_an_ended_arm_hands_its_memory_back(bench, monkeypatch):
+    """Arms release freed memory when they park and when they end (an ended arm kept its peak: the OOM in TRL's last
+    checkpointing-off step)."""
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "benchmarks"))
+    from bench_turns import Turns
+
+    released = []
+    turns = Turns(release=lambda: released.append("release"))
+    turns.end("a")
+    assert released == ["release"]
+    assert not turns.give("a")
+
+
+def test_killed_run_re_rendered_from_its_step_lines(bench, tmp_path, monkeypatch):
+    """Complete rounds only; the paired ratio is the geometric mean of the per-round ratios."""
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "benchmarks"))
+    import bench_from_log
+
+    log = tmp_path / "run.log"
+    log.write_text("[bench] smollm2 gc=off round 1/3 (warm-up): grpo trl\n"
+                   "[bench]     grpo step 1: 9.00 s\n[bench]     trl step 1: 30.00 s\n"
+                   "[bench]     grpo step 2: 10.00 s\n[bench]     trl step 2: 20.00 s\n"
+                   "[bench]     grpo step 3: 10.00 s\n[bench]     trl step 3: 40.00 s\n"
+                   "[bench]     grpo step 4: 11.00 s\n")  # killed in TRL's step 4: round 4 is not paired
+    runs = bench_from_log.runs_from_log(log.read_text())
+    assert runs["grpo"]["step_s"] == [9.0, 10.0, 10.0] and runs["trl"]["step_s"] == [30.0, 20.0, 40.0]
+    report = bench_from_log.main([str(log), "--out", str(tmp_path / "run")])
+    assert report["compare"]["grpo_over_trl"]["ratio"] == pytest.approx((0.5 * 0.25) ** 0.5)
+    assert report["compare"]["grpo_over_trl"]["rounds"] == 2
+    assert "not run" in (tmp_path / "run.md").read_text()
+    with pytest.raises(ValueError, match="gaps"):
+        bench_from_log.runs_from_log("[bench]     grpo step 1: 1.0 s\n[bench]     grpo step 3: 1.0 s\n"
+                                     "[bench]     trl step 1: 1.0 s\n[bench]     trl step 2: 1.0 s\n")
+
+
 def test_arms_do_the_same_work(bench, monkeypatch):
     step, _ = bench
     monkeypatch.setattr(step.torch.cuda, "is_available", lambda: True)  # the gpu preset's arguments, on any machine
