@@ -95,17 +95,28 @@ def figure_specs(frame) -> list[FigureSpec]:
     ]
 
 
+def arm(run: RunInfo, runs: list[RunInfo]) -> str:
+    """The run's algorithm, with its planner when runs of that algorithm differ in planner (HICRA with Strategic
+    Grams and Placebo HICRA are both `hicra`: one colour made them indistinguishable)."""
+    planners = {r.planner for r in runs if r.algorithm == run.algorithm}
+    return f"{run.algorithm} ({run.planner})" if len(planners) > 1 else run.algorithm
+
+
 class RunStyles:
     def __init__(self, runs: list[RunInfo]):
-        algos = sorted({r.algorithm for r in runs})
-        spare = iter(c for c in SPARE_COLOURS if c not in ALGO_COLOURS.values())
-        self.colour = {a: ALGO_COLOURS.get(a) or next(spare, "black") for a in algos}
+        self.arm = {r.run_id: arm(r, runs) for r in runs}
+        # An algorithm's own colour goes to one arm (not the placebo one); its other arms take spare colours.
+        arms = sorted(set(self.arm.values()), key=lambda a: ("placebo" in a, a))
+        spare, self.colour = iter(c for c in SPARE_COLOURS if c not in ALGO_COLOURS.values()), {}
+        for a in arms:
+            own = ALGO_COLOURS.get(a.split(" (")[0])
+            self.colour[a] = own if own and own not in self.colour.values() else next(spare, "black")
         seeds = sorted({r.seed for r in runs}, key=lambda s: (not s.lstrip("-").isdigit(), int(s) if
                                                                s.lstrip("-").isdigit() else 0, s))
         self.style = {s: SEED_STYLES[i % len(SEED_STYLES)] for i, s in enumerate(seeds)}
 
     def kwargs(self, run: RunInfo) -> dict:
-        return {"color": self.colour[run.algorithm], "linestyle": self.style[run.seed], "label": run.label}
+        return {"color": self.colour[self.arm[run.run_id]], "linestyle": self.style[run.seed], "label": run.label}
 
 
 def _draw(ax, panel: Panel, frame, runs: list[RunInfo], styles: RunStyles) -> bool:
@@ -121,7 +132,7 @@ def _draw(ax, panel: Panel, frame, runs: list[RunInfo], styles: RunStyles) -> bo
             ax.plot(xs, ys, marker="o", ms=5, lw=1.3, alpha=0.9, **styles.kwargs(run))
             for i in {0, len(xs) - 1}:  # label where each trajectory starts and ends
                 ax.annotate(f"step {int(both[i])}", (xs[i], ys[i]), textcoords="offset points", xytext=(4, 4),
-                            fontsize=8, color=styles.colour[run.algorithm])
+                            fontsize=8, color=styles.kwargs(run)["color"])
             ax.margins(x=0.12)
         else:
             if y.empty:
@@ -132,6 +143,8 @@ def _draw(ax, panel: Panel, frame, runs: list[RunInfo], styles: RunStyles) -> bo
         return False
     if panel.hline is not None:
         ax.axhline(panel.hline, color="0.5", lw=0.8, ls=(0, (2, 2)), zorder=0)
+    if panel.key.endswith("response_length") and panel.x_key is None:
+        mark_token_budget(ax, {int(b) for r in runs if (b := r.params.get("rollout.max_new_tokens", "")).isdigit()})
     ax.set_title(panel.title, fontsize=11)
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel(panel.ylabel)
@@ -150,6 +163,14 @@ def _draw(ax, panel: Panel, frame, runs: list[RunInfo], styles: RunStyles) -> bo
     if panel.x_key is None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return True
+
+
+def mark_token_budget(ax, budgets: set[int]) -> None:
+    """The generation budget (`rollout.max_new_tokens`) a length curve runs into: lengths near it mean truncation."""
+    for budget in sorted(budgets):
+        ax.axhline(budget, color="0.25", lw=1.0, ls=(0, (6, 3)), zorder=0)
+        ax.annotate(f"token budget {budget}", (0.99, budget), xycoords=("axes fraction", "data"),
+                    textcoords="offset points", xytext=(-2, -10), ha="right", fontsize=8, color="0.25")
 
 
 def render_figures(frame, runs: list[RunInfo], out_dir: Path) -> FigureResult:
@@ -177,7 +198,7 @@ def render_figures(frame, runs: list[RunInfo], out_dir: Path) -> FigureResult:
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(runs), 4), fontsize=9,
                    title="run  (colour = algorithm, line style = seed)", title_fontsize=9, frameon=False)
         path = out_dir / spec.filename
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, bbox_inches="tight")  # "tight": a legend wider than the axes is not cut
         plt.close(fig)
         result.written.append((spec, path))
     return result

@@ -59,12 +59,13 @@ def training_runs(client, run_ids: list[str], experiment: str) -> list[RunInfo]:
     return runs
 
 
-def _max_steps(run: RunInfo) -> int | None:
+def positive_int_param(params: dict[str, str], key: str) -> int | None:
+    """A run's param as a positive int; None when absent or not one (Lightning's max_steps=-1 = no limit)."""
     try:
-        value = int(run.params.get("trainer.max_steps", ""))
+        value = int(params.get(key, ""))
     except ValueError:
         return None
-    return value if value > 0 else None  # Lightning's -1 = no limit
+    return value if value > 0 else None
 
 
 def completion(runs: list[RunInfo], frame: pd.DataFrame) -> list[TrainRun]:
@@ -73,7 +74,7 @@ def completion(runs: list[RunInfo], frame: pd.DataFrame) -> list[TrainRun]:
     out = []
     for run in runs:
         last_step = int(last[run.run_id]) if run.run_id in last else None
-        max_steps = _max_steps(run)
+        max_steps = positive_int_param(run.params, "trainer.max_steps")
         reasons = []
         if run.status != "FINISHED":
             reasons.append(f"status {run.status}")

@@ -14,7 +14,7 @@ from dataclasses import asdict
 import pandas as pd
 
 from hicra.analyze.runs import AnalyzeError, series
-from hicra.compare.collect import EVAL_SCORE, EvalResult, TrainRun
+from hicra.compare.collect import EVAL_SCORE, EvalResult, TrainRun, positive_int_param
 from hicra.compare.grouping import Group
 from hicra.metrics.stats import MeanCI, mean_ci, welch_diff_ci
 
@@ -44,6 +44,7 @@ def run_numbers(run: TrainRun, frame: pd.DataFrame, metric: str, threshold: floa
         "run_id": run.info.run_id, "name": run.info.name, "seed": run.info.seed, "status": run.info.status,
         "unfinished": run.unfinished, "unfinished_reason": run.unfinished_reason,
         "last_step": run.last_step, "max_steps": run.max_steps,
+        "max_new_tokens": positive_int_param(run.info.params, "rollout.max_new_tokens"),
         "final": _last(m), "best": None if m.empty else float(m.max()),
         "steps_to_threshold": first_step_reaching(m, threshold),
         "semantic_entropy_final": _tail_mean(series(frame, run.info.run_id, SEMANTIC_ENTROPY)),
