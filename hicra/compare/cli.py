@@ -12,7 +12,10 @@ from pathlib import Path
 
 from hicra.analyze.cli import DEFAULT_URI, run_main
 from hicra.analyze.runs import AnalyzeError, first_line
-from hicra.tracking.store import absolute_tracking_uri
+from hicra.tracking.store import absolute_tracking_uri, ensure_experiment
+
+COMPARE_EXPERIMENT_SUFFIX = "-compare"  # compare runs live apart from the training runs they compare
+MAX_NOTE_CHARS = 60_000  # a run description is a tag: MLflow stores up to 65,535 characters (sqlite/MySQL)
 
 PROG = "hicra-compare"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -58,15 +61,18 @@ def _check_metric(frame, metric: str, n_runs: int) -> None:
                            f"{', '.join(logged[:10]) or 'no val/ or train/ metric'}")
 
 
-def _experiment(client, infos) -> tuple[str, str, list[str]]:
-    """(name, id) of the experiment the compare run is logged to: the runs' own (the first run's if several)."""
+def _experiment(client, infos) -> tuple[str, list[str]]:
+    """Name of the runs' experiment (the first run's if several): the compare run goes to `<name>-compare`."""
     ids = list(dict.fromkeys(i.experiment_id for i in infos))
     exp = client.get_experiment(ids[0])
-    note = f"runs come from {len(ids)} experiments; the report is logged to '{exp.name}', the first run's"
-    return exp.name, exp.experiment_id, [] if len(ids) == 1 else [note]
+    note = (f"runs come from {len(ids)} experiments; the report is logged to "
+            f"'{exp.name}{COMPARE_EXPERIMENT_SUFFIX}', the first run's")
+    return exp.name, [] if len(ids) == 1 else [note]
 
 
 def _log(client, experiment_id: str, out: Path, stamp: str, summary: dict) -> str:
+    from hicra.compare.report import render_markdown
+
     tags = {"hicra.run_kind": "compare", "hicra.compare.baseline": summary["baseline"] or "",
             "hicra.compare.run_ids": ",".join(r["run_id"] for g in summary["groups"] for r in g["runs"])[:5000]}
     try:
@@ -79,6 +85,10 @@ def _log(client, experiment_id: str, out: Path, stamp: str, summary: dict) -> st
                            "group_keys": ",".join(summary["group_keys"])[:5000], "n_runs": summary["n_runs"],
                            "n_groups": len(summary["groups"])}.items():
             client.log_param(run_id, key, value)
+        for key, value in verdict_metrics(summary).items():
+            client.log_metric(run_id, key, value)
+        # The run page's description: the verdict tables, as MLflow renders Markdown there (figures: artifacts).
+        client.set_tag(run_id, "mlflow.note.content", render_markdown(summary, [])[:MAX_NOTE_CHARS])
         client.log_artifacts(run_id, str(out), "compare")
     except Exception as err:  # noqa: BLE001 - the local report is done; say why the upload failed
         client.set_terminated(run_id, "FAILED")
@@ -86,6 +96,26 @@ def _log(client, experiment_id: str, out: Path, stamp: str, summary: dict) -> st
                            f"{first_line(err)}") from None
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def metric_name(*parts: str) -> str:
+    """A valid MLflow metric name (letters, digits, `_-./ `) from group labels and quantities."""
+    return "/".join(re.sub(r"[^\w\-. ]+", "_", p).strip("_ ") for p in parts)
+
+
+def verdict_metrics(summary: dict) -> dict[str, float]:
+    """The comparison as metrics of the compare run: each group's mean final metric and its CI, and each difference
+    from the baseline with its Welch CI, so MLflow's charts and run comparison can show them."""
+    out = {}
+    for group in summary["groups"]:
+        for field in ("mean", "low", "high"):
+            if group["final"].get(field) is not None:
+                out[metric_name(f"final_{field}", group["label"])] = group["final"][field]
+    for c in summary["comparisons"]:
+        for field, value in (("diff", c["diff"]), ("diff_low", c["ci_low"]), ("diff_high", c["ci_high"])):
+            if value is not None:
+                out[metric_name(field, c["quantity"], c["group"])] = value
+    return out
 
 
 def _write(out: Path, frame, summary: dict) -> list[str]:
@@ -125,7 +155,7 @@ def compare(args: argparse.Namespace) -> Path:
     from hicra.compare.report import render_stdout
     from hicra.compare.summary import build_summary
 
-    experiment, experiment_id, notes = _experiment(client, infos)
+    experiment, notes = _experiment(client, infos)
     frame = fetch_metrics(client, infos)
     _check_metric(frame, args.metric, len(infos))
     runs = completion(infos, frame)
@@ -143,8 +173,10 @@ def compare(args: argparse.Namespace) -> Path:
     print(render_stdout(summary))
     print(f"\n{PROG}: wrote {out}/report.md (+ summary.json, {len(figures)} figure(s))")
     if not args.no_log:
-        run_id = _log(client, experiment_id, out, stamp, summary)
-        print(f"{PROG}: logged to MLflow experiment '{experiment}' as run compare__{stamp} ({run_id}), "
+        # Its own experiment: in the training experiment, MLflow's "select all -> compare" picked it up as a run.
+        target = f"{experiment}{COMPARE_EXPERIMENT_SUFFIX}"
+        run_id = _log(client, ensure_experiment(uri, target, None), out, stamp, summary)
+        print(f"{PROG}: logged to MLflow experiment '{target}' as run compare__{stamp} ({run_id}), "
               "artifacts under compare/")
     return out
 

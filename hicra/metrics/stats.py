@@ -12,6 +12,8 @@ Formulas (x_1..x_n one arm, y_1..y_m the other, s = sample standard deviation wi
     Welch diff     (x_bar - y_bar) +- t(1 - (1 - c)/2, nu) * sqrt(s_x^2/n + s_y^2/m)
     Welch-Satterthwaite dof
                    nu = (s_x^2/n + s_y^2/m)^2 / ((s_x^2/n)^2/(n - 1) + (s_y^2/m)^2/(m - 1))
+    Wilson interval of a proportion p = k/n (one run's accuracy on n questions), z = Phi^-1(1 - (1 - c)/2):
+                   (p + z^2/2n +- z sqrt(p(1 - p)/n + z^2/4n^2)) / (1 + z^2/n)
 
 The t quantile is scipy's; everything else is the standard library.
 """
@@ -103,6 +105,22 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> MeanCI:
     sd = math.sqrt(var)
     half = t_quantile(1.0 - (1.0 - confidence) / 2.0, n - 1) * sd / math.sqrt(n)
     return MeanCI(n, mean, sd, half, mean - half, mean + half, confidence)
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Wilson score interval of k successes in n trials: inside [0, 1], not degenerate at 0/n or n/n (the normal
+    approximation's p +- z sqrt(p(1-p)/n) is [0, 0] at 0 of 32, as if a 0% accuracy were certain). None for n = 0."""
+    _check_confidence(confidence)
+    if not (isinstance(n, int) and isinstance(successes, int) and 0 <= successes <= n):
+        raise ValueError(f"successes={successes!r} of n={n!r} is invalid; allowed: integers with 0 <= successes <= n")
+    if n == 0:
+        return None
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2.0)
+    p, z2 = successes / n, z * z
+    centre, half = p + z2 / (2 * n), z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, (centre - half) / (1 + z2 / n)), min(1.0, (centre + half) / (1 + z2 / n))
 
 
 def welch_dof(var_a: float, n_a: int, var_b: float, n_b: int) -> float | None:

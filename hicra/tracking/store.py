@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +52,6 @@ def git_state(root: Path = PROJECT_ROOT) -> dict[str, str]:
 def machine_description() -> str:
     """"AMD EPYC 9B14, 2 cores, 24 GiB RAM, no GPU, torch 2.13.0+cpu": the machine a measurement was taken on."""
     import platform
-    import re
 
     cpu = platform.processor() or "unknown CPU"
     cpuinfo = Path("/proc/cpuinfo")
@@ -69,9 +69,35 @@ def machine_description() -> str:
     return text + f", torch {torch.__version__}"
 
 
-def default_run_name(choices: dict[str, str], seed: int) -> str:
-    """`hicra__strategic_grams__s1`: what differs between the arms of a sweep, readable in the MLflow UI."""
-    return f"{choices.get('algorithm', 'algo')}__{choices.get('planner', 'planner')}__s{seed}"
+PLANNER_SHORT = {"strategic_grams": "grams", "random_placebo": "placebo", "high_entropy": "entropy", "none": ""}
+NAMED_ELSEWHERE = ("seed", "algorithm", "planner")  # already in the name's first words
+
+
+def default_run_name(choices: dict[str, str], seed: int, swept: dict[str, str] | None = None) -> str:
+    """`s1 hicra grams alpha=0.1`: the seed first (MLflow's runs table cuts long names), then the algorithm, the
+    planner and the values of the keys a sweep varies (their last dotted part), so the arms of a sweep read apart."""
+    planner = choices.get("planner", "none")
+    words = [f"s{seed}", choices.get("algorithm", "run"), PLANNER_SHORT.get(planner, planner)]
+    words += [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in (swept or {}).items()
+              if key.rsplit(".", 1)[-1] not in NAMED_ELSEWHERE]
+    return " ".join(w for w in words if w)[:120]
+
+
+IDENTITY_PARAMS = ("algorithm", "planner", "task", "model")  # top-level params: MLflow's compare views plot these
+PURE_COPY = re.compile(r"\$\{[\w.]+\}")  # `${algorithm.alpha}`, `${..alpha}`; not a resolver like `${oc.env:X}`
+
+
+def loggable_params(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
+    """The flattened resolved config as MLflow params, minus what only adds noise to the params table: Hydra's
+    `_target_`/`_partial_` plumbing and pure `${...}` copies of another key (`algorithm.token_advantage_fn.alpha`
+    repeats `algorithm.alpha`, `model.lora` repeats `lora`); plus the Hydra choices that identify a run as top-level
+    params. `config/resolved.yaml` keeps everything."""
+    raw = flatten(OmegaConf.to_container(cfg, resolve=False))
+    copies = [key for key, value in raw.items() if PURE_COPY.fullmatch(value)]
+    params = {key: value for key, value in flatten(OmegaConf.to_container(cfg, resolve=True)).items()
+              if key.rsplit(".", 1)[-1] not in ("_target_", "_partial_")
+              and not any(key == c or key.startswith(f"{c}.") for c in copies)}
+    return params | {key: choices[key] for key in IDENTITY_PARAMS if key in choices and key not in params}
 
 
 def run_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
@@ -106,7 +132,7 @@ def log_run_metadata(logger, cfg: DictConfig, choices: dict[str, str], run_dir: 
     tags |= {"hicra.run_kind": "train", "hicra.run_dir": str(Path(run_dir or ".").resolve())}
     artifact_dir = "config"
     if resumed_from is None:
-        logger.log_hyperparams(flatten(resolved))
+        logger.log_hyperparams(loggable_params(cfg, choices))
     else:
         tags |= {"hicra.resumed_from": str(resumed_from.resolve())}
         artifact_dir = f"config/resumed-{int(resumed_from.stat().st_mtime)}"
@@ -120,6 +146,31 @@ def log_run_metadata(logger, cfg: DictConfig, choices: dict[str, str], run_dir: 
     for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
         if (hydra_dir / name).is_file():
             client.log_artifact(run_id, str(hydra_dir / name), f"{artifact_dir}/hydra")
+
+
+def run_description(name: str, choices: dict[str, str], seed: int, overrides: list[str], steps: int,
+                    val_history: list[dict], completions: str | None, run_url: str) -> str:
+    """The run page's description (MLflow's `mlflow.note.content`, Markdown): what the run was, how it did on the
+    held-out split (with the Wilson interval and the two fractions to read before an accuracy), where its last
+    completions are."""
+    what = ", ".join(f"{k} `{choices[k]}`" for k in IDENTITY_PARAMS if k in choices)
+    lines = [f"**{name}**: {what}, seed {seed}, {steps} policy updates.", "",
+             f"Overrides: `{' '.join(overrides)}`" if overrides else "Overrides: none (the defaults).", ""]
+    if val_history:
+        first, last = val_history[0], val_history[-1]
+        interval = (f" [{last['val/accuracy_low']:.3f}, {last['val/accuracy_high']:.3f}] (95% Wilson)"
+                    if "val/accuracy_low" in last else "")
+        lines += [f"Held-out accuracy at step {last['step']}: **{last['val/accuracy']:.3f}**{interval} on "
+                  f"{last.get('num_prompts', '?')} questions, from {first['val/accuracy']:.3f} at step {first['step']}; "
+                  f"boxed {last.get('val/boxed_frac', float('nan')):.2f}, truncated "
+                  f"{last.get('val/truncated_frac', float('nan')):.2f} (read these before the accuracy).", ""]
+    if completions:
+        lines += [f"Last completions: [{completions}]({run_url}/artifactPath/{completions})"]
+    return "\n".join(lines)
+
+
+def describe_run(logger, text: str) -> None:
+    logger.experiment.set_tag(logger.run_id, "mlflow.note.content", text[:60_000])  # a tag holds <= 65,535 chars
 
 
 def mark_running(logger) -> None:
@@ -176,6 +227,10 @@ def store_lock(uri: str):
         yield
 
 
+# MLflow 3's UI opens an experiment of this kind in its model-training view (runs table, charts), not the GenAI one.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(uri: str, name: str, artifact_location: str | None) -> str:
     """Id of the MLflow experiment `name`, created unless it exists; a job that loses the creation race uses the
     winner's."""
@@ -187,7 +242,7 @@ def ensure_experiment(uri: str, name: str, artifact_location: str | None) -> str
     if existing is not None:
         return existing.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
     except MlflowException:
         existing = client.get_experiment_by_name(name)
         if existing is None:

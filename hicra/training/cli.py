@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from hicra.tracking.store import PROJECT_ROOT
 
 CONF_DIR = PROJECT_ROOT / "conf"
 JOB_NAME = Path(__file__).stem  # hydra.job.name, as Hydra's main names it
+COMMAND_LINE_ENV = "HICRA_TRAIN_ARGV"
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
@@ -38,6 +41,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 def main() -> None:
     """Console entry point: one-line errors for bad options, `--help`, then Hydra. Nothing here imports torch,
     Lightning or transformers (seconds): a mistake or `--help` is answered before they load."""
+    # The command line, for jobs that run in other processes (joblib, submitit): run names show the swept keys.
+    os.environ.setdefault(COMMAND_LINE_ENV, json.dumps(sys.argv[1:]))
     run_checked("hicra-train", _hydra_main, CONF_DIR, "train", JOB_NAME, output_folder=True)
 
 

@@ -8,14 +8,18 @@ Kept apart from the CLI so that a bad option or `--help` is answered before torc
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+import os
 import re
+import sys
 import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import TQDMProgressBar
@@ -30,10 +34,12 @@ from hicra.tracking.store import (
     absolute_tracking_uri,
     check_tracking_uri,
     default_run_name,
+    describe_run,
     ensure_experiment,
     log_run_metadata,
     mark_running,
     quiet_mlflow,
+    run_description,
     store_lock,
 )
 from hicra.training.callbacks import CompletionSampleLogger, CorrectCompletionsRecorder
@@ -45,6 +51,7 @@ from hicra.training.checkpointing import (
     resolve_checkpoint,
     write_run_record,
 )
+from hicra.training.cli import COMMAND_LINE_ENV
 from hicra.training.data import PromptDataModule, check_ranks_divide
 from hicra.training.distributed import full_state_dict
 from hicra.training.module import PolicyGradientModule
@@ -78,9 +85,33 @@ for _name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utiliti
 
 
 def hydra_choices() -> dict[str, str]:
+    """The config groups' chosen options; an optional group left unset (`experiment`) is absent, not "None"."""
     if not HydraConfig.initialized():
         return {}
-    return {g: str(o) for g, o in HydraConfig.get().runtime.choices.items() if not g.startswith("hydra")}
+    return {g: str(o) for g, o in HydraConfig.get().runtime.choices.items()
+            if not g.startswith("hydra") and o is not None}
+
+
+SWEEP_FUNCTION = re.compile(r"^(range|choice|interval|glob)\(")
+
+
+def is_sweep(value: str) -> bool:
+    """Hydra's sweep syntax: `a,b` (a comma outside a list, dict or quoted string) or a sweep function."""
+    return bool(SWEEP_FUNCTION.match(value)) or ("," in value and not value.startswith(("[", "{", "'", '"')))
+
+
+def swept_overrides() -> dict[str, str]:
+    """{key: this job's value} for the keys a multirun sweeps (`key=a,b` or `range(...)` on its command line, or
+    `hydra.sweeper.params` in a config): what tells the jobs of one sweep apart. Empty for a single run."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}
+    hydra = HydraConfig.get()
+    argv = json.loads(os.environ.get(COMMAND_LINE_ENV, "null")) or sys.argv[1:]  # set by hicra-train's main
+    pairs = [a.split("=", 1) for a in argv if "=" in a and not a.startswith("-")]
+    swept = {key.lstrip("+~") for key, value in pairs if is_sweep(value)}
+    swept |= set((hydra.sweeper.get("params") or {}).keys())
+    own = dict(o.lstrip("+~").split("=", 1) for o in hydra.overrides.task if "=" in o)
+    return {key: own[key] for key in sorted(swept) if key in own}
 
 
 def preflight(cfg: DictConfig, choices: dict[str, str]):
@@ -143,7 +174,7 @@ def build_logger(cfg: DictConfig, choices: dict[str, str], resume_run_id: str | 
         if resume_run_id is not None:
             check_run_exists(uri, resume_run_id)
     return build(cfg.logger, tracking_uri=uri, artifact_location=artifact_location, run_id=resume_run_id,
-                 run_name=cfg.logger.get("run_name") or default_run_name(choices, cfg.seed))
+                 run_name=cfg.logger.get("run_name") or default_run_name(choices, cfg.seed, swept_overrides()))
 
 
 def check_run_exists(uri: str, run_id: str) -> None:
@@ -240,10 +271,22 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
                "mlflow": {"tracking_uri": logger._tracking_uri, "run_id": logger.run_id,
                           "experiment": cfg.logger.experiment_name} if logger is not None else None}
     if logger is not None:
+        describe_run(logger, description(logger, cfg, choices, trainer.global_step, module.val_history, out_dir))
         logger.finalize("success")
     if is_main:
         print(format_summary(summary), flush=True)
     return summary
+
+
+def description(logger, cfg: DictConfig, choices: dict[str, str], steps: int, val_history: list[dict],
+                out_dir: Path) -> str:
+    """The MLflow run page's description of a finished run (hicra.tracking.store.run_description)."""
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    pages = sorted((out_dir / "completions").glob("completions_step*.html"))
+    name = logger.experiment.get_run(logger.run_id).info.run_name
+    return run_description(name, choices, cfg.seed, overrides, steps, val_history,
+                           f"completions/{pages[-1].name}" if pages else None,
+                           f"#/experiments/{logger.experiment_id}/runs/{logger.run_id}")
 
 
 def device_line(trainer) -> str:

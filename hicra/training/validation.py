@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from hicra.metrics.stats import wilson_interval
 from hicra.rollout.hf import RolloutBatch
 from hicra.tasks.scoring import ScoredBatch
 from hicra.training.distributed import gather_objects
@@ -13,7 +14,8 @@ _FIELDS = ("scores", "lengths", "in_form", "truncated")
 
 class ValidationTally:
     """Per-reply correctness, length, answer form and truncation of one validation epoch, pooled over ranks into
-    val/* at its end. val/accuracy counts correctness only: a truncated reply has no closed answer and scores 0."""
+    val/* at its end. val/accuracy counts correctness only: a truncated reply has no closed answer and scores 0;
+    val/accuracy_low/high is its 95% Wilson interval over the held-out questions."""
 
     def __init__(self):
         self.rows: dict[str, list[float]] = {name: [] for name in _FIELDS}
@@ -32,7 +34,10 @@ class ValidationTally:
         scores = pooled["scores"]
         if not len(scores):
             return None
-        return {"val/accuracy": float((scores >= 1.0).float().mean()), "val/reward_mean": float(scores.mean()),
+        correct = int((scores >= 1.0).sum())
+        low, high = wilson_interval(correct, len(scores))  # 95%: how far 32 questions pin the accuracy down
+        return {"val/accuracy": correct / len(scores), "val/accuracy_low": low, "val/accuracy_high": high,
+                "val/reward_mean": float(scores.mean()),
                 "val/response_length": float(pooled["lengths"].mean()),
                 "val/boxed_frac": float(pooled["in_form"].mean()),
                 "val/truncated_frac": float(pooled["truncated"].mean())}, len(scores)

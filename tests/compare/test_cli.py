@@ -121,10 +121,17 @@ def test_report_files_and_mlflow_run(compared, capsys):
         assert image.shape[0] > 300 and image.std() > 0.01
 
     client = mlflow.MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("study")
+    study = client.get_experiment_by_name("study")
+    assert not client.search_runs([study.experiment_id], "tags.`hicra.run_kind` = 'compare'")  # kept apart
+    exp = client.get_experiment_by_name("study-compare")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     logged = client.search_runs([exp.experiment_id], "tags.`hicra.run_kind` = 'compare'")
     assert len(logged) == 1 and logged[0].info.run_name.startswith("compare__")
     assert logged[0].info.status == "FINISHED"
+    note = logged[0].data.tags["mlflow.note.content"]
+    assert "## Differences vs baseline" in note and "![" not in note  # the verdict, without dangling figure links
+    metrics = logged[0].data.metrics
+    assert any(k.startswith("final_mean/") for k in metrics) and any(k.startswith("diff/") for k in metrics)
     names = {Path(f.path).name for f in client.list_artifacts(logged[0].info.run_id, "compare")}
     assert {"report.md", "summary.json", "learning_curves.png", "eval_scores.png"} <= names
 

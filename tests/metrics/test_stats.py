@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from hicra.metrics.stats import mean_ci, t_quantile, welch_diff_ci, welch_dof
+from hicra.metrics.stats import mean_ci, t_quantile, welch_diff_ci, welch_dof, wilson_interval
 
 T975 = {1: 12.706204736174698, 2: 4.302652729749464, 4: 2.7764451051977987}  # t tables, two-sided 95%
 
@@ -105,3 +105,22 @@ def test_welch_needs_two_values_per_side_for_an_interval():
 def test_welch_zero_spread_collapses_to_a_point():
     d = welch_diff_ci([1.0, 1.0], [0.0, 0.0, 0.0])
     assert d.diff == 1.0 and d.se == 0.0 and d.dof is None and d.half_width == 0.0 and d.low == d.high == 1.0
+
+
+def test_wilson_interval_hand_values():
+    # 10 of 32 at 95% (z = 1.959964, z^2 = 3.841459): centre = 0.3125 + 3.841459 / 64 = 0.372523,
+    # half = z * sqrt(0.3125 * 0.6875 / 32 + 3.841459 / 4096) = 0.171448, both over 1 + 3.841459 / 32 = 1.120046
+    low, high = wilson_interval(10, 32)
+    assert low == pytest.approx(0.179524, abs=1e-5) and high == pytest.approx(0.485668, abs=1e-5)
+
+
+def test_wilson_interval_edges_stay_in_unit_range_and_are_not_degenerate():
+    low, high = wilson_interval(0, 32)
+    assert low == 0.0 and 0.05 < high < 0.15  # 0 of 32 does not mean certainly 0
+    low, high = wilson_interval(32, 32)
+    assert 0.85 < low < 0.95 and high == 1.0
+    assert wilson_interval(0, 0) is None
+    a, b = wilson_interval(16, 32), wilson_interval(160, 320)
+    assert b[1] - b[0] < a[1] - a[0]  # more questions, narrower
+    with pytest.raises(ValueError, match="successes=5 of n=4"):
+        wilson_interval(5, 4)

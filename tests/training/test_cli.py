@@ -40,7 +40,7 @@ def test_the_real_console_script_logs_a_whole_run_to_mlflow(trained_run):
     assert [n for n in NOISE if n in output] == [], trained_run.result["stderr"][-3000:]
     client = mlflow.MlflowClient(tracking_uri=trained_run.tracking_uri)
     run = client.get_run(trained_run.run_id)
-    assert run.info.run_name == "hicra__strategic_grams__s1" and run.info.status == "FINISHED"
+    assert run.info.run_name == "s1 hicra grams" and run.info.status == "FINISHED"  # seed first: never cut off
     for name in REQUIRED_METRICS:
         assert name in run.data.metrics, name
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/reward_mean")]
@@ -53,6 +53,14 @@ def test_the_real_console_script_logs_a_whole_run_to_mlflow(trained_run):
     assert tags["seed"] == "1" and len(tags["git.sha"]) in (40, len("unknown"))
     assert tags["git.dirty"] in ("true", "false", "unknown")
     assert params["seed"] == "1" and params["algorithm.group_size"] == "4" and params["trainer.max_steps"] == "3"
+    assert params["algorithm"] == "hicra" and params["planner"] == "strategic_grams"  # MLflow's compare axes
+    assert not [k for k in params if k.endswith(("_target_", "_partial_"))]
+    assert "algorithm.alpha" in params and "algorithm.token_advantage_fn.alpha" not in params  # no ${..} copies
+    assert "None" not in {v for k, v in tags.items() if k.startswith("choice.")}
+    note = tags["mlflow.note.content"]
+    assert note.startswith("**s1 hicra grams**") and "Held-out accuracy at step 3: **" in note
+    assert "(95% Wilson)" in note and "artifactPath/completions/completions_step" in note
+    assert {"val/accuracy_low", "val/accuracy_high"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "config")}
     assert "config/resolved.yaml" in artifacts
     samples = {a.path for a in client.list_artifacts(run.info.run_id, "completions")}
@@ -65,7 +73,7 @@ def test_two_steps_of_the_other_algorithms_logged_to_mlflow(algorithm, planner, 
     result = run_train([*TINY_RUN, f"algorithm={algorithm}", f"planner={planner}", "seed=1"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = _runs(tmp_path)
-    assert run.info.run_name == f"{algorithm}__{planner}__s1" and run.info.status == "FINISHED"
+    assert run.info.run_name == f"s1 {algorithm}" and run.info.status == "FINISHED"  # planner=none: not named
     for name in REQUIRED_METRICS:
         assert name in run.data.metrics, name
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "train/reward_mean")]
@@ -81,9 +89,8 @@ def test_multirun_2x2_lands_in_one_experiment(tmp_path):
                         f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = _runs(tmp_path, "sweep")
-    assert sorted(r.info.run_name for r in runs) == [
-        "grpo__strategic_grams__s0", "grpo__strategic_grams__s1",
-        "hicra__strategic_grams__s0", "hicra__strategic_grams__s1"]
+    assert sorted(r.info.run_name for r in runs) == ["s0 grpo grams", "s0 hicra grams", "s1 grpo grams",
+                                                      "s1 hicra grams"]
     assert all(r.info.status == "FINISHED" for r in runs)
     assert all("val/accuracy" in r.data.metrics for r in runs)
 
@@ -92,3 +99,16 @@ def test_high_entropy_planner_runs_with_hicra(tmp_path):
     result = run_train([*TINY_RUN, "algorithm=hicra", "planner=high_entropy", "logger=none",
                         "algorithm.num_iterations=2", "trainer.max_steps=2"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_run_names_put_the_seed_first_and_name_the_swept_keys(monkeypatch):
+    from hicra.tracking.store import default_run_name
+    from hicra.training.run import is_sweep
+
+    choices = {"algorithm": "hicra", "planner": "random_placebo"}
+    assert default_run_name(choices, 2) == "s2 hicra placebo"
+    assert default_run_name(choices, 0, {"algorithm.alpha": "0.1", "seed": "0", "algorithm": "hicra"}) == \
+        "s0 hicra placebo alpha=0.1"
+    assert default_run_name({"algorithm": "grpo", "planner": "none"}, 1) == "s1 grpo"
+    assert is_sweep("0.1,0.2") and is_sweep("range(0,3)") and is_sweep("choice(a,b)")
+    assert not is_sweep("[1,2]") and not is_sweep("'a, b'") and not is_sweep("0.1")
