@@ -57,6 +57,7 @@ from hicra.training.distributed import full_state_dict
 from hicra.training.module import PolicyGradientModule
 from hicra.training.precision import check_updates_survive
 from hicra.training.summary import format_summary
+from hicra.training.system_metrics import SystemMetrics
 
 # Lightning notices that prompts bypass device transfer (on purpose: they are strings) and advertises services.
 warnings.filterwarnings("ignore", message=".*transfer_batch_to_device.*")
@@ -242,7 +243,8 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     logger = build_logger(cfg, choices, resume_run_id) if is_main else None
     if logger is not None:
         log_run_metadata(logger, cfg, choices, out_dir, resumed_from=ckpt)
-    callbacks = [CorrectCompletionsRecorder(out_dir), TQDMProgressBar(refresh_rate=1)]  # every rank's successes
+    callbacks = [CorrectCompletionsRecorder(out_dir), TQDMProgressBar(refresh_rate=1),  # every rank's successes
+                 SystemMetrics(float(cfg.get("system_metrics_every_s", 0)))]
     if is_main:
         callbacks.append(CompletionSampleLogger(cfg.completions_every_n_steps, cfg.completions_per_sample,
                                                 out_dir / "completions"))
