@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hicra.metrics.stats import mean_ci
+from hicra.tracking.metric_names import legacy_names
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_URI = f"sqlite:///{ROOT / 'outputs' / 'mlflow.db'}"
@@ -47,8 +48,9 @@ def newest_per_seed(client, experiment: str, where: str = "") -> dict[int, objec
 
 
 def history(client, run, key: str) -> list[tuple[int, float, float]]:
-    """[(step, value, seconds since the run started)] of one metric, by step."""
-    rows = client.get_metric_history(run.info.run_id, key)
+    """[(step, value, seconds since the run started)] of one metric, by step (under its older name for runs logged
+    before a rename, hicra/tracking/metric_names.py)."""
+    rows = next((r for name in legacy_names(key) if (r := client.get_metric_history(run.info.run_id, name))), [])
     return sorted((m.step, m.value, (m.timestamp - run.info.start_time) / 1000) for m in rows)
 
 

@@ -56,7 +56,7 @@ def run_row(client, run, evals: list) -> dict:
     ev = next((r for r in evals if r.data.tags.get("hicra.source_run_id") == run.info.run_id), None)
     row |= {key: ev.data.metrics.get(key) if ev else None for key in EVAL_KEYS}
     row["eval_run_id"] = ev.info.run_id if ev else None
-    planning = [v for _, v, _ in rc.history(client, run, "hicra/planning_token_frac")]
+    planning = [v for _, v, _ in rc.history(client, run, "hierarchy/planning_token_frac")]
     row["planning_token_frac"] = sum(planning) / len(planning) if planning else None
     return row
 
@@ -159,7 +159,7 @@ def markdown(results: dict, command: str) -> str:
         "each validation step (step 0 is the base model), and **eval pass@1**, `hicra-eval` after training with the",
         "paper's sampling protocol at this scale (k = 4 samples at T = 0.6, top-p 0.95, 128 new tokens). Mean [95% CI]",
         "over seeds; boxed, truncated and planning-token shares are means. Planning tokens: the share of response",
-        "tokens the arm's detector marked (`hicra/planning_token_frac`, mean over steps).",
+        "tokens the arm's detector marked (`hierarchy/planning_token_frac`, mean over steps).",
         "",
         *table,
         "",

@@ -52,25 +52,25 @@ class FigureResult:
 
 def figure_specs(frame) -> list[FigureSpec]:
     """The figures, with the token-entropy panels falling back to `policy/entropy` when the split is not logged."""
-    split = has_metric(frame, "hicra/entropy_planning") or has_metric(frame, "hicra/entropy_execution")
-    entropy_panels = ([Panel("Token entropy: planning tokens", "mean token entropy (nats)", "hicra/entropy_planning"),
+    split = has_metric(frame, "hierarchy/entropy_planning") or has_metric(frame, "hierarchy/entropy_execution")
+    entropy_panels = ([Panel("Token entropy: planning tokens", "mean token entropy (nats)", "hierarchy/entropy_planning"),
                        Panel("Token entropy: execution tokens", "mean token entropy (nats)",
-                             "hicra/entropy_execution")] if split else
+                             "hierarchy/entropy_execution")] if split else
                       [Panel("Token entropy: all tokens\n(planning/execution split not logged)",
                              "mean token entropy (nats)", "policy/entropy")])
     return [
         FigureSpec("two_phase_dynamics.png", "Two-phase dynamics: planning vs execution tokens", [
             Panel("Relative perplexity: planning tokens", "perplexity / perplexity at first step",
-                  "hicra/rel_ppl_planning", hline=1.0),
+                  "hierarchy/rel_ppl_planning", hline=1.0),
             Panel("Relative perplexity: execution tokens", "perplexity / perplexity at first step",
-                  "hicra/rel_ppl_execution", hline=1.0),
+                  "hierarchy/rel_ppl_execution", hline=1.0),
             *entropy_panels],
             "relative perplexity and token entropy, planning (Strategic-Gram) tokens vs execution tokens"),
         FigureSpec("semantic_vs_token_entropy.png", "Strategy diversity vs token-level entropy", [
-            Panel("Semantic entropy of Strategic Grams", "entropy (bits)", "hicra/semantic_entropy"),
+            Panel("Semantic entropy of Strategic Grams", "entropy (bits)", "hierarchy/semantic_entropy"),
             Panel("Token entropy (all response tokens)", "mean token entropy (nats)", "policy/entropy"),
             Panel("Entropy of procedural n-grams after a gram", "conditional entropy (bits)",
-                  "hicra/cond_entropy_after_gram")],
+                  "hierarchy/cond_entropy_after_gram")],
             "semantic entropy (diversity of strategies) against aggregate token entropy"),
         FigureSpec("validation.png", "Validation (greedy decoding, held-out split)", [
             Panel("Validation accuracy", "accuracy (fraction correct)", "val/accuracy", fraction=True),
@@ -85,12 +85,12 @@ def figure_specs(frame) -> list[FigureSpec]:
             Panel("Training response length", "mean response length (tokens)", "train/response_length")],
             "reward, accuracy, pass@G and response length of the sampled rollouts"),
         FigureSpec("planning_tokens.png", "Planning tokens and their credit", [
-            Panel("Planning-token fraction", "planning tokens / response tokens", "hicra/planning_token_frac", fraction=True),
-            Panel("Mean token advantage: planning tokens", "advantage (mean)", "hicra/adv_planning_mean", hline=0.0),
-            Panel("Mean token advantage: execution tokens", "advantage (mean)", "hicra/adv_execution_mean",
+            Panel("Planning-token fraction", "planning tokens / response tokens", "hierarchy/planning_token_frac", fraction=True),
+            Panel("Mean token advantage: planning tokens", "advantage (mean)", "hierarchy/adv_planning_mean", hline=0.0),
+            Panel("Mean token advantage: execution tokens", "advantage (mean)", "hierarchy/adv_execution_mean",
                   hline=0.0),
             Panel("High-entropy tokens that are planning tokens", "fraction of top-30% entropy tokens",
-                  "hicra/top_entropy_in_planning_frac", fraction=True)],
+                  "hierarchy/top_entropy_in_planning_frac", fraction=True)],
             "planner mask size and the mean token advantage it produces"),
     ]
 

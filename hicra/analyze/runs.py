@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hicra.tracking.metric_names import current_name
 from hicra.tracking.store import quiet_mlflow
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built: `--help` and a bad argument do not wait for it
@@ -116,7 +117,8 @@ def _dedupe_labels(runs: list[RunInfo]) -> None:
 
 
 def fetch_metrics(client, runs: list[RunInfo]) -> pd.DataFrame:
-    """Long frame (run_id, key, step, value): every logged metric, last value per step, non-finite dropped."""
+    """Long frame (run_id, key, step, value): every logged metric under its current name (metric_names.py), last
+    value per step, non-finite dropped."""
     import pandas as pd
 
     rows = []
@@ -124,7 +126,7 @@ def fetch_metrics(client, runs: list[RunInfo]) -> pd.DataFrame:
         for key in client.get_run(run.run_id).data.metrics:
             for m in client.get_metric_history(run.run_id, key):
                 if m.value is not None and math.isfinite(m.value):
-                    rows.append((run.run_id, key, int(m.step), float(m.value), m.timestamp))
+                    rows.append((run.run_id, current_name(key), int(m.step), float(m.value), m.timestamp))
     frame = pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
     frame = frame.sort_values(["run_id", "key", "step", "timestamp"])
     return frame.groupby(["run_id", "key", "step"], as_index=False).last().drop(columns="timestamp")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hicra.analyze.cli import DEFAULT_URI, run_main
 from hicra.analyze.runs import AnalyzeError, first_line
+from hicra.tracking.metric_names import current_name
 from hicra.tracking.store import absolute_tracking_uri, ensure_experiment
 
 COMPARE_EXPERIMENT_SUFFIX = "-compare"  # compare runs live apart from the training runs they compare
@@ -144,6 +145,7 @@ def compare(args: argparse.Namespace) -> Path:
     from hicra.compare.collect import completion, eval_results, training_runs
 
     group_by = _group_by(args.group_by)
+    args.metric = current_name(args.metric)  # an old name (hicra/semantic_entropy) reads as the runs now load
     if not math.isfinite(args.threshold):
         raise AnalyzeError(f"--threshold={args.threshold} is not allowed; use a finite number")
     uri = absolute_tracking_uri(args.tracking_uri)

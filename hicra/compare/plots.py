@@ -30,7 +30,7 @@ from hicra.metrics.stats import mean_ci
 COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LINESTYLES = ["-", "--", "-.", ":"]
-CURVE_METRICS = ["train/accuracy", "hicra/semantic_entropy", "train/response_length"]  # after --metric
+CURVE_METRICS = ["train/accuracy", "hierarchy/semantic_entropy", "train/response_length"]  # after --metric
 FRACTIONS = ("accuracy", "frac", "pass_at")
 NON_NEGATIVE = ("entropy", "length", "ppl", "perplexity")
 LENGTH = "length"

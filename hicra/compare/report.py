@@ -85,7 +85,7 @@ FOOTNOTES = [
     ("final = the metric at the run's last logged step; best = its maximum over all logged steps (step 0, the "
      "untrained model, included); steps to threshold = median over the runs that reached it of the first step where "
      "the metric >= threshold (k/n reached)."),
-    ("Semantic entropy (`hicra/semantic_entropy`, bits) and response length (`train/response_length`, tokens) are "
+    ("Semantic entropy (`hierarchy/semantic_entropy`, bits) and response length (`train/response_length`, tokens) are "
      "each run's mean over its last 3 logged steps (rollout metrics are noisy from step to step)."),
     "`[m of n runs]`: only m of the n runs logged that metric.",
 ]

@@ -18,7 +18,7 @@ from hicra.compare.collect import EVAL_SCORE, EvalResult, TrainRun, positive_int
 from hicra.compare.grouping import Group
 from hicra.metrics.stats import MeanCI, mean_ci, welch_diff_ci
 
-SEMANTIC_ENTROPY, RESPONSE_LENGTH = "hicra/semantic_entropy", "train/response_length"
+SEMANTIC_ENTROPY, RESPONSE_LENGTH = "hierarchy/semantic_entropy", "train/response_length"
 TAIL_STEPS = 3  # rollout metrics are noisy step to step: "final" = mean of each run's last 3 logged values
 CONFIDENCE = 0.95
 

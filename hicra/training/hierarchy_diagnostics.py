@@ -39,25 +39,25 @@ class HierarchyDiagnostics:
         pairs = self.detector.occurrences_with_context(response_ids, response_mask, self.following_words)
         grams_per_response = [[gram for gram, _ in row] for row in pairs]
         metrics = {
-            "hicra/semantic_entropy": semantic_entropy(grams_per_response),
+            "hierarchy/semantic_entropy": semantic_entropy(grams_per_response),
             # the same at a fixed number of occurrences: comparable between arms whose replies hold more or fewer grams
-            "hicra/semantic_entropy_at_n": semantic_entropy_at(grams_per_response, self.semantic_entropy_occurrences,
+            "hierarchy/semantic_entropy_at_n": semantic_entropy_at(grams_per_response, self.semantic_entropy_occurrences,
                                                                seed=self.seed * 1_000_003 + self.steps),
-            "hicra/cond_entropy_after_gram": conditional_entropy_after_gram([p for row in pairs for p in row]),
+            "hierarchy/cond_entropy_after_gram": conditional_entropy_after_gram([p for row in pairs for p in row]),
             "train/pass_at_g": pass_at_g(rewards, group_size),
         }
         ent_plan, ent_exec = masked_token_stats(entropies, grams, response_mask)
         nll_plan, nll_exec = masked_token_stats(-logprobs, grams, response_mask)
-        metrics |= {"hicra/entropy_planning": ent_plan, "hicra/entropy_execution": ent_exec,
-                    "hicra/nll_planning": nll_plan, "hicra/nll_execution": nll_exec}
+        metrics |= {"hierarchy/entropy_planning": ent_plan, "hierarchy/entropy_execution": ent_exec,
+                    "hierarchy/nll_planning": nll_plan, "hierarchy/nll_execution": nll_exec}
         for name, nll in (("planning", nll_plan), ("execution", nll_exec)):
             if name not in self.reference_nll and not math.isnan(nll):
                 self.reference_nll[name] = nll  # the first step with such tokens is the reference
             reference = self.reference_nll.get(name)
-            metrics[f"hicra/rel_ppl_{name}"] = (relative_perplexity(nll, reference)
+            metrics[f"hierarchy/rel_ppl_{name}"] = (relative_perplexity(nll, reference)
                                                 if reference is not None else float("nan"))
         in_top, top_in_plan = top_entropy_overlap(entropies, grams, response_mask, self.top_entropy_fraction)
-        metrics |= {"hicra/planning_in_top_entropy_frac": in_top, "hicra/top_entropy_in_planning_frac": top_in_plan}
+        metrics |= {"hierarchy/planning_in_top_entropy_frac": in_top, "hierarchy/top_entropy_in_planning_frac": top_in_plan}
         self.steps += 1
         return metrics
 

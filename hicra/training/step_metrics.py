@@ -1,4 +1,4 @@
-"""The numbers one training step logs (train/*, hicra/*, perf/*, and the updates' loss/* policy/* optim/*) from what
+"""The numbers one training step logs (train/*, hierarchy/*, perf/*, and the updates' loss/* policy/* optim/*) from what
 the step computed; faults/* come from hicra/training/faults.py. Plain functions: values in, a flat {name: float} out."""
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ def rollout_metrics(rollout: RolloutBatch, rewards: Tensor, correctness: Tensor,
         "train/truncated_frac": float(rollout.truncated.float().mean()),
         "train/empty_frac": float(((mask.sum(dim=1) <= 1) & ~rollout.truncated).float().mean()),  # EOS only
         "train/frac_zero_std_groups": float(frac_zero_std_groups(rewards, group_size)),
-        "hicra/planning_token_frac": float(planning.sum() / mask.sum().clamp(min=1)),
-        "hicra/adv_planning_mean": float(masked_mean(token_advantages, planning)),
-        "hicra/adv_execution_mean": float(masked_mean(token_advantages, execution)),
+        "hierarchy/planning_token_frac": float(planning.sum() / mask.sum().clamp(min=1)),
+        "hierarchy/adv_planning_mean": float(masked_mean(token_advantages, planning)),
+        "hierarchy/adv_execution_mean": float(masked_mean(token_advantages, execution)),
         "train/boxed_frac": float(in_form.float().mean()),
     }
 

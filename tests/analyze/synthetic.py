@@ -7,10 +7,10 @@ import math
 from pathlib import Path
 
 BASE_METRICS = ["train/reward_mean", "train/accuracy", "train/response_length", "policy/entropy",
-                "hicra/planning_token_frac", "hicra/adv_planning_mean", "hicra/adv_execution_mean",
+                "hierarchy/planning_token_frac", "hierarchy/adv_planning_mean", "hierarchy/adv_execution_mean",
                 "val/accuracy", "val/response_length"]
-NEW_METRICS = ["hicra/semantic_entropy", "hicra/entropy_planning", "hicra/entropy_execution",
-               "hicra/rel_ppl_planning", "hicra/rel_ppl_execution", "hicra/nll_planning", "hicra/nll_execution",
+NEW_METRICS = ["hierarchy/semantic_entropy", "hierarchy/entropy_planning", "hierarchy/entropy_execution",
+               "hierarchy/rel_ppl_planning", "hierarchy/rel_ppl_execution", "hierarchy/nll_planning", "hierarchy/nll_execution",
                "train/pass_at_g"]
 
 TRICKY = "<b>&\"x\"</b>"  # must come out escaped in the viewer

@@ -89,7 +89,7 @@ def test_missing_new_metrics_are_skipped_and_reported(stores, tmp_path):
     assert run_main([run_ids[0], "--tracking-uri", uri, "--out", str(out), "--no-log"]) == 0
     report = (out / "report.md").read_text()
     assert "hicra__strategic_grams__s0" in report and "grpo__none__s1" not in report
-    for key in ["hicra/rel_ppl_planning", "hicra/semantic_entropy", "train/pass_at_g"]:
+    for key in ["hierarchy/rel_ppl_planning", "hierarchy/semantic_entropy", "train/pass_at_g"]:
         assert f"{key} not logged" in report
     assert_png(out / "two_phase_dynamics.png")  # token entropy falls back to policy/entropy
     assert not (out / "planning_tokens.png").exists() or (out / "planning_tokens.png").stat().st_size > 10_000

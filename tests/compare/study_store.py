@@ -72,7 +72,7 @@ def _train_run(client, exp_id: str, key: tuple, start: int) -> str:
             entropy = math.nan  # a step with no gram: NaN, dropped by fetch_metrics
         metrics += [Metric("train/response_length", LENGTH.get(key, [50] * 4)[step], start, step),
                     Metric("train/accuracy", 0.1 * step, start, step),
-                    Metric("hicra/semantic_entropy", entropy, start, step)]
+                    Metric("hierarchy/semantic_entropy", entropy, start, step)]
     client.log_batch(rid, metrics=metrics)
     status = STATUS.get(key, "FINISHED")
     if status != "RUNNING":

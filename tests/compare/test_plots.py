@@ -14,16 +14,16 @@ from hicra.compare import plots
 
 def test_bounds_follow_the_metric():
     assert plots.bounds("val/accuracy") == (0.0, 1.0)
-    assert plots.bounds("hicra/planning_token_frac") == (0.0, 1.0)
-    assert plots.bounds("hicra/semantic_entropy") == (0.0, None)
+    assert plots.bounds("hierarchy/planning_token_frac") == (0.0, 1.0)
+    assert plots.bounds("hierarchy/semantic_entropy") == (0.0, None)
     assert plots.bounds("train/response_length") == (0.0, None)
     assert plots.bounds("loss/policy") == (None, None)
 
 
 def test_band_is_a_range_below_three_runs_and_a_clipped_ci_from_three():
     assert plots.band([0.4], "val/accuracy") is None
-    assert plots.band([1.0, 3.0], "hicra/semantic_entropy") == (1.0, 3.0, "range")  # t on 2 values: +-12.7 se
-    low, high, kind = plots.band([0.0, 0.1, 3.0], "hicra/semantic_entropy")  # t-interval reaches below 0
+    assert plots.band([1.0, 3.0], "hierarchy/semantic_entropy") == (1.0, 3.0, "range")  # t on 2 values: +-12.7 se
+    low, high, kind = plots.band([0.0, 0.1, 3.0], "hierarchy/semantic_entropy")  # t-interval reaches below 0
     assert kind == "ci" and low == 0.0 and high > 3.0
     low, high, kind = plots.band([0.9, 1.0, 1.0], "val/accuracy")
     assert kind == "ci" and high == 1.0 and 0.0 < low < 0.9
@@ -42,12 +42,12 @@ def _group(label: str, run_ids: list[str], budget: int | None = None) -> dict:
 
 
 def test_panel_draws_seeds_under_the_mean_inside_the_bounds():
-    frame = _frame("hicra/semantic_entropy", {"a0": [0.1, 0.2, 0.1], "a1": [2.5, 2.9, 3.0],
+    frame = _frame("hierarchy/semantic_entropy", {"a0": [0.1, 0.2, 0.1], "a1": [2.5, 2.9, 3.0],
                                               "b0": [1.0, 1.0, 1.0], "b1": [1.2, 1.1, 1.0]})
     fig, ax = plt.subplots()
     try:
         assert plots._draw_panel(ax, frame, [_group("grpo", ["a0", "a1"]), _group("hicra", ["b0", "b1"])],
-                                 "hicra/semantic_entropy", None)
+                                 "hierarchy/semantic_entropy", None)
         thin = [line for line in ax.lines if line.get_linewidth() < 1.0]
         assert len(thin) == 4  # one line per run
         assert len(ax.lines) == 6  # + one mean per group

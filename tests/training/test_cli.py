@@ -10,12 +10,12 @@ from support import TINY_RUN, run_train
 REQUIRED_METRICS = [
     "train/reward_mean", "train/accuracy", "train/response_length", "train/frac_zero_std_groups", "loss/policy",
     "loss/kl", "policy/entropy", "policy/clip_frac_low", "policy/clip_frac_high", "policy/approx_kl",
-    "hicra/planning_token_frac", "hicra/adv_planning_mean", "hicra/adv_execution_mean", "perf/step_time_s",
+    "hierarchy/planning_token_frac", "hierarchy/adv_planning_mean", "hierarchy/adv_execution_mean", "perf/step_time_s",
     "perf/tokens_per_s", "val/accuracy",
     # hierarchy diagnostics (paper section 4), every step from the step's own rollout
-    "hicra/semantic_entropy", "hicra/cond_entropy_after_gram", "hicra/entropy_planning", "hicra/entropy_execution",
-    "hicra/nll_planning", "hicra/nll_execution", "hicra/rel_ppl_planning", "hicra/rel_ppl_execution",
-    "hicra/planning_in_top_entropy_frac", "hicra/top_entropy_in_planning_frac", "train/pass_at_g",
+    "hierarchy/semantic_entropy", "hierarchy/cond_entropy_after_gram", "hierarchy/entropy_planning", "hierarchy/entropy_execution",
+    "hierarchy/nll_planning", "hierarchy/nll_execution", "hierarchy/rel_ppl_planning", "hierarchy/rel_ppl_execution",
+    "hierarchy/planning_in_top_entropy_frac", "hierarchy/top_entropy_in_planning_frac", "train/pass_at_g",
     "perf/diagnostics_s",
 ]
 

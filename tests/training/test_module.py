@@ -18,7 +18,7 @@ def _run(compose_cfg, tmp_path, *overrides):
 
 
 def _losses(summary):
-    return [(row["loss/policy"], row["hicra/adv_planning_mean"]) for row in summary["train_history"]]
+    return [(row["loss/policy"], row["hierarchy/adv_planning_mean"]) for row in summary["train_history"]]
 
 
 def test_hicra_with_alpha_zero_is_exactly_grpo(compose_cfg, tmp_path):
@@ -35,10 +35,10 @@ def test_hicra_reweights_planning_tokens_only(compose_cfg, tmp_path):
     hicra = _run(compose_cfg, tmp_path / "h", "algorithm=hicra", *overrides)
     g, h = grpo["train_history"][0], hicra["train_history"][0]
     assert g["train/reward_mean"] == h["train/reward_mean"]  # same rollout: the first step samples identically
-    assert h["hicra/planning_token_frac"] == pytest.approx(g["hicra/planning_token_frac"])
-    assert g["hicra/planning_token_frac"] > 0.15
-    assert h["hicra/adv_execution_mean"] == pytest.approx(g["hicra/adv_execution_mean"], abs=1e-6)
-    assert h["hicra/adv_planning_mean"] > g["hicra/adv_planning_mean"]  # A + 0.2|A| >= A, strictly when A != 0
+    assert h["hierarchy/planning_token_frac"] == pytest.approx(g["hierarchy/planning_token_frac"])
+    assert g["hierarchy/planning_token_frac"] > 0.15
+    assert h["hierarchy/adv_execution_mean"] == pytest.approx(g["hierarchy/adv_execution_mean"], abs=1e-6)
+    assert h["hierarchy/adv_planning_mean"] > g["hierarchy/adv_planning_mean"]  # A + 0.2|A| >= A, strictly when A != 0
     assert h["loss/policy"] != g["loss/policy"]
 
 

@@ -79,7 +79,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert resumed_run.info.status == "FINISHED"
     # rel_ppl_execution divides by the first step's NLL, which only the checkpoint carries across the kill
     for key in ("train/reward_mean", "loss/policy", "val/accuracy", "faults/skipped_updates",
-                "hicra/rel_ppl_execution"):
+                "hierarchy/rel_ppl_execution"):
         assert _history(client, resumed_run.info.run_id, key) == _history(client, straight_run.info.run_id, key)
     steps = [s for s, _ in _history(client, resumed_run.info.run_id, "train/reward_mean")]
     assert steps == list(range(STEPS))  # every step once: no gap, no duplicate
