@@ -38,6 +38,7 @@ def analyze(args: argparse.Namespace) -> Path:
     from hicra.analyze.report import render_report
     from hicra.analyze.runs import fetch_completions, fetch_metrics, open_client, resolve_runs
     from hicra.analyze.token_viewer import render_token_viewer
+    from hicra.tracking.html_report import markdown_page
 
     uri = absolute_tracking_uri(args.tracking_uri)
     client = open_client(uri)
@@ -60,8 +61,10 @@ def analyze(args: argparse.Namespace) -> Path:
         (out / viewer).write_text(render_token_viewer(runs, samples), encoding="utf-8")
     else:
         print(f"{PROG}: no completion samples logged; token viewer not written")
-    (out / "report.md").write_text(render_report(runs, frame, figures, viewer, uri), encoding="utf-8")
-    print(f"{PROG}: wrote {out}/report.md")
+    report = render_report(runs, frame, figures, viewer, uri)
+    (out / "report.md").write_text(report, encoding="utf-8")
+    (out / "report.html").write_text(markdown_page(report, out, "hicra analysis"), encoding="utf-8")  # for MLflow
+    print(f"{PROG}: wrote {out}/report.md (+ report.html, figures embedded)")
 
     if not args.no_log:
         for r in runs:

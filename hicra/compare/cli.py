@@ -123,6 +123,7 @@ def _write(out: Path, frame, summary: dict) -> list[str]:
     """Figures, summary.json and report.md into `out`; returns the figure file names."""
     from hicra.compare.plots import eval_bars, learning_curves
     from hicra.compare.report import render_markdown
+    from hicra.tracking.html_report import markdown_page
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -136,7 +137,10 @@ def _write(out: Path, frame, summary: dict) -> list[str]:
         figures.append("eval_scores.png")
     summary["figures"] = figures
     (out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(render_markdown(summary, figures), encoding="utf-8")
+    report = render_markdown(summary, figures)
+    (out / "report.md").write_text(report, encoding="utf-8")
+    (out / "report.html").write_text(markdown_page(report, out, f"hicra comparison: {summary['experiment']}"),
+                                     encoding="utf-8")  # what MLflow displays with its figures
     return figures
 
 

@@ -73,11 +73,13 @@ def test_full_report(store, tmp_path, capsys):
     assert "| hicra | strategic_grams | 0 |" in report and "| grpo | none | 1 |" in report
     assert "0.500" in report  # final val/accuracy of the hicra run (0.2 + 0.15 * 2)
     assert "None: every panel had its metrics" not in report  # the optional gram-context panels are absent
+    page = (out / "report.html").read_text()  # MLflow shows .md as text: this page is the one with its figures
+    assert page.count("src=\"data:image/png;base64,") == len(FIGURES) and "](" not in page
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     for rid in run_ids:
         logged = {Path(f.path).name for f in client.list_artifacts(rid, "analysis")}
-        assert {"report.md", "token_viewer.html", *FIGURES} <= logged
+        assert {"report.md", "report.html", "token_viewer.html", *FIGURES} <= logged
 
     printed = capsys.readouterr().out.strip().splitlines()
     assert 3 <= len(printed) <= 6 and all(len(line) < 200 for line in printed)

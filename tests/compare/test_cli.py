@@ -133,7 +133,9 @@ def test_report_files_and_mlflow_run(compared, capsys):
     metrics = logged[0].data.metrics
     assert any(k.startswith("final_mean/") for k in metrics) and any(k.startswith("diff/") for k in metrics)
     names = {Path(f.path).name for f in client.list_artifacts(logged[0].info.run_id, "compare")}
-    assert {"report.md", "summary.json", "learning_curves.png", "eval_scores.png"} <= names
+    assert {"report.md", "report.html", "summary.json", "learning_curves.png", "eval_scores.png"} <= names
+    page = (out / "report.html").read_text()
+    assert page.count("src=\"data:image/png;base64,") == 2 and "<table>" in page  # what MLflow shows, figures in
 
     # a second comparison ignores the compare run; --group-by merges the two hicra arms (4 runs, 1 unfinished)
     capsys.readouterr()
