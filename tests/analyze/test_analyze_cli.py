@@ -62,7 +62,10 @@ def test_full_report(store, tmp_path, capsys):
     assert " different" in html and " idea" in html                                 # the tokens
     assert "rgba(46,125,50," in html and "rgba(198,40,40," in html                 # green / red
     assert "class='t p'" in html and "planning token" in html                       # planning marks
-    assert "title='A = -1.2500'" in html                                             # hover advantage
+    assert "title='A = -1.2500, boost = +0.0000'" in html                            # hover: both values
+    assert "A = +0.6000, boost = +0.1000 | planning token" in html                  # HICRA's boost on a gram token
+    assert "<body class='by-boost'>" in html  # a page with a boost opens on it (under A it is a faint shade)
+    assert "Side by side: the same prompts at step 2" in html and "--n:2" in html   # the two runs, one prompt
     assert "rgba(198,40,40,0.85)" in html  # |A| = 1.25 is the page maximum: full intensity
     assert "<option value='2' selected>" in html and "data-step='0' hidden" in html  # latest step first
     assert "<script src" not in html and "<link" not in html                        # self-contained
