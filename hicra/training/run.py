@@ -271,7 +271,8 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     summary = {"choices": choices, "seed": cfg.seed, "steps": trainer.global_step, "run_dir": str(out_dir),
                "train_history": module.train_history, "val_history": module.val_history,
                "mlflow": {"tracking_uri": logger._tracking_uri, "run_id": logger.run_id,
-                          "experiment": cfg.logger.experiment_name} if logger is not None else None}
+                          "experiment": cfg.logger.experiment_name, "experiment_id": logger.experiment_id}
+               if logger is not None else None}
     if logger is not None:
         describe_run(logger, description(logger, cfg, choices, trainer.global_step, module.val_history, out_dir))
         logger.finalize("success")
@@ -288,7 +289,7 @@ def description(logger, cfg: DictConfig, choices: dict[str, str], steps: int, va
     name = logger.experiment.get_run(logger.run_id).info.run_name
     return run_description(name, choices, cfg.seed, overrides, steps, val_history,
                            f"completions/{pages[-1].name}" if pages else None,
-                           f"#/experiments/{logger.experiment_id}/runs/{logger.run_id}")
+                           f"#/experiments/{logger.experiment_id}/runs/{logger.run_id}")  # in-app link
 
 
 def device_line(trainer) -> str:

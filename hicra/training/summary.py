@@ -23,9 +23,11 @@ def format_summary(summary: dict) -> str:
     if val:
         before, after = val[0], val[-1]
         gain = after["val/accuracy"] - before["val/accuracy"]
+        interval = (f" [{after['val/accuracy_low']:.3f}, {after['val/accuracy_high']:.3f}]"
+                    if "val/accuracy_low" in after else "")
         lines.append(f"  val accuracy     {before['val/accuracy']:.3f} (step {before['step']}) -> "
-                     f"{after['val/accuracy']:.3f} (step {after['step']}), {gain:+.3f}; {after['num_prompts']} "
-                     "held-out prompts, greedy")
+                     f"{after['val/accuracy']:.3f}{interval} (step {after['step']}), {gain:+.3f}; "
+                     f"{after['num_prompts']} held-out prompts, greedy")
         # What an accuracy means: how many replies gave a closed answer, and how many hit the token budget.
         for key, label in (("val/boxed_frac", "val boxed"), ("val/truncated_frac", "val truncated")):
             if key in before and key in after:
@@ -36,7 +38,12 @@ def format_summary(summary: dict) -> str:
         uri = mlflow["tracking_uri"]
         lines.append(f"  MLflow run       {mlflow['run_id']} in experiment '{mlflow['experiment']}'")
         lines.append(f"  MLflow store     {uri}")
-        if not uri.startswith("http"):
-            lines.append(f"  open the UI      mlflow ui --backend-store-uri {uri}   # then http://127.0.0.1:5000")
+        # ?workflowType=machine_learning: MLflow 3's UI opens in its GenAI view unless told otherwise
+        page = (f"/#/experiments/{mlflow['experiment_id']}/runs/{mlflow['run_id']}?workflowType=machine_learning"
+                if mlflow.get("experiment_id") else "")
+        if uri.startswith("http"):
+            lines.append(f"  run page         {uri.rstrip('/')}{page}")
+        else:
+            lines.append(f"  open the UI      mlflow ui --backend-store-uri {uri}   # then http://127.0.0.1:5000{page}")
     lines.append("=" * 72)
     return "\n".join(lines)

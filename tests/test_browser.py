@@ -1,0 +1,93 @@
+"""The project's HTML pages and MLflow's run page in a real browser (headless Chromium, tests/browser.py), on the
+session's tiny training run: each page loads without a script error, its figures load, and the run is identifiable.
+Slow tier (a browser and an MLflow server start); `make test` runs it, `make test-fast` does not."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from browser import Browser, chromium_binary
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(chromium_binary() is None, reason="no Chromium: `make setup` installs Debian's "
+                                 "`chromium` where it runs as root with apt-get")]
+
+IMAGES_LOADED = "[...document.images].every(i => i.complete && i.naturalWidth > 0)"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    b = Browser(chromium_binary())
+    yield b
+    b.close()
+
+
+def test_reports_and_token_viewer_render_with_their_figures(browser, trained_run, tmp_path):
+    from hicra.analyze.cli import main as analyze
+    from hicra.compare.cli import main as compare
+
+    assert analyze(["--tracking-uri", trained_run.tracking_uri, trained_run.run_id, "--out",
+                    str(tmp_path / "analysis"), "--no-log"]) == 0
+    assert compare(["--tracking-uri", trained_run.tracking_uri, trained_run.run_id, "--out",
+                    str(tmp_path / "compare"), "--no-log"]) == 0
+    for page in (tmp_path / "analysis" / "report.html", tmp_path / "compare" / "report.html"):
+        browser.open(page.as_uri(), ready=f"document.readyState === 'complete' && {IMAGES_LOADED}")
+        assert browser.evaluate("document.images.length") >= 1, page  # figures embedded, and they decode
+        assert "s1 hicra grams" in browser.evaluate("document.body.innerText"), page  # the run, by name
+    viewer = tmp_path / "analysis" / "token_viewer.html"
+    browser.open(viewer.as_uri())
+    opened = browser.evaluate("document.body.className")  # by-boost, or by-a when no token was boosted
+    other = "a" if opened == "by-boost" else "boost"
+    browser.evaluate(f"document.querySelector(\"input[value='{other}']\").click()")  # the page's script switches
+    assert opened in ("by-a", "by-boost") and browser.evaluate("document.body.className") == f"by-{other}"
+    assert "s1 hicra grams" in browser.evaluate("document.body.innerText")
+    completions = sorted((trained_run.run_dir / "completions").glob("completions_step*.html"))[-1]
+    browser.open(completions.as_uri())
+    assert browser.evaluate("document.querySelectorAll('.c .resp').length") > 0  # one card per completion
+    assert browser.errors == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_ui(trained_run, tmp_path):
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", trained_run.tracking_uri,
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=(tmp_path / "mlflow.log").open("w"))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.terminate()
+                pytest.fail(f"mlflow server did not start: {(tmp_path / 'mlflow.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_mlflow_run_page_says_what_the_run_was_and_how_it_did(browser, trained_run, mlflow_ui, tmp_path):
+    import mlflow
+
+    run = mlflow.MlflowClient(tracking_uri=trained_run.tracking_uri).get_run(trained_run.run_id)
+    page = f"{mlflow_ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning"
+    assert page.removeprefix(mlflow_ui) in trained_run.result["stdout"]  # the run summary prints this address
+    browser.open(page, ready="document.body.innerText.includes('Held-out accuracy at step')", timeout_s=120)
+    text = browser.evaluate("document.body.innerText")
+    assert "s1 hicra grams" in text  # the name, seed first
+    assert "95% Wilson" in text and "Last completions" in text  # the description, rendered on the run page
+    browser.screenshot(tmp_path / "run_page.png")
