@@ -16,6 +16,10 @@ def bad_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
     (root / "malformed.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n{"question": oops}\n')
     (root / "no_answer.jsonl").write_text('{"question": "1+1?"}\n')
+    (root / "bool_answer.jsonl").write_text('{"question": "1+1?", "answer": 2}\n{"question": "Odd?", "answer": true}\n')
+    (root / "list_answer.jsonl").write_text('{"question": "Roots?", "answer": [1, 2]}\n')
+    (root / "one.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n')
+    (root / "binary_grams.txt").write_bytes(b"wait\n\x89PNG\r\n\x1a\n\x00\x00")
     (root / "used_run" / "final_model").mkdir(parents=True)  # an earlier run's output: must not be overwritten
     return root
 
@@ -42,6 +46,18 @@ CASES = [
     (["hparams_search=nope"], ["unknown hparams_search 'nope'", "hicra_optuna"]),
     (["-m", "hydra/launcher=jobli", "seed=0,1"], ["unknown hydra/launcher 'jobli'", "joblib"]),
     (["task=local_file"], ["task.path"]),
+    (["task=local_file", "task.path={root}/bool_answer.jsonl"],
+     ["bool_answer.jsonl' line 2: key 'answer' holds a bool (true)", "allowed: a string or a finite number"]),
+    (["task=local_file", "task.path={root}/list_answer.jsonl"], ["line 1: key 'answer' holds a list ([1, 2])"]),
+    (["task=local_file", "task.path={root}/one.jsonl", "task.val_path={root}/one.jsonl"],
+     ["one.jsonl' is also in task.val_path", "nothing is left to train on"]),
+    (["planner=strategic_grams", "planner.grams_path={root}/no_grams.txt"], ["planner.grams_path=",
+                                                                             "strategic grams file not found"]),
+    (["planner=strategic_grams", "planner.grams_path={root}/binary_grams.txt"], ["planner.grams_path=",
+                                                                                 "is not UTF-8 text"]),
+    (["diagnostics.grams_path={root}/no_grams.txt"], ["diagnostics.grams_path=", "strategic grams file not found"]),
+    (["experiment=smoke", "rollout.max_prompt_tokens=8"],
+     ["rollout.max_prompt_tokens=8 leaves no room for a question", "allowed: a value above"]),
     (["hydra.run.dir=/proc/hicra/run"], ["hydra.run.dir=/proc/hicra/run cannot be created", "paths.output_dir"]),
     (["hydra.run.dir={root}/malformed.jsonl/run"], ["hydra.run.dir=", "is a file"]),
     (["hydra.run.dir={root}/used_run"], ["used_run/final_model already exists", "another hydra.run.dir"]),

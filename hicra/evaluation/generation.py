@@ -23,7 +23,8 @@ def sample_answers(model, tokenizer, task: Task, examples: list[Example], sample
     progress = tqdm(batches, desc=desc, unit="batch", dynamic_ncols=True)
     for start in progress:
         batch = examples[start:start + batch_size]
-        prompts = [build_chat_prompt(tokenizer, ex.question, task.instruction, system_prompt) for ex in batch]
+        prompts = [build_chat_prompt(tokenizer, ex.question, task.instruction, system_prompt, sampler.max_prompt_tokens)
+                   for ex in batch]  # an over-long question is cut from the left, the template kept whole
         rollout = sampler.generate(model, tokenizer, prompts, num_samples, greedy=greedy)  # B = len(batch) x n
         ids = rollout.response_ids.masked_fill(~rollout.response_mask, tokenizer.pad_token_id)  # (B, T)
         texts = tokenizer.batch_decode(ids, skip_special_tokens=True)

@@ -11,7 +11,7 @@ def summarize(records: list[dict], num_problems: int, num_samples: int, ks: tupl
               num_skipped: int = 0) -> dict[str, float]:
     """pass@k for every k, the headline `eval/score` (= pass@1) and what the answers looked like.
 
-    Correct = task score >= 1.0, as training's accuracy (some reasoning-gym verifiers give partial credit).
+    Correct = task score >= 1.0, as training's accuracy (a `Task` scores 1.0 or 0.0; a custom scorer may not).
     """
     correct = torch.tensor([r["correct"] for r in records], dtype=torch.bool).view(num_problems, num_samples)  # (P,n)
     metrics = {f"eval/pass_at_{k}": mean_pass_at_k(correct, k) for k in ks}

@@ -34,11 +34,13 @@ _APOSTROPHES = "'\u2019"
 
 
 def _normalise(gram: str) -> str:
-    return " ".join(gram.replace("\u2019", "'").lower().split())
+    # A byte-order mark is no character of a gram: Windows editors start a file with one (and concatenated files
+    # carry it into a line), and the first gram would otherwise never match.
+    return " ".join(gram.replace("\ufeff", "").replace("\u2019", "'").lower().split())
 
 
 def _clean(raw: list[str]) -> list[str]:
-    """Strip, collapse whitespace, lower-case, drop empties, dedupe keeping the first occurrence."""
+    """Strip, collapse whitespace, lower-case, drop BOMs and blank lines, dedupe keeping the first occurrence."""
     return list(dict.fromkeys(g for g in (_normalise(r) for r in raw) if g))
 
 
@@ -46,9 +48,9 @@ BUNDLED = "bundled://"  # a gram file shipped in hicra/planning/data/, e.g. bund
 
 
 def load_grams(path: str | None = None) -> list[str]:
-    """The paper's 249 grams (path=None), a file shipped with hicra (`bundled://<name>`), or a text file with one gram
-    per line. There is no comment syntax: "## step" is a gram. Raises ConfigError for a missing file or one without
-    any gram."""
+    """The paper's 249 grams (path=None), a file shipped with hicra (`bundled://<name>`), or a UTF-8 text file with
+    one gram per line (a byte-order mark and blank lines are skipped). There is no comment syntax: "## step" is a
+    gram. Raises ConfigError for a missing file, one that is not UTF-8 text, or one without any gram."""
     if path is None or str(path).startswith(BUNDLED):
         name = PAPER_GRAMS if path is None else str(path)[len(BUNDLED):]
         data = resources.files("hicra.planning").joinpath("data", name)
@@ -62,7 +64,11 @@ def load_grams(path: str | None = None) -> list[str]:
         file = Path(path).expanduser()
         if not file.is_file():
             raise ConfigError(f"strategic grams file not found: {path}")
-        text = file.read_text(encoding="utf-8")
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"strategic grams file {path} is not UTF-8 text (byte {err.start}); allowed: a text "
+                              f"file with one gram per line") from None
         where = str(path)
     grams = _clean(text.splitlines())
     if not grams:

@@ -8,6 +8,7 @@ task, and subclasses only compare an extracted answer with the reference (`score
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -17,6 +18,17 @@ from hicra.tasks.bounded import DEFAULT_TIMEOUT_S, VerifierFaults, VerifierTimeo
 # Short, imperative, and naming the exact output format: a 135M model follows a concrete format request far
 # more often than an abstract one ("reason carefully ..."), and the box is the only thing the scorer reads.
 DEFAULT_INSTRUCTION = "Think step by step, then give the final answer in \\boxed{}."
+
+# A decimal digit other than 0-9 (Arabic-Indic ٤٢, fullwidth ４２, Devanagari ४२, ...: Unicode category Nd, which
+# `\d`, `int`, `float` and `Decimal` all read). Every task reads ASCII digits only, so an answer written with these
+# scores 0 everywhere: the prompt and every reference use ASCII, the last-number reader and math-verify read ASCII
+# only, and reasoning-gym's `Decimal`/`float` verifiers would otherwise pay for the same number spelled another way.
+_NON_ASCII_DIGIT = re.compile(r"(?![0-9])\d")
+
+
+def question_key(question: str) -> str:
+    """What makes two questions the same question: their text with whitespace runs collapsed (held-out checks)."""
+    return " ".join(question.split())
 
 
 @dataclass(frozen=True)
@@ -61,24 +73,28 @@ class Task(ABC):
 
     @abstractmethod
     def score_answer(self, prediction: str, example: Example) -> float:
-        """Score an already extracted answer against `example`, in [0, 1]."""
+        """Score an already extracted answer against `example`, in [0, 1]; `score` pays only 1.0 (fully correct)."""
 
     def score(self, completion: str, example: Example) -> float:
-        """Reward of a raw completion in [0, 1]: 1.0 correct, 0.0 when it has no ``\\boxed{}`` answer
-        (or, with `last_number_fallback`, no number at all).
+        """Reward of a raw completion: 1.0 correct, else 0.0 (no ``\\boxed{}`` answer, or, with
+        `last_number_fallback`, no number at all; a wrong answer; an answer with non-ASCII digits).
 
-        Wrong boxed answers score 0.0 except where a task's verifier gives partial credit (see
-        `ReasoningGymTask`), so accuracy counts ``score == 1.0``.
+        All or nothing: a verifier's partial credit (reasoning-gym's chain_sum pays len(gold)/len(answer) when the
+        gold answer is a substring of the answer, gsm_symbolic 0.01 for any wrong number, countdown 0.01-0.05 for
+        any well-formed expression) is not passed on, because a constant answer farms it: on the default task's
+        1,550 training questions ``\\boxed{10}`` earned a mean 0.048, more than any single answer is right on (3.6%).
 
         The completion is untrusted input and this never raises because of it: extraction is linear-time, an
         over-long answer scores 0, and a verifier that passes `verify_timeout_s`, raises, or returns NaN/inf scores
-        0 and is counted in `verifier_faults` (a finite value outside [0, 1] is clipped). Only a verifier worker
-        that cannot start at all (`VerifierUnavailable`, an environment problem) propagates.
+        0 and is counted in `verifier_faults`. Only a verifier worker that cannot start at all
+        (`VerifierUnavailable`, an environment problem) propagates.
         """
         prediction = extract_boxed(completion)
         if prediction is None and self.last_number_fallback:
             prediction = extract_last_number(completion)
         if prediction is None or len(prediction) > max(self.max_answer_chars, 2 * len(example.answer)):
+            return 0.0
+        if _NON_ASCII_DIGIT.search(prediction):
             return 0.0
         try:
             with time_limit(self.verify_timeout_s):
@@ -94,7 +110,7 @@ class Task(ABC):
         if not math.isfinite(reward):
             self.verifier_faults.add(errors=1)
             return 0.0
-        return min(max(reward, 0.0), 1.0)
+        return 1.0 if reward >= 1.0 else 0.0
 
     def answer_in_form(self, completion: str) -> bool:
         """Whether `completion` commits to an answer in the form the prompt asks for: a closed ``\\boxed{}``.

@@ -1,12 +1,15 @@
 """Read question/answer records from a local JSONL, JSON or Parquet file, with one-line errors.
 
 Each record comes with where it was found (``line 7`` in a JSONL file, ``row 7`` in Parquet, both 1-based), so
-a bad record can be named precisely in the error message.
+a bad record can be named precisely in the error message. A UTF-8 byte-order mark at the start of a file is skipped.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import numbers
+from decimal import Decimal
 from pathlib import Path
 
 from hicra.errors import ConfigError
@@ -40,7 +43,7 @@ def read_records(path: str) -> list[tuple[str, dict]]:
 
 def _read_jsonl(file: Path, path: str) -> list[tuple[str, dict]]:
     records = []
-    with file.open(encoding="utf-8") as handle:
+    with file.open(encoding="utf-8-sig") as handle:  # -sig: a BOM (Windows editors write one) is not JSON
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue  # blank lines (e.g. a trailing newline) carry no record
@@ -57,7 +60,7 @@ def _read_jsonl(file: Path, path: str) -> list[tuple[str, dict]]:
 
 
 def _starts_with_bracket(file: Path) -> bool:
-    with file.open(encoding="utf-8") as handle:
+    with file.open(encoding="utf-8-sig") as handle:
         for line in handle:
             if line.strip():
                 return line.lstrip().startswith("[")
@@ -66,7 +69,7 @@ def _starts_with_bracket(file: Path) -> bool:
 
 def _read_json_array(file: Path, path: str) -> list[tuple[str, dict]]:
     try:
-        items = json.loads(file.read_text(encoding="utf-8"))
+        items = json.loads(file.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
         raise ConfigError(f"data file '{path}' line {err.lineno}: not valid JSON ({err.msg})") from err
     records = []
@@ -86,3 +89,27 @@ def _read_parquet(file: Path, path: str) -> list[tuple[str, dict]]:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError(f"data file '{path}' is not a readable Parquet file ({message})") from err
     return [(f"row {number}", record) for number, record in enumerate(frame.to_dict("records"), start=1)]
+
+
+def text_value(value, path: str, where: str, key: str) -> str:
+    """A question or answer field of a record as text, or a one-line ConfigError (missing values are the caller's).
+
+    Rules: a string is taken as it is; a number is written in plain decimal notation (``7``, ``7.0`` -> ``7``, as
+    Parquet stores an integer column with gaps; ``2.5``; ``1e20`` -> ``100000000000000000000``), which is how a
+    reference compares with a boxed answer. Booleans, lists, objects and infinities are refused: their Python
+    spellings (``True``, ``[1, 2]``, ``{'a': 1}``, ``inf``) are not answers a verifier can match, and guessing a
+    spelling ("yes", "1, 2") would decide the reward behind the user's back.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if isinstance(value, numbers.Integral):
+            return str(int(value))
+        if math.isfinite(value):
+            return str(int(value)) if float(value).is_integer() else format(Decimal(repr(float(value))), "f")
+    kind = "a non-finite number" if isinstance(value, numbers.Real) and not isinstance(value, bool) \
+        else f"a {type(value).__name__}"
+    shown = json.dumps(value, default=str)  # as the file spells it; one line whatever the value holds
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    raise ConfigError(f"data file '{path}' {where}: key '{key}' holds {kind} ({shown}); allowed: a string or a "
+                      f"finite number (write any other answer as the text the model should box)")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hicra.errors import ConfigError
 from hicra.tasks.base import DEFAULT_INSTRUCTION, Example, Task
-from hicra.tasks.data_files import check_data_file, read_records
+from hicra.tasks.data_files import check_data_file, read_records, text_value
 from hicra.tasks.local_file import normalize_reference
 from hicra.tasks.math_equivalence import answers_match
 
@@ -57,4 +57,4 @@ class EvalFileTask(Task):
             keys = ", ".join(map(str, record)) or "none"
             raise ConfigError(f"data file '{self.path}' {where}: no '{key}' key (keys found: {keys}); "
                               f"name the right one with benchmark.task.{knob}=<key>")
-        return str(value)
+        return text_value(value, self.path, where, key)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from hicra.errors import ConfigError
 from hicra.tasks.answers import extract_boxed
-from hicra.tasks.base import DEFAULT_INSTRUCTION, Example, Task
-from hicra.tasks.data_files import check_data_file, read_records
+from hicra.tasks.base import DEFAULT_INSTRUCTION, Example, Task, question_key
+from hicra.tasks.data_files import check_data_file, read_records, text_value
 from hicra.tasks.math_equivalence import answers_match
 
 
@@ -18,9 +18,12 @@ class LocalFileTask(Task):
 
     Reference answers are normalised so that they compare with a boxed model answer: a GSM8K solution
     (``... #### 42``) keeps only the part after ``####``, and a MATH/DAPO-style worked solution keeps the content
-    of its last ``\\boxed{}``. Validation is `val_path` if given; otherwise `val_size` rows are held out of the
-    training file by a `seed`-ed shuffle (the training split always keeps at least one row). Files are read on
-    first use; a missing file is reported at construction.
+    of its last ``\\boxed{}``. Validation is `val_path` if given; otherwise `val_size` distinct questions are held out
+    of the training file by a `seed`-ed shuffle (the training split always keeps at least one question). Either
+    way validation is held out: it holds each question once, and no training row repeats a validation question
+    (rows are dropped from training; questions compare with whitespace runs collapsed). Answers that are not
+    strings follow `hicra.tasks.data_files.text_value`. Files are read on first use; a missing file is reported at
+    construction.
     """
 
     def __init__(
@@ -61,7 +64,13 @@ class LocalFileTask(Task):
         if self._splits is None:
             examples = self._read(self.path)
             if self.val_path is not None:
-                self._splits = (examples, self._read(self.val_path))
+                val = list(_first_rows(self._read(self.val_path)).values())
+                held_out = {question_key(ex.question) for ex in val}
+                train = [ex for ex in examples if question_key(ex.question) not in held_out]
+                if not train:
+                    raise ConfigError(f"every question of task.path '{self.path}' is also in task.val_path "
+                                      f"'{self.val_path}': nothing is left to train on")
+                self._splits = (train, val)
             else:
                 self._splits = _holdout_split(examples, self.val_size, self.seed)
         return self._splits
@@ -90,14 +99,26 @@ def _field(path: str, where: str, record: dict, key: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):  # Parquet marks gaps with None/NaN
         keys = ", ".join(map(str, record)) or "none"
         raise ConfigError(f"data file '{path}' {where}: missing key '{key}' (keys: {keys})")
-    return str(value)
+    return text_value(value, path, where, key)
+
+
+def _first_rows(examples: list[Example]) -> dict[str, Example]:
+    """The first row of each distinct question, in file order, keyed by `question_key`."""
+    firsts: dict[str, Example] = {}
+    for example in examples:
+        firsts.setdefault(question_key(example.question), example)
+    return firsts
 
 
 def _holdout_split(examples: list[Example], val_size: int, seed: int) -> tuple[list[Example], list[Example]]:
-    """Hold out `val_size` rows chosen by a seeded shuffle; both splits keep file order."""
-    order = list(range(len(examples)))
+    """Hold out `val_size` distinct questions chosen by a seeded shuffle: validation gets each one's first row, and
+    every row repeating one leaves training. Both splits keep file order. (A file without repeats splits exactly as
+    a shuffle of its rows would.)"""
+    firsts = _first_rows(examples)
+    questions = list(firsts)
+    order = list(range(len(questions)))
     random.Random(seed).shuffle(order)  # a private RNG: the split depends on `seed` only
-    held_out = set(order[: min(val_size, len(examples) - 1)])
-    train = [ex for i, ex in enumerate(examples) if i not in held_out]
-    val = [ex for i, ex in enumerate(examples) if i in held_out]
+    held_out = {questions[i] for i in order[: min(val_size, len(questions) - 1)]}
+    train = [ex for ex in examples if question_key(ex.question) not in held_out]
+    val = [firsts[q] for q in questions if q in held_out]
     return train, val

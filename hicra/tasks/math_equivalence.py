@@ -21,7 +21,7 @@ from functools import lru_cache
 from hicra.tasks.bounded import run_bounded
 
 # An ASCII decimal number, optionally signed, with optional well-formed thousands commas ("1,234,567.5").
-# Lookalikes (fullwidth digits, U+2212 minus) are left to math-verify.
+# Lookalikes (U+2212 minus, ...) are left to math-verify; non-ASCII digits never get here (`Task.score` gives 0).
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:[1-9][0-9]{0,2}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?")
 
 

@@ -24,7 +24,7 @@ import reasoning_gym
 from reasoning_gym.factory import DATASETS
 
 from hicra.errors import ConfigError
-from hicra.tasks.base import DEFAULT_INSTRUCTION, Example, Task
+from hicra.tasks.base import DEFAULT_INSTRUCTION, Example, Task, question_key
 from hicra.tasks.bounded import run_bounded
 from hicra.tasks.reasoning_gym_verifiers import IN_PROCESS_DATASETS, score_in_worker
 
@@ -45,9 +45,9 @@ class ReasoningGymTask(Task):
     question, so validation is held out even when the question space is small. Built on first use, cached.
 
     `score_answer` returns the dataset's own ``score_answer`` as a float in [0, 1]. It is 1.0 for a correct
-    answer; some datasets give partial credit (the default verifier gives len(oracle)/len(answer) when the
-    oracle is a substring of the answer; countdown gives 0.01-0.05 for well-formed wrong expressions), so
-    accuracy should count ``score == 1.0``.
+    answer; some datasets give partial credit (the default verifier and chain_sum give len(oracle)/len(answer) when
+    the oracle is a substring of the answer; countdown gives 0.01-0.05 for well-formed wrong expressions), which
+    `Task.score` does not pass on: the reward is 1.0 or 0.0.
     """
 
     def __init__(
@@ -82,8 +82,8 @@ class ReasoningGymTask(Task):
                 if len(self._val) == self.val_size:
                     break
                 entry = candidates[index]  # generated lazily, so stopping early saves the rest
-                if entry["question"] not in seen:
-                    seen.add(entry["question"])
+                if question_key(entry["question"]) not in seen:
+                    seen.add(question_key(entry["question"]))
                     self._val.append(_to_example(entry))
         return self._val
 
@@ -94,17 +94,17 @@ class ReasoningGymTask(Task):
         filtering validation against a 2,000-item training set would leave nothing to validate on.
         """
         if self._train is None:
-            held_out = {example.question for example in self.val_examples()}
+            held_out = {question_key(example.question) for example in self.val_examples()}
             data = self._create(self.train_size, self.seed)
             self._scorer = data
-            self._train = [_to_example(entry) for entry in data if entry["question"] not in held_out]
+            self._train = [_to_example(entry) for entry in data if question_key(entry["question"]) not in held_out]
             if not self._train:
                 raise ConfigError(f"task '{self.name}': every training question is a validation question; "
                                   f"lower task.val_size ({self.val_size}) or raise the difficulty")
         return self._train
 
     def score_answer(self, prediction: str, example: Example) -> float:
-        """The dataset's own verdict on `prediction` (see the class docstring for partial credit).
+        """The dataset's own verdict on `prediction` (partial credit included; `Task.score` keeps only 1.0).
 
         Verifiers audited as evaluating nothing and linear-time (`IN_PROCESS_DATASETS`: chain_sum, basic_arithmetic,
         gsm_symbolic) run here. Every other dataset's verifier runs in the bounded worker, where the ones that would

@@ -1,6 +1,21 @@
-"""Files and texts attached to the MLflow run of a Lightning run (its loggers that are MLflow loggers; others skip)."""
+"""Files and texts attached to the MLflow run of a Lightning run (its loggers that are MLflow loggers; others skip),
+and the size caps that keep one step's artifacts small whatever the model or the data wrote."""
 
 from __future__ import annotations
+
+
+def cut_marker(chars: int) -> str:
+    """What stands where `chars` characters were left out of an artifact: visible, and says how much."""
+    return f"[... {chars} chars cut]"
+
+
+def cap_text(text: str, limit: int) -> str:
+    """`text` whole when it has at most `limit` characters; else its first and last `limit // 2` characters around
+    a `cut_marker` (the start and the end of a prompt or a reply are what a reader looks for)."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return text[:half] + cut_marker(len(text) - 2 * half) + text[len(text) - half:]
 
 
 def _mlflow_loggers(loggers):

@@ -8,8 +8,14 @@ import json
 
 import pytorch_lightning as pl
 
-from hicra.tracking.artifacts import log_artifacts
+from hicra.tracking.artifacts import cap_text, cut_marker, log_artifacts
 from hicra.training.step_output import step_output
+
+# Per-field caps of the completion samples, so that one step cannot log megabytes (a 10 MB question once made a
+# step's HTML and JSON 160 MB). Neither touches a normal run: a 2,048-token prompt (the paper recipes' budget) is
+# ~8k characters and a paper-length 8k-token reply ~30k.
+MAX_PROMPT_CHARS = 8_000
+MAX_RESPONSE_CHARS = 32_000
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:60em}
@@ -37,6 +43,29 @@ def render_completions(step: int, rows: list[dict]) -> str:
     return "\n".join(parts)
 
 
+def capped_response(pieces: list[tuple[str, bool]], token_advantages: list[float], limit: int):
+    """(pieces, token_advantages) of a reply within about `limit` characters: whole if it fits, else its first and
+    last tokens of up to `limit // 2` characters each around one `cut_marker` piece, whose advantage is None (the
+    two lists stay aligned token for token)."""
+    lengths = [len(text) for text, _ in pieces]
+    if sum(lengths) <= limit:
+        return pieces, token_advantages
+    head, tail = _fitting(lengths, limit // 2), _fitting(lengths[::-1], limit // 2)
+    rest = len(pieces) - tail
+    marker = (cut_marker(sum(lengths[head:rest])), False)
+    return pieces[:head] + [marker] + pieces[rest:], token_advantages[:head] + [None] + token_advantages[rest:]
+
+
+def _fitting(lengths: list[int], budget: int) -> int:
+    """How many of the leading items fit in `budget` characters together."""
+    used = count = 0
+    for length in lengths:
+        if used + length > budget:
+            break
+        used, count = used + length, count + 1
+    return count
+
+
 class CompletionSampleLogger(pl.Callback):
     """Every `every_n_steps` steps, write the first `num_samples` completions of the rollout as HTML and log it."""
 
@@ -54,9 +83,10 @@ class CompletionSampleLogger(pl.Callback):
             mask = rollout.response_mask[i].cpu()  # (T,) the response's own tokens
             ids = rollout.response_ids[i].cpu()[mask].tolist()
             plan = out.planning_mask[i][mask].tolist()
-            pieces = [(tokenizer.decode([t]), p) for t, p in zip(ids, plan)]
-            token_adv = out.token_advantages[i][mask].tolist()
-            rows.append({"prompt": out.prompts[i // group_size], "pieces": pieces, "token_advantages": token_adv,
+            pieces, token_adv = capped_response([(tokenizer.decode([t]), p) for t, p in zip(ids, plan)],
+                                                out.token_advantages[i][mask].tolist(), MAX_RESPONSE_CHARS)
+            rows.append({"prompt": cap_text(out.prompts[i // group_size], MAX_PROMPT_CHARS), "pieces": pieces,
+                         "token_advantages": token_adv,
                          "reward": float(out.rewards[i]), "correct": float(out.correctness[i]) >= 1.0,
                          "advantage": float(out.advantages[i])})
         path = self.out_dir / f"completions_step{out.step:06d}.html"  # the step the rollout was sampled at

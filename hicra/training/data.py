@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hicra.errors import ConfigError
 from hicra.tasks import Example, build_chat_prompt
+from hicra.tasks.prompts import check_prompt_room
 from hicra.training.distributed import shard
 
 
@@ -71,9 +72,16 @@ class ResumableDataLoader(DataLoader):
 
 
 class PromptDataModule(pl.LightningDataModule):
+    """Training and validation prompts of `task`. With `max_prompt_tokens` (the sampler's budget) an over-long
+    question is cut from the left so that the template and the instruction survive (`build_chat_prompt`)."""
+
     def __init__(self, task, tokenizer, prompts_per_step: int, num_batches: int, seed: int = 0,
-                 val_batch_size: int = 32, system_prompt: str | None = None, updates_per_batch: int = 1):
+                 val_batch_size: int = 32, system_prompt: str | None = None, updates_per_batch: int = 1,
+                 max_prompt_tokens: int | None = None):
         super().__init__()
+        if max_prompt_tokens is not None:  # a budget the template alone overflows fails now, not at the first batch
+            check_prompt_room(tokenizer, task.instruction, system_prompt, max_prompt_tokens)
+        self.max_prompt_tokens = max_prompt_tokens
         self.task, self.tokenizer = task, tokenizer
         self.prompts_per_step, self.num_batches, self.seed = prompts_per_step, num_batches, seed
         self.val_batch_size, self.system_prompt = val_batch_size, system_prompt
@@ -88,8 +96,8 @@ class PromptDataModule(pl.LightningDataModule):
         self.consumed_batches = int(state["consumed_batches"])
 
     def _collate(self, examples: list[Example]) -> dict:
-        prompts = [build_chat_prompt(self.tokenizer, ex.question, self.task.instruction, self.system_prompt)
-                   for ex in examples]
+        prompts = [build_chat_prompt(self.tokenizer, ex.question, self.task.instruction, self.system_prompt,
+                                     self.max_prompt_tokens) for ex in examples]
         return {"examples": examples, "prompts": prompts}
 
     def train_dataloader(self) -> DataLoader:

@@ -123,6 +123,14 @@ def preflight(cfg: DictConfig, choices: dict[str, str]):
             f"algorithm={choices.get('algorithm', 'hicra')} needs planning tokens but "
             f"planner={choices.get('planner', 'none')} marks none (it would silently be GRPO); "
             f"allowed: planner=strategic_grams or planner=high_entropy")
+    for group in ("planner", "diagnostics"):  # a missing, non-UTF-8 or gram-less grams file fails before the model
+        if cfg.get(group) is not None and cfg[group].get("grams_path") is not None:
+            from hicra.planning.strategic_grams import load_grams
+
+            try:
+                load_grams(cfg[group].grams_path)
+            except ConfigError as err:
+                raise ConfigError(f"{group}.grams_path={cfg[group].grams_path}: {err}") from None
     for key in ("prompts_per_step", "micro_batch_size", "val_batch_size", "val_every_n_steps"):
         if int(cfg[key]) < 1:
             raise ConfigError(f"{key}={cfg[key]} is not allowed; use an integer >= 1")
@@ -215,7 +223,8 @@ def build_module(cfg: DictConfig, algorithm, sampler, task, num_batches: int):
     bundle = build(cfg.model)
     datamodule = PromptDataModule(task, bundle.tokenizer, cfg.prompts_per_step, num_batches, seed=cfg.seed,
                                   val_batch_size=cfg.val_batch_size, system_prompt=cfg.system_prompt,
-                                  updates_per_batch=algorithm.num_iterations)
+                                  updates_per_batch=algorithm.num_iterations,
+                                  max_prompt_tokens=sampler.max_prompt_tokens)
     module = PolicyGradientModule(bundle.model, bundle.tokenizer, algorithm, build(cfg.planner, tokenizer=bundle.tokenizer),
                                   task, sampler, optimizer_factory=instantiate(cfg.optim),
                                   micro_batch_size=cfg.micro_batch_size, max_grad_norm=cfg.max_grad_norm,

@@ -26,7 +26,7 @@ def rollout_metrics(rollout: RolloutBatch, rewards: Tensor, correctness: Tensor,
         "train/reward_mean": float(rewards.mean()),
         "train/reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
         "train/accuracy": float((correctness >= 1.0).float().mean()),  # correctness only, never the format term
-        "train/correctness_mean": float(correctness.mean()),  # with partial credit where a task's verifier gives it
+        "train/correctness_mean": float(correctness.mean()),  # equals accuracy for a `Task` (scores 1 or 0)
         "train/response_length": float(mask.sum(dim=1).float().mean()),
         "train/truncated_frac": float(rollout.truncated.float().mean()),
         "train/empty_frac": float(((mask.sum(dim=1) <= 1) & ~rollout.truncated).float().mean()),  # EOS only

@@ -83,7 +83,7 @@ def test_val_path(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", numbered(5))
     val = write_jsonl(tmp_path / "val.jsonl", numbered(2))
     task = LocalFileTask(train, val_path=val)
-    assert len(task.train_examples()) == 5 and len(task.val_examples()) == 2
+    assert len(task.train_examples()) == 3 and len(task.val_examples()) == 2  # q0, q1 are held out of training
 
 
 def expect_error(message, path, **kwargs):

@@ -1,7 +1,11 @@
+import time
+
 import pytest
 
+from hicra.errors import ConfigError
 from hicra.models.loaders import load_tokenizer
 from hicra.tasks import DEFAULT_INSTRUCTION, build_chat_prompt
+from hicra.tasks.prompts import CUT_MARKER, check_prompt_room, count_tokens
 
 
 @pytest.fixture(scope="module")
@@ -28,3 +32,47 @@ class NoTemplate:
 
 def test_plain_text_fallback_without_chat_template():
     assert build_chat_prompt(NoTemplate(), "Q?", "Box it.") == "Q?\n\nBox it.\n"
+
+
+# --- over-long questions: cut from the left, the template and the instruction kept whole ---
+
+SYSTEM = "Solve the arithmetic problem."
+
+
+def test_a_prompt_that_fits_is_left_alone(tokenizer):
+    whole = build_chat_prompt(tokenizer, "What is 3 + 4?", DEFAULT_INSTRUCTION, SYSTEM)
+    assert build_chat_prompt(tokenizer, "What is 3 + 4?", DEFAULT_INSTRUCTION, SYSTEM, max_tokens=512) == whole
+    exact = count_tokens(tokenizer, whole)
+    assert build_chat_prompt(tokenizer, "What is 3 + 4?", DEFAULT_INSTRUCTION, SYSTEM, max_tokens=exact) == whole
+
+
+@pytest.mark.parametrize("filler", ["Some context. ", "数学很有趣。", " " * 50 + "-" * 50])
+@pytest.mark.parametrize("max_tokens", [64, 200])
+def test_an_over_long_question_keeps_its_end_and_the_whole_template(tokenizer, filler, max_tokens):
+    question = filler * 2000 + "What is 3 + 4?"
+    prompt = build_chat_prompt(tokenizer, question, DEFAULT_INSTRUCTION, SYSTEM, max_tokens=max_tokens)
+    assert count_tokens(tokenizer, prompt) <= max_tokens
+    assert prompt.startswith(f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{CUT_MARKER}")
+    assert prompt.endswith(f"What is 3 + 4?\n\n{DEFAULT_INSTRUCTION}<|im_end|>\n<|im_start|>assistant\n")
+    assert "\ufffd" not in prompt  # a cut through a multi-byte character leaves no replacement character
+    # as much of the question as fits: one more token of it would not
+    kept = prompt.split(CUT_MARKER, 1)[1].split(f"\n\n{DEFAULT_INSTRUCTION}")[0]
+    assert len(kept) < len(question) and question.endswith(kept)
+    room = check_prompt_room(tokenizer, DEFAULT_INSTRUCTION, SYSTEM, max_tokens)
+    assert count_tokens(tokenizer, kept) >= room - 4  # tokens merge differently at the two seams
+
+
+def test_a_10_mb_question_is_never_tokenised_whole(tokenizer):
+    start = time.perf_counter()
+    prompt = build_chat_prompt(tokenizer, "x + " * 2_500_000 + "1 = ?", DEFAULT_INSTRUCTION, max_tokens=512)
+    assert time.perf_counter() - start < 5.0  # tokenising all 10 MB would take longer than that
+    assert count_tokens(tokenizer, prompt) <= 512 and "1 = ?" in prompt
+
+
+def test_a_budget_the_template_alone_overflows_is_a_one_line_config_error(tokenizer):
+    frame = count_tokens(tokenizer, build_chat_prompt(tokenizer, CUT_MARKER, DEFAULT_INSTRUCTION, SYSTEM))
+    with pytest.raises(ConfigError) as err:
+        build_chat_prompt(tokenizer, "What is 3 + 4? " * 100, DEFAULT_INSTRUCTION, SYSTEM, max_tokens=frame)
+    assert str(err.value) == (f"rollout.max_prompt_tokens={frame} leaves no room for a question: the chat template, "
+                              f"system prompt and instruction alone take {frame} tokens; allowed: a value above "
+                              f"{frame}")
