@@ -26,6 +26,9 @@ DEFAULT_INSTRUCTION = "Think step by step, then give the final answer in \\boxed
 _NON_ASCII_DIGIT = re.compile(r"(?![0-9])\d")
 
 
+VERIFIED = ("boxed", "last number")  # read_answer's rules whose answer the verifier scores
+
+
 def question_key(question: str) -> str:
     """What makes two questions the same question: their text with whitespace runs collapsed (held-out checks)."""
     return " ".join(question.split())
@@ -89,12 +92,8 @@ class Task(ABC):
         0 and is counted in `verifier_faults`. Only a verifier worker that cannot start at all
         (`VerifierUnavailable`, an environment problem) propagates.
         """
-        prediction = extract_boxed(completion)
-        if prediction is None and self.last_number_fallback:
-            prediction = extract_last_number(completion)
-        if prediction is None or len(prediction) > max(self.max_answer_chars, 2 * len(example.answer)):
-            return 0.0
-        if _NON_ASCII_DIGIT.search(prediction):
+        prediction, rule = self.read_answer(completion, example)
+        if rule not in VERIFIED:
             return 0.0
         try:
             with time_limit(self.verify_timeout_s):
@@ -111,6 +110,21 @@ class Task(ABC):
             self.verifier_faults.add(errors=1)
             return 0.0
         return 1.0 if reward >= 1.0 else 0.0
+
+    def read_answer(self, completion: str, example: Example) -> tuple[str | None, str]:
+        """(the answer `score` reads from `completion`, how it was read): `boxed` or `last number` (the fallback)
+        go to the verifier; `no answer`, `too long` and `non-ASCII digits` score 0 without it. The completions
+        page shows both, so a reward can be audited."""
+        prediction, rule = extract_boxed(completion), "boxed"
+        if prediction is None and self.last_number_fallback:
+            prediction, rule = extract_last_number(completion), "last number"
+        if prediction is None:
+            return None, "no answer"
+        if len(prediction) > max(self.max_answer_chars, 2 * len(example.answer)):
+            return prediction, "too long"
+        if _NON_ASCII_DIGIT.search(prediction):
+            return prediction, "non-ASCII digits"
+        return prediction, rule
 
     def answer_in_form(self, completion: str) -> bool:
         """Whether `completion` commits to an answer in the form the prompt asks for: a closed ``\\boxed{}``.

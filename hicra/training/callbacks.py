@@ -18,29 +18,52 @@ MAX_PROMPT_CHARS = 8_000
 MAX_RESPONSE_CHARS = 32_000
 
 STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em;max-width:60em}
-.c{border:1px solid #ccc;border-radius:6px;padding:.6em 1em;margin:1em 0}
+body{font-family:system-ui,sans-serif;margin:2em;max-width:64em}
+.g{border-top:2px solid #999;margin-top:1.6em;padding-top:.4em}
+.c{border:1px solid #ccc;border-radius:6px;padding:.6em 1em;margin:.8em 0}
 .resp{white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:.9em;line-height:1.5}
 .plan{background:#ffd54f;border-radius:3px}
-.meta{color:#555;font-size:.85em}.ok{color:#2e7d32}.bad{color:#c62828}
+.meta{color:#555;font-size:.85em}.ok{color:#2e7d32}.bad{color:#c62828}.cut{color:#c62828;font-weight:bold}
+code{background:#f3f3f3;padding:0 3px}
 """
 
 
-def render_completions(step: int, rows: list[dict]) -> str:
-    """rows: {"prompt", "pieces": [(token_text, is_planning)], "reward", "advantage"} per completion."""
-    parts = [f"<!doctype html><meta charset='utf-8'><title>step {step}</title><style>{STYLE}</style>",
-             f"<h2>Completions at step {step}</h2>",
-             "<p class='meta'>Highlighted: planning tokens (the detector's mask). Reward 1 = correct.</p>"]
+def render_completions(step: int, rows: list[dict], title: str = "") -> str:
+    """rows: {"prompt", "pieces": [(token_text, is_planning)], "reward", "advantage"} per completion, grouped
+    prompt by prompt, plus (when known) "gold", "extracted", "rule" (how `Task.read_answer` read it) and
+    "truncated". Each prompt is shown once, above its group, with the group's rewards and advantages."""
+    heading = f"{title}: completions at step {step}" if title else f"Completions at step {step}"
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(heading)}</title><style>{STYLE}</style>",
+             f"<h2>{html.escape(heading)}</h2>",
+             "<p class='meta'>Sampled at this step (the policy had had this many updates). Highlighted: planning "
+             "tokens (the detector's mask). Reward 1 = correct; the answer read and how it was read decide it: "
+             "<code>boxed</code> = the last \\boxed{}, <code>last number</code> = the fallback for a reply without "
+             "one; <code>no answer</code>, <code>too long</code> and <code>non-ASCII digits</code> score 0 unseen "
+             "by the verifier.</p>"]
+    groups: dict[str, list[tuple[int, dict]]] = {}
     for i, row in enumerate(rows):
-        verdict = "ok" if row["reward"] >= 1.0 else "bad"
-        tokens = "".join(f"<span class='plan'>{html.escape(t)}</span>" if plan else html.escape(t)
-                         for t, plan in row["pieces"])
-        parts.append(
-            f"<div class='c'><div class='meta'>#{i} &middot; <span class='{verdict}'>reward {row['reward']:.2f}"
-            f"</span> &middot; advantage {row['advantage']:+.3f}</div>"
-            f"<details><summary class='meta'>prompt</summary><pre>{html.escape(row['prompt'])}</pre></details>"
-            f"<div class='resp'>{tokens}</div></div>")
+        groups.setdefault(row["prompt"], []).append((i, row))
+    for prompt, members in groups.items():
+        gold = members[0][1].get("gold")
+        summary = ", ".join(f"#{i} {row['reward']:.2f} / {row['advantage']:+.2f}" for i, row in members)
+        gold_html = f"gold answer <code>{html.escape(str(gold))}</code> &middot; " if gold is not None else ""
+        parts.append(f"<div class='g'><details><summary class='meta'>prompt</summary><pre>{html.escape(prompt)}"
+                     f"</pre></details><div class='meta'>{gold_html}reward / advantage: {summary}</div></div>")
+        for i, row in members:
+            parts.append(_card(i, row))
     return "\n".join(parts)
+
+
+def _card(i: int, row: dict) -> str:
+    verdict = "ok" if row["reward"] >= 1.0 else "bad"
+    tokens = "".join(f"<span class='plan'>{html.escape(t)}</span>" if plan else html.escape(t)
+                     for t, plan in row["pieces"])
+    read = (f" &middot; answer read <code>{html.escape(str(row['extracted']))}</code> ({html.escape(row['rule'])})"
+            if row.get("extracted") is not None else f" &middot; {html.escape(row['rule'])}" if "rule" in row else "")
+    cut = " &middot; <span class='cut'>truncated at the token budget</span>" if row.get("truncated") else ""
+    return (f"<div class='c'><div class='meta'>#{i} &middot; <span class='{verdict}'>reward {row['reward']:.2f}"
+            f"</span> &middot; advantage {row['advantage']:+.3f}{read}{cut}</div>"
+            f"<div class='resp'>{tokens}</div></div>")
 
 
 def capped_response(pieces: list[tuple[str, bool]], token_advantages: list[float], limit: int):
@@ -67,17 +90,21 @@ def _fitting(lengths: list[int], budget: int) -> int:
 
 
 class CompletionSampleLogger(pl.Callback):
-    """Every `every_n_steps` steps, write the first `num_samples` completions of the rollout as HTML and log it."""
+    """Every `every_n_steps` steps and at the last step, write the first `num_samples` completions of the rollout as
+    HTML (`title` names the run on the page) and JSON, and log both."""
 
-    def __init__(self, every_n_steps: int, num_samples: int, out_dir):
-        self.every_n_steps, self.num_samples, self.out_dir = every_n_steps, num_samples, out_dir
+    def __init__(self, every_n_steps: int, num_samples: int, out_dir, title: str = ""):
+        self.every_n_steps, self.num_samples, self.out_dir, self.title = every_n_steps, num_samples, out_dir, title
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         out = step_output(outputs)
-        if out is None or self.every_n_steps <= 0 or batch_idx % self.every_n_steps:
+        max_steps = getattr(trainer, "max_steps", -1)
+        last = max_steps is not None and max_steps > 0 and getattr(trainer, "global_step", 0) >= max_steps
+        if out is None or self.every_n_steps <= 0 or (batch_idx % self.every_n_steps and not last):
             return
         rollout, tokenizer = out.rollout, pl_module.tokenizer
         group_size = pl_module.algorithm.group_size
+        examples, task = (batch or {}).get("examples"), getattr(pl_module, "task", None)
         rows = []
         for i in range(min(self.num_samples, len(out.texts))):
             mask = rollout.response_mask[i].cpu()  # (T,) the response's own tokens
@@ -85,15 +112,21 @@ class CompletionSampleLogger(pl.Callback):
             plan = out.planning_mask[i][mask].tolist()
             pieces, token_adv = capped_response([(tokenizer.decode([t]), p) for t, p in zip(ids, plan)],
                                                 out.token_advantages[i][mask].tolist(), MAX_RESPONSE_CHARS)
-            rows.append({"prompt": cap_text(out.prompts[i // group_size], MAX_PROMPT_CHARS), "pieces": pieces,
-                         "token_advantages": token_adv,
-                         "reward": float(out.rewards[i]), "correct": float(out.correctness[i]) >= 1.0,
-                         "advantage": float(out.advantages[i])})
+            row = {"prompt": cap_text(out.prompts[i // group_size], MAX_PROMPT_CHARS), "pieces": pieces,
+                   "token_advantages": token_adv, "reward": float(out.rewards[i]),
+                   "correct": float(out.correctness[i]) >= 1.0, "advantage": float(out.advantages[i]),
+                   "truncated": bool(rollout.truncated[i])}
+            if examples is not None and task is not None:  # why this reply got this reward
+                example = examples[i // group_size]
+                extracted, rule = task.read_answer(out.texts[i], example)
+                row |= {"gold": cap_text(str(example.answer), MAX_PROMPT_CHARS), "rule": rule,
+                        "extracted": None if extracted is None else cap_text(extracted, MAX_PROMPT_CHARS)}
+            rows.append(row)
         path = self.out_dir / f"completions_step{out.step:06d}.html"  # the step the rollout was sampled at
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_completions(out.step, rows), encoding="utf-8")
+        path.write_text(render_completions(out.step, rows, self.title), encoding="utf-8")
         as_json = path.with_suffix(".json")
-        as_json.write_text(json.dumps({"step": out.step, "rows": rows}), encoding="utf-8")
+        as_json.write_text(json.dumps({"step": out.step, "title": self.title, "rows": rows}), encoding="utf-8")
         log_artifacts(trainer.loggers, [path, as_json], "completions")
 
 

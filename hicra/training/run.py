@@ -256,7 +256,7 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
                  SystemMetrics(float(cfg.get("system_metrics_every_s", 0)))]
     if is_main:
         callbacks.append(CompletionSampleLogger(cfg.completions_every_n_steps, cfg.completions_per_sample,
-                                                out_dir / "completions"))
+                                                out_dir / "completions", run_title(logger, choices, cfg.seed)))
     trainer = build(cfg.trainer, logger=logger or False, callbacks=callbacks, default_root_dir=str(out_dir),
                     val_check_interval=min(cfg.val_every_n_steps, num_batches),
                     **checkpointing(cfg, out_dir, callbacks, logger, is_main))
@@ -290,12 +290,20 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     return summary
 
 
+def run_title(logger, choices: dict[str, str], seed: int) -> str:
+    """How pages name the run: `s1 hicra grams (run 1d42f3a3)`, or its choices when nothing is logged."""
+    if logger is None:
+        return " ".join(f"{k}={choices[k]}" for k in ("algorithm", "planner") if k in choices) + f" seed={seed}"
+    name = logger.experiment.get_run(logger.run_id).info.run_name
+    return f"{name} (algorithm {choices.get('algorithm', '?')}, run {logger.run_id[:8]})"
+
+
 def description(logger, cfg: DictConfig, choices: dict[str, str], steps: int, val_history: list[dict],
                 out_dir: Path) -> str:
     """The MLflow run page's description of a finished run (hicra.tracking.store.run_description)."""
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     pages = sorted((out_dir / "completions").glob("completions_step*.html"))
-    name = logger.experiment.get_run(logger.run_id).info.run_name
+    name = logger.experiment.get_run(logger.run_id).info.run_name  # a resumed or `logger.run_name` run's own
     return run_description(name, choices, cfg.seed, overrides, steps, val_history,
                            f"completions/{pages[-1].name}" if pages else None,
                            f"#/experiments/{logger.experiment_id}/runs/{logger.run_id}")  # in-app link

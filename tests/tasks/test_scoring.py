@@ -45,3 +45,16 @@ def test_a_truncated_reply_scores_zero_and_is_not_in_form_without_reaching_the_v
     scored = score_completions(task, [right, right], [example] * 2, truncated=[True, False])
     assert scored.scores == [0.0, 1.0] and scored.in_form == [False, True]
     assert CountingTask.calls == 1  # only the finished reply was verified
+
+
+def test_read_answer_says_how_the_reward_was_decided():
+    task = ReasoningGymTask("chain_sum", train_size=4, val_size=1, min_terms=2, max_terms=2, min_digits=1,
+                            max_digits=1)
+    example = task.train_examples()[0]
+    assert task.read_answer(f"so \\boxed{{{example.answer}}}", example) == (example.answer, "boxed")
+    assert task.read_answer("no number here", example) == (None, "no answer")
+    assert task.read_answer("\\boxed{" + "9" * 600 + "}", example)[1] == "too long"
+    assert task.read_answer("\\boxed{٤٢}", example) == ("٤٢", "non-ASCII digits")
+    task.last_number_fallback = True
+    assert task.read_answer("it is 41, then 42", example) == ("42", "last number")
+    assert task.score("\\boxed{٤٢}", example) == 0.0
