@@ -49,6 +49,7 @@ def test_reports_and_token_viewer_render_with_their_figures(browser, trained_run
     completions = sorted((trained_run.run_dir / "completions").glob("completions_step*.html"))[-1]
     browser.open(completions.as_uri())
     assert browser.evaluate("document.querySelectorAll('.c .resp').length") > 0  # one card per completion
+    assert "s1 hicra grams" in browser.evaluate("document.title")  # the page names its run
     assert browser.errors == []
 
 

@@ -50,7 +50,6 @@ def validation_metrics(model, tokenizer, task, sampler, cfg) -> dict[str, float]
     model.train(was_training)
     n = len(records)
     return {"val/accuracy": sum(r["correct"] for r in records) / n,
-            "val/reward_mean": sum(r["score"] for r in records) / n,
             "val/response_length": sum(r["num_tokens"] for r in records) / n,
             "val/boxed_frac": sum(r["boxed"] for r in records) / n,
             "val/truncated_frac": sum(r["truncated"] for r in records) / n}

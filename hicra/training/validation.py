@@ -36,8 +36,8 @@ class ValidationTally:
             return None
         correct = int((scores >= 1.0).sum())
         low, high = wilson_interval(correct, len(scores))  # 95%: how far 32 questions pin the accuracy down
+        # No val/reward_mean: a task's score is all or nothing (Task.score), so it was val/accuracy again.
         return {"val/accuracy": correct / len(scores), "val/accuracy_low": low, "val/accuracy_high": high,
-                "val/reward_mean": float(scores.mean()),
                 "val/response_length": float(pooled["lengths"].mean()),
                 "val/boxed_frac": float(pooled["in_form"].mean()),
                 "val/truncated_frac": float(pooled["truncated"].mean())}, len(scores)
