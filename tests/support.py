@@ -135,6 +135,20 @@ class ParityTask:
         return len(completion) % 3 == 0
 
 
+def trainer_failing_at_fit(interrupt: bool = False, **trainer_args):
+    """A Lightning Trainer whose `fit` raises (KeyboardInterrupt with `interrupt`, else RuntimeError) before training:
+    a failure after the MLflow run exists and the step-0 validation ran, outside Lightning's own handlers."""
+    import pytorch_lightning as pl
+
+    trainer = pl.Trainer(**trainer_args)
+
+    def fit(*args, **kwargs):
+        raise KeyboardInterrupt if interrupt else RuntimeError("injected failure before fit")
+
+    trainer.fit = fit
+    return trainer
+
+
 class FlakyTask(ParityTask):
     """ParityTask whose scorer raises on every completion of length divisible by 3 (a buggy reward function)."""
 
