@@ -82,6 +82,7 @@ def test_a_mistake_or_help_is_answered_before_heavy_imports(probed, case):
 
 def _printed(main, args: list[str], monkeypatch) -> str:
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
 
     monkeypatch.setattr(sys, "argv", ["hicra-train", *args])
     root = logging.getLogger()
@@ -92,6 +93,7 @@ def _printed(main, args: list[str], monkeypatch) -> str:
             main()
     finally:
         GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None  # Hydra's main set it: a later in-process `train(cfg)` would read its run dir
         root.handlers[:], root.level = handlers, level
     return out.getvalue()
 
