@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from support import TINY_RUN, exit_code, run_cli, run_in_process, run_train
 
 

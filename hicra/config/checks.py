@@ -13,7 +13,6 @@ from hydra.errors import HydraException
 
 from hicra.errors import ConfigError
 
-
 # Hydra's flags that print (help, the config, ...) instead of running a job: they show a config with bad values too.
 PRINTS_ONLY = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
 
