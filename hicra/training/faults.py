@@ -65,8 +65,8 @@ class FaultCounter:
 
 def all_finite(tensors: Iterable[Tensor]) -> bool:
     """Whether every element of `tensors` is finite, read through each tensor's sum: a NaN or inf anywhere makes
-    it non-finite, and a sum is one read of the weights with no copy (isfinite() would write a mask as large as
-    them: 4x slower on the 2-core VM, 1.5 s per step for 148M weights). A sum of finite weights overflows only
-    past ~3e38, weights no model survives either. One device sync; each rank reads its own shard."""
+    it non-finite, and a sum is one read of the weights with no copy (isfinite() writes a mask as large as them:
+    1.5 s against 0.2-0.4 s for 148M fp32 weights on the 2-core VM). A sum of finite weights overflows only past
+    ~3e38, weights no model survives either. One device sync; each rank reads its own shard."""
     sums = [(t.to_local() if hasattr(t, "to_local") else t).sum(dtype=torch.float32) for t in tensors]  # one dtype
     return bool(torch.stack(sums).isfinite().all()) if sums else True
