@@ -163,7 +163,7 @@ def test_an_interrupt_once_the_run_exists_ends_it_killed(compose_cfg, tmp_path):
     assert run.info.status == "KILLED"
 
 
-def test_a_config_that_fails_its_checks_creates_no_run(bad_files, tmp_path):
+def test_a_config_that_fails_its_checks_creates_no_run(tmp_path):
     """Refused on the command line, or in the job once the model's context is known: no run either way."""
     for args in (["checkpoint_every_n_steps=abc"], ["trainer.precision=bogus"],
                  [*TINY_RUN, "rollout.max_new_tokens=1000000000"]):
