@@ -41,8 +41,10 @@ def exit_code(main, args: list[str]) -> int:
 
 
 def cli_env() -> dict[str, str]:
-    """Environment of a CLI subprocess: quiet, and `support.*` targets (test tasks) importable."""
-    return dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(PROJECT_ROOT / "tests"))
+    """Environment of a CLI subprocess: quiet, `support.*` targets (test tasks) importable, and `hicra` imported
+    from this checkout (not from wherever the package was installed editable, e.g. another worktree)."""
+    return dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT),
+                                                                                 str(PROJECT_ROOT / "tests")]))
 
 
 def with_test_outputs(args: list[str], tmp_path: Path, run_folder: str = "run") -> list[str]:
@@ -133,6 +135,20 @@ class ParityTask:
     def answer_in_form(self, completion: str) -> bool:
         """A stand-in answer form, independent of the reward, that a random model meets about a third of the time."""
         return len(completion) % 3 == 0
+
+
+def trainer_failing_at_fit(interrupt: bool = False, **trainer_args):
+    """A Lightning Trainer whose `fit` raises (KeyboardInterrupt with `interrupt`, else RuntimeError) before training:
+    a failure after the MLflow run exists and the step-0 validation ran, outside Lightning's own handlers."""
+    import pytorch_lightning as pl
+
+    trainer = pl.Trainer(**trainer_args)
+
+    def fit(*args, **kwargs):
+        raise KeyboardInterrupt if interrupt else RuntimeError("injected failure before fit")
+
+    trainer.fit = fit
+    return trainer
 
 
 class FlakyTask(ParityTask):

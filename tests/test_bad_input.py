@@ -1,14 +1,18 @@
-"""Bad input: non-zero exit, one line naming the bad value and what is allowed, no stack trace.
+"""Bad input: non-zero exit, one line naming the bad value and what is allowed, no stack trace, and no MLflow run
+created by a config that does not pass or left RUNNING by a failure.
 
 Every case runs `hicra-train`'s entry point in this process (sys.argv patched); one case per failure stage also runs
-the real console script in a fresh interpreter, which is what a user types.
+the real console script in a fresh interpreter, which is what a user types, and so do the sweep pre-check and a
+failure after the MLflow run exists. The other CLIs' bad stores and model folders run in-process.
 """
 
 from __future__ import annotations
 
-import pytest
+import json
+from pathlib import Path
 
-from support import run_cli, run_train
+import pytest
+from support import TINY_RUN, exit_code, run_cli, run_in_process, run_train
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +25,9 @@ def bad_files(tmp_path_factory):
     (root / "one.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n')
     (root / "binary_grams.txt").write_bytes(b"wait\n\x89PNG\r\n\x1a\n\x00\x00")
     (root / "used_run" / "final_model").mkdir(parents=True)  # an earlier run's output: must not be overwritten
+    (root / "ok.jsonl").write_text("".join(f'{{"question": "{i}+1?", "answer": "{i + 1}"}}\n' for i in range(20)))
+    (root / "binary.jsonl").write_bytes(bytes(range(256)) * 4)
+    (root / "not_a_database.db").write_text("this is not an MLflow store\n")
     return root
 
 
@@ -40,7 +47,7 @@ CASES = [
     (["model=hf", "model.name_or_path={root}/no_such_model"], ["no_such_model", "does not exist"]),
     (["algorithm.no_such_key=1"], ["algorithm.no_such_key"]),
     (["rollout.temperature=0"], ["rollout.temperature=0", "(0, 10]"]),
-    (["rollout.max_new_tokens=0"], ["rollout.max_new_tokens=0", "must be > 0"]),
+    (["rollout.max_new_tokens=0"], ["rollout.max_new_tokens=0", "an integer >= 1"]),
     (["algorithm.clip_high=1.5"], ["algorithm.clip_high=1.5", "(0, 1)"]),
     (["algorithm.aggregation=mean"], ["algorithm.aggregation='mean'", "token_mean"]),
     (["hparams_search=nope"], ["unknown hparams_search 'nope'", "hicra_optuna"]),
@@ -63,13 +70,40 @@ CASES = [
     (["hydra.run.dir={root}/used_run"], ["used_run/final_model already exists", "another hydra.run.dir"]),
     (["ckpt_path={root}/no_such.ckpt"], ["ckpt_path=", "does not exist", "allowed: last"]),
     (["ckpt_path=last", "paths.output_dir={root}/empty"], ["ckpt_path=last: no last.ckpt"]),
-    (["checkpoint_every_n_steps=-1"], ["checkpoint_every_n_steps=-1", ">= 1"]),
+    (["checkpoint_every_n_steps=-1"], ["checkpoint_every_n_steps=-1", ">= 0"]),
     (["logger=mlflow", "logger.tracking_uri=http://127.0.0.1:9"], ["logger.tracking_uri=http://127.0.0.1:9",
                                                                    "unreachable"]),
     (["logger=mlflow", "logger.tracking_uri=sqlite:///{root}/malformed.jsonl/db"], ["logger.tracking_uri",
                                                                                   "cannot be used"]),
     (["trainer=gpu"], ["trainer.accelerator=gpu", "trainer=cpu"]),
     (["+trainer.strategy=fsdp"], ["FSDP", "strategy=auto"]),
+    # typed values, checked before anything is instantiated (hicra/config/schema.py)
+    (["checkpoint_every_n_steps=abc"], ["checkpoint_every_n_steps='abc' is not allowed", "an integer >= 0"]),
+    (["trainer.precision=bogus"], ["trainer.precision='bogus' is not allowed", "bf16-mixed"]),
+    (["prompts_per_step=2.5"], ["prompts_per_step=2.5 is not allowed", "an integer >= 1"]),
+    (["prompts_per_step=abc"], ["prompts_per_step='abc' is not allowed", "an integer >= 1"]),
+    (["optim.lr=-1e-3"], ["optim.lr=-0.001 is not allowed", "a finite number > 0"]),
+    (["optim.lr=nan"], ["optim.lr=nan is not allowed", "a finite number > 0"]),
+    (["optim.lr=inf"], ["optim.lr=inf is not allowed", "a finite number > 0"]),
+    (["seed=abc"], ["seed='abc' is not allowed", "an integer in [0, 4294967295]"]),
+    (["seed=-1"], ["seed=-1 is not allowed", "an integer in [0, 4294967295]"]),
+    (["algorithm.group_size=abc"], ["algorithm.group_size='abc' is not allowed", "an integer >= 2"]),
+    (["logger=mlflow", "logger.tracking_uri=sqlite:///{root}/store.db", "logger.experiment_name="],
+     ["logger.experiment_name='' is not allowed", "a non-empty string"]),
+    (["format_reward=true"], ["format_reward=True is not allowed", "[0, 1)"]),
+    # keys: a new key only where a group takes it (a `_target_`'s argument), never a typo
+    (["+prompts_per_stepp=4"], ["prompts_per_stepp=4 is not a setting", "did you mean prompts_per_step?"]),
+    (["++optim.bogus=1"], ["optim.bogus=1 is not an argument of torch.optim.AdamW", "allowed: ", "weight_decay"]),
+    (["lora=default", "+lora.rank=8"], ["lora.rank=8 is not a setting", "under lora: alpha, dropout, r,"]),
+    (["experiment=smoke", "task=local_file", "task.path={root}/ok.jsonl"],
+     ["task.train_size=64 is not an argument of hicra.tasks.LocalFileTask", "val_size"]),
+    # data and the model's context
+    (["task=local_file", "task.path={root}/binary.jsonl"], ["binary.jsonl' is not UTF-8 text", "allowed: UTF-8"]),
+    ([*TINY_RUN, "rollout.max_new_tokens=1000000000"],
+     ["rollout.max_new_tokens=1000000000 plus the longest prompt", "context of 2048 tokens", "allowed: "]),
+    # a sweep: every job's values before the first job starts
+    (["-m", "algorithm.group_size=4,1,4"], ["job 1 of 3 (algorithm.group_size=1):",
+                                           "algorithm.group_size=1 is not allowed; allowed: an integer >= 2"]),
 ]
 NEEDS_NO_GPU = ("trainer=gpu", "+trainer.strategy=fsdp")
 
@@ -81,10 +115,10 @@ STAGE_ARGS = (["algorithm=foo"], ["algorithm.no_such_key=1"], ["algorithm=hicra"
 STAGES = [case for case in CASES if case[0] in STAGE_ARGS]
 
 
-def assert_one_error_line(result, expected: list[str]) -> None:
+def assert_one_error_line(result, expected: list[str], prog: str = "hicra-train") -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.stderr + result.stdout
-    errors = [line for line in result.stderr.splitlines() if line.startswith("hicra-train: error:")]
+    errors = [line for line in result.stderr.splitlines() if line.startswith(f"{prog}: error:")]
     assert len(errors) == 1, result.stderr[-2000:]
     for fragment in expected:
         assert fragment in errors[0], errors[0]
@@ -108,3 +142,84 @@ def test_bad_input_fails_in_one_line(args, expected, bad_files, tmp_path):
 @pytest.mark.parametrize("args,expected", STAGES, ids=[" ".join(a) for a, _ in STAGES])
 def test_bad_input_through_the_real_console_script(args, expected, bad_files, tmp_path):
     assert_one_error_line(run_cli(_prepared(args, bad_files), tmp_path, timeout=300), expected)
+
+
+def _runs(store: Path) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+@pytest.mark.slow
+def test_every_job_of_a_sweep_is_checked_before_the_first_starts(tmp_path):
+    result = run_cli(["-m", *TINY_RUN, "algorithm.group_size=4,1,4"], tmp_path, timeout=300)
+    assert_one_error_line(result, ["job 1 of 3 (algorithm.group_size=1): algorithm.group_size=1 is not allowed"])
+    assert not (tmp_path / "sweep").exists()  # job 0 never started: no job folder, no MLflow run
+    assert _runs(tmp_path / "mlflow.db") == []
+
+
+@pytest.mark.slow
+def test_a_failure_once_the_run_exists_ends_it_failed(tmp_path):
+    result = run_cli([*TINY_RUN, "trainer._target_=support.trainer_failing_at_fit"], tmp_path, timeout=300)
+    assert result.returncode != 0 and "injected failure before fit" in result.stderr
+    (run,) = _runs(tmp_path / "mlflow.db")
+    assert run.info.status == "FAILED"  # not RUNNING: the step-0 validation had reopened it
+
+
+def test_an_interrupt_once_the_run_exists_ends_it_killed(compose_cfg, tmp_path):
+    from hicra.training.run import train
+
+    cfg = compose_cfg(*TINY_RUN, "trainer._target_=support.trainer_failing_at_fit", "+trainer.interrupt=true",
+                      f"paths.output_dir={tmp_path}", f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+                      f"logger.artifact_location={tmp_path}/mlartifacts")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, choices={})
+    (run,) = _runs(tmp_path / "mlflow.db")
+    assert run.info.status == "KILLED"
+
+
+def test_a_config_that_fails_its_checks_creates_no_run(tmp_path):
+    """Refused on the command line, or in the job once the model's context is known: no run either way."""
+    for args in (["checkpoint_every_n_steps=abc"], ["trainer.precision=bogus"],
+                 [*TINY_RUN, "rollout.max_new_tokens=1000000000"]):
+        assert run_train(args, tmp_path).returncode == 2
+    assert _runs(tmp_path / "mlflow.db") == []
+
+
+# --- the other CLIs -------------------------------------------------------------------------------------------
+
+def _one_line(code: int, err: str, prog: str, expected: list[str]) -> None:
+    assert code == 2 and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith(f"{prog}: error:")]
+    assert all(fragment in line for fragment in expected), line
+
+
+@pytest.mark.parametrize("prog", ["hicra-analyze", "hicra-compare", "hicra-grams"])
+def test_a_store_that_is_not_a_database_is_one_line(prog, bad_files, tmp_path, capsys):
+    from hicra.analyze.cli import main as analyze
+    from hicra.compare.cli import main as compare
+    from hicra.grams.cli import main as grams
+
+    uri = f"sqlite:///{bad_files}/not_a_database.db"
+    main, args = {"hicra-analyze": (analyze, ["--tracking-uri", uri, "--no-log"]),
+                  "hicra-compare": (compare, ["--tracking-uri", uri, "--no-log"]),
+                  "hicra-grams": (grams, ["mine", "--mlflow-run", "0" * 32, "--tracking-uri", uri,
+                                          "--out", str(tmp_path / "grams.txt")])}[prog]
+    code = exit_code(main, args)
+    _one_line(code, capsys.readouterr().err, prog, ["cannot open MLflow store", "not_a_database.db"])
+
+
+def test_a_model_folder_with_a_wrong_typed_config_field_is_one_line(tmp_path):
+    from hicra.evaluation.cli import main
+    from hicra.models.loaders import build_tiny_model
+
+    folder = tmp_path / "model"
+    bundle = build_tiny_model()
+    bundle.model.save_pretrained(folder)
+    bundle.tokenizer.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": "two"}))
+    result = run_in_process(main, "hicra-eval", [f"checkpoint={folder}", "benchmark=chain_sum", "protocol=greedy",
+                                                 "limit=1", "logger=none", f"hydra.run.dir={tmp_path}/eval"])
+    assert_one_error_line(result, [str(folder), "num_hidden_layers"], prog="hicra-eval")

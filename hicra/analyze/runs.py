@@ -52,8 +52,8 @@ def open_client(tracking_uri: str):
         path = Path(tracking_uri[len("sqlite:///"):])
         if not path.is_file():
             raise AnalyzeError(f"no MLflow store at {path} (use --tracking-uri)")
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    try:
+    try:  # a file that is not a database fails as the client opens it, or at its first query
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
         client.search_experiments(max_results=1)
     except Exception as err:
         raise AnalyzeError(f"cannot open MLflow store {tracking_uri}: {first_line(err)}") from err

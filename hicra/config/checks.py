@@ -1,6 +1,7 @@
-"""Checks on the command line that must fail in one line, before Hydra composes anything.
+"""Checks on the command line that must fail in one line, before Hydra launches anything.
 
 Hydra reports an unknown option as a multi-line block; users get `unknown algorithm 'foo'; allowed: ...` instead.
+Then every job's keys and values are checked against the schema (hicra.config.schema), a sweep's jobs included.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
 from hicra.errors import ConfigError
+
+# Hydra's flags that print (help, the config, ...) instead of running a job: they show a config with bad values too.
+PRINTS_ONLY = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
 
 
 def group_options(conf_dir: Path, group: str) -> list[str]:
@@ -84,12 +88,56 @@ def check_composes(args: list[str], conf_dir: Path, config_name: str, job_name: 
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3", job_name=job_name):
             return compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
-        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-        lines = [line.rstrip(".") for line in lines]
-        useful = [line for line in lines if not line.startswith(("full_key", "object_type", "reference_type"))]
-        raise ConfigError("; ".join(useful[:3]) or repr(err)) from err
+        raise ConfigError(_composition_error(err)) from err
     finally:
         GlobalHydra.instance().clear()
+
+
+def _composition_error(err: Exception) -> str:
+    """Hydra's and OmegaConf's multi-line composition errors in one line."""
+    lines = [line.strip().rstrip(".") for line in str(err).strip().splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("full_key", "object_type", "reference_type"))]
+    return "; ".join(useful[:3]) or repr(err)
+
+
+def check_every_job(args: list[str], cfg, conf_dir: Path, config_name: str, schema) -> None:
+    """Every job's config against `schema` (hicra.config.schema) before the first job starts: a sweep's jobs are
+    composed one by one (hicra.config.sweep), a single run's config is `cfg`. Keys and values are checked for all
+    jobs before any `_target_` is imported, so a bad value is answered at once."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf.errors import OmegaConfBaseException
+
+    from hicra.config.sweep import jobs, varying
+    from hicra.config.values import check_keys, check_target_arguments, check_values
+
+    multirun = bool({"-m", "--multirun"} & set(args)) or str(cfg.hydra.get("mode")).endswith("MULTIRUN")
+    overrides = jobs(args, cfg.hydra.sweeper.get("params")) if multirun else [[]]
+    configs = [cfg]
+    if multirun:
+        try:
+            with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+                configs = [compose(config_name=config_name, overrides=job) for job in overrides]
+        except (HydraException, OmegaConfBaseException) as err:
+            raise ConfigError(_composition_error(err)) from err
+        finally:
+            GlobalHydra.instance().clear()
+
+    def keys_and_values(job_cfg) -> None:
+        check_keys(job_cfg, schema)
+        check_values(job_cfg, schema)
+
+    # A `_target_`'s arguments need its import (torch, Lightning: seconds): checked here for a sweep, whose jobs must
+    # all pass before the first starts; a single run's job checks them itself before its model loads (`preflight`).
+    for check in (keys_and_values, check_target_arguments) if multirun else (keys_and_values,):
+        for number, (job, job_cfg) in enumerate(zip(overrides, configs)):
+            try:
+                check(job_cfg)
+            except ConfigError as err:
+                if not multirun:
+                    raise
+                raise ConfigError(f"job {number} of {len(configs)} ({' '.join(varying(job, overrides))}): "
+                                  f"{err}") from None
 
 
 def check_output_folder(cfg, multirun: bool) -> None:
@@ -115,9 +163,10 @@ def check_output_folder(cfg, multirun: bool) -> None:
 
 
 def run_checked(prog: str, hydra_main, conf_dir: Path, config_name: str, job_name: str,
-                output_folder: bool = False) -> None:
-    """A console script's whole entry point: check the command line (options, composition, and the run folder for a
-    job that writes one) and answer `--help`, all before anything heavy loads, then hand over to Hydra.
+                output_folder: bool = False, schema=None) -> None:
+    """A console script's whole entry point: check the command line (options, composition, the run folder for a
+    job that writes one, and every job's keys and values against `schema`) and answer `--help`, then hand over to
+    Hydra. Options, composition, `--help` and values are answered before anything heavy loads.
 
     A mistake is one line `<prog>: error: ...` and exit status 2.
     """
@@ -132,6 +181,8 @@ def run_checked(prog: str, hydra_main, conf_dir: Path, config_name: str, job_nam
         help_text = app_help(cfg, args, conf_dir) if wants_help(args) else None
         if help_text is None and output_folder:
             check_output_folder(cfg, multirun=bool({"-m", "--multirun"} & set(args)))
+        if schema is not None and not set(args) & set(PRINTS_ONLY):
+            check_every_job(args, cfg, conf_dir, config_name, schema)
     except ConfigError as err:
         print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from hicra.config.checks import run_checked
+from hicra.config.schema import EVAL
 from hicra.errors import ConfigError
 from hicra.tracking.store import PROJECT_ROOT
 
@@ -44,7 +45,8 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point: one-line errors for bad options, `--help`, then Hydra (torch loads only after that)."""
-    run_checked(PROG, _hydra_main, CONF_DIR, "eval", job_name=Path(__file__).stem)  # Hydra's job name: "cli"
+    run_checked(PROG, _hydra_main, CONF_DIR, "eval", job_name=Path(__file__).stem,  # Hydra's job name: "cli"
+                schema=EVAL)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,11 @@ def read_jsonl(path: str | Path, text_key: str = "text", limit: int | None = Non
     return texts
 
 
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:200] if lines else type(err).__name__
+
+
 def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
@@ -62,8 +67,12 @@ def read_mlflow_run(run_id: str, tracking_uri: str = DEFAULT_TRACKING_URI, limit
 
     try:
         MlflowClient(tracking_uri=uri).get_run(run_id)
-    except MlflowException:
-        raise ConfigError(f"MLflow run '{run_id}' not found in {uri}") from None
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise ConfigError(f"MLflow run '{run_id}' not found in {uri}") from None
+        raise ConfigError(f"cannot open MLflow store {uri}: {_first_line(err)}") from None
+    except Exception as err:  # noqa: BLE001 - e.g. sqlite's "file is not a database": the store, not the run
+        raise ConfigError(f"cannot open MLflow store {uri}: {_first_line(err)}") from None
     with tempfile.TemporaryDirectory(prefix="hicra-grams-") as tmp:
         try:
             local = download_artifacts(run_id=run_id, artifact_path=RUN_CORPUS_ARTIFACT, dst_path=tmp,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from hicra.errors import ConfigError
@@ -148,8 +149,14 @@ def load_pretrained(
             resolved, dtype=_dtype(dtype), attn_implementation=attn_implementation
         )
         tokenizer = load_tokenizer(name_or_path if name_or_path.startswith(BUNDLED_SCHEME) else resolved)
-    except OSError as err:  # no weights locally and no hub access
-        raise ConfigError(f"cannot load model '{name_or_path}': {str(err).splitlines()[0]}") from err
+    except ConfigError:
+        raise
+    except (OSError, ValueError, TypeError, StrictDataclassError) as err:
+        # no weights locally and no hub access; a config.json that transformers refuses (a field of the wrong type)
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+        # transformers' strict config names the field on its first line and the expected type on its second
+        message = " ".join(lines[:2] if isinstance(err, StrictDataclassError) else lines[:1]) or type(err).__name__
+        raise ConfigError(f"cannot load model '{name_or_path}': {message}") from err
     return finish_model(model, tokenizer, gradient_checkpointing, lora, share_prompt_prefix)
 
 

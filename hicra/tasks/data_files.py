@@ -30,12 +30,16 @@ def check_data_file(path: str) -> Path:
 def read_records(path: str) -> list[tuple[str, dict]]:
     """All records of a data file as ``(location, record)`` pairs; an empty file is an error."""
     file = check_data_file(path)
-    if file.suffix.lower() == ".parquet":
-        records = _read_parquet(file, path)
-    elif file.suffix.lower() == ".json" and _starts_with_bracket(file):
-        records = _read_json_array(file, path)
-    else:  # .jsonl, and .json files holding one object per line
-        records = _read_jsonl(file, path)
+    try:
+        if file.suffix.lower() == ".parquet":
+            records = _read_parquet(file, path)
+        elif file.suffix.lower() == ".json" and _starts_with_bracket(file):
+            records = _read_json_array(file, path)
+        else:  # .jsonl, and .json files holding one object per line
+            records = _read_jsonl(file, path)
+    except UnicodeDecodeError as err:  # a binary file (or another encoding) under a .jsonl/.json name
+        raise ConfigError(f"data file '{path}' is not UTF-8 text ({err.reason}: {err.object[err.start:err.end]!r}); "
+                          f"allowed: UTF-8 JSONL or JSON, or Parquet") from None
     if not records:
         raise ConfigError(f"data file '{path}' is empty: expected one JSON object per line or a non-empty table")
     return records

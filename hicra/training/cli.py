@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from hicra.config.checks import run_checked
+from hicra.config.schema import TRAIN
 from hicra.errors import UserError
 from hicra.tracking.store import PROJECT_ROOT
 
@@ -39,11 +40,12 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    """Console entry point: one-line errors for bad options, `--help`, then Hydra. Nothing here imports torch,
-    Lightning or transformers (seconds): a mistake or `--help` is answered before they load."""
+    """Console entry point: one-line errors for bad options and values (every job of a sweep), `--help`, then Hydra.
+    Nothing before the `_target_`s' argument check imports torch, Lightning or transformers (seconds): a mistake
+    in an option or a value, or `--help`, is answered before they load."""
     # The command line, for jobs that run in other processes (joblib, submitit): run names show the swept keys.
     os.environ.setdefault(COMMAND_LINE_ENV, json.dumps(sys.argv[1:]))
-    run_checked("hicra-train", _hydra_main, CONF_DIR, "train", JOB_NAME, output_folder=True)
+    run_checked("hicra-train", _hydra_main, CONF_DIR, "train", JOB_NAME, output_folder=True, schema=TRAIN)
 
 
 if __name__ == "__main__":

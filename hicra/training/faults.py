@@ -1,10 +1,15 @@
 """Faults a long run survives, counted for the whole run (faults/*, kept in checkpoints so a resumed run keeps counting):
 a reward function failing on a completion (that sample scores 0), a verifier timing out, an update whose loss or
-gradient is not finite (skipped). Too many skipped updates in a row stop the run (docs/reliability.md)."""
+gradient is not finite (skipped). Too many skipped updates in a row stop the run, and so does a step that leaves
+non-finite weights, which no later update can repair (docs/reliability.md)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
 
 from hicra.errors import TrainingError
 from hicra.tracking.artifacts import log_text
@@ -44,6 +49,24 @@ class FaultCounter:
                 f"{step}); lower optim.lr (now {lr:g}) or check the reward, or "
                 f"raise faults.max_skipped_updates_in_a_row (now {self.max_skipped_updates_in_a_row})")
 
+    @staticmethod
+    def check_weights(finite: bool, updates: int, lr: float) -> None:
+        """Raises TrainingError when an optimizer step with finite gradients left non-finite weights (lr=inf, an
+        overflow): the next rollout would sample from NaN, and a checkpoint would keep them."""
+        if not finite:
+            raise TrainingError(
+                f"optimizer update {updates} made weights non-finite (NaN or inf) from finite gradients; lower "
+                f"optim.lr (now {lr:g}); the last checkpoint holds the weights from before it")
+
     def metrics(self) -> dict[str, float]:
         """faults/*: the run-long counters; the in-a-row count is bookkeeping, not a metric."""
         return {f"faults/{k}": float(v) for k, v in self.counts.items() if k != "skips_in_a_row"}
+
+
+def all_finite(tensors: Iterable[Tensor]) -> bool:
+    """Whether every element of `tensors` is finite, read through each tensor's sum: a NaN or inf anywhere makes
+    it non-finite, and a sum is one read of the weights with no copy (isfinite() writes a mask as large as them:
+    1.5 s against 0.2-0.4 s for 148M fp32 weights on the 2-core VM). A sum of finite weights overflows only past
+    ~3e38, weights no model survives either. One device sync; each rank reads its own shard."""
+    sums = [(t.to_local() if hasattr(t, "to_local") else t).sum(dtype=torch.float32) for t in tensors]  # one dtype
+    return bool(torch.stack(sums).isfinite().all()) if sums else True

@@ -32,7 +32,7 @@ from hicra.training.distributed import (
     shard_model,
     world_size,
 )
-from hicra.training.faults import FaultCounter
+from hicra.training.faults import FaultCounter, all_finite
 from hicra.training.micro_batches import micro_batches, scoring_pass
 from hicra.training.step_metrics import add_micro_batch, perf_metrics, rollout_metrics, update_metrics
 from hicra.training.step_output import KEY, StepOutput
@@ -236,6 +236,10 @@ class PolicyGradientModule(pl.LightningModule):
                 opt.zero_grad(set_to_none=True)
             self.faults.count_update(skip, self.global_step, opt.param_groups[0]["lr"])  # raises after too many
             opt.step()  # after a skip no parameter has a gradient: AdamW leaves them and their moments untouched
+            if not skip:  # finite gradients can still make non-finite weights (optim.lr=inf, an overflow)
+                local = not all_finite(p.detach() for p in self.policy.parameters() if p.requires_grad)
+                broken = global_sum(torch.tensor(float(local), device=self.device), self._trainer) > 0  # all ranks
+                self.faults.check_weights(not bool(broken), self.global_step, opt.param_groups[0]["lr"])
         return metrics
 
     # --- logging -------------------------------------------------------------------------------------------------

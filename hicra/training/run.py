@@ -26,9 +26,12 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from hicra.config.instantiate import build
+from hicra.config.schema import TRAIN
+from hicra.config.values import check_config
 from hicra.errors import ConfigError
 from hicra.models.lora import merged_for_save
 from hicra.models.reference import build_reference
+from hicra.tracking.run_end import ended_on_failure
 from hicra.tracking.store import (
     absolute_artifact_location,
     absolute_tracking_uri,
@@ -52,6 +55,7 @@ from hicra.training.checkpointing import (
     write_run_record,
 )
 from hicra.training.cli import COMMAND_LINE_ENV
+from hicra.training.context_length import check_fits_context, longest_prompt_tokens
 from hicra.training.data import PromptDataModule, check_ranks_divide
 from hicra.training.distributed import full_state_dict
 from hicra.training.module import PolicyGradientModule
@@ -117,7 +121,8 @@ def swept_overrides() -> dict[str, str]:
 
 def preflight(cfg: DictConfig, choices: dict[str, str]):
     """Everything that can be checked before a model loads (seconds, not minutes)."""
-    algorithm = build(cfg.algorithm)  # validates its own values and probes its bound functions
+    check_config(cfg, TRAIN)  # keys, typed values, `_target_` arguments; the CLI checked them for every job already
+    algorithm = build(cfg.algorithm)  # probes its bound functions
     if algorithm.needs_planning_mask and not getattr(get_class(cfg.planner._target_), "marks_planning", True):
         raise ConfigError(
             f"algorithm={choices.get('algorithm', 'hicra')} needs planning tokens but "
@@ -131,17 +136,6 @@ def preflight(cfg: DictConfig, choices: dict[str, str]):
                 load_grams(cfg[group].grams_path)
             except ConfigError as err:
                 raise ConfigError(f"{group}.grams_path={cfg[group].grams_path}: {err}") from None
-    for key in ("prompts_per_step", "micro_batch_size", "val_batch_size", "val_every_n_steps"):
-        if int(cfg[key]) < 1:
-            raise ConfigError(f"{key}={cfg[key]} is not allowed; use an integer >= 1")
-    if not isinstance(cfg.format_reward, (int, float)) or isinstance(cfg.format_reward, bool) or \
-            not 0 <= cfg.format_reward < 1:
-        raise ConfigError(f"format_reward={cfg.format_reward!r} is not allowed; use a number in [0, 1) (below a "
-                          f"correct answer's 1, so a right answer always outscores a well-formatted wrong one)")
-    if not isinstance(cfg.score_truncated, bool):
-        raise ConfigError(f"score_truncated={cfg.score_truncated!r} is not allowed; use true or false")
-    if int(cfg.trainer.max_steps) < 1:
-        raise ConfigError(f"trainer.max_steps={cfg.trainer.max_steps} is not allowed; use an integer >= 1")
     sampler = build(cfg.rollout)
     if cfg.get("lora") is not None and not getattr(sampler, "supports_lora", True):
         raise ConfigError(f"rollout={choices.get('rollout', 'hf')} does not support LoRA policies; allowed: "
@@ -249,7 +243,16 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     num_batches = math.ceil(cfg.trainer.max_steps / algorithm.num_iterations)
     bundle, datamodule, module = build_module(cfg, algorithm, sampler, task, num_batches)
     check_updates_survive(bundle.model, cfg.optim, cfg.trainer.get("precision", "32-true"))  # before any MLflow run
+    longest = longest_prompt_tokens(bundle.tokenizer, task, cfg.system_prompt, sampler.max_prompt_tokens)
+    check_fits_context(bundle.model.config, longest, sampler)
     logger = build_logger(cfg, choices, resume_run_id) if is_main else None
+    with ended_on_failure(logger):  # from here on, a failure ends the MLflow run instead of leaving it RUNNING
+        return fit_and_summarise(cfg, choices, out_dir, ckpt, is_main, num_batches, bundle, datamodule, module, logger)
+
+
+def fit_and_summarise(cfg: DictConfig, choices: dict[str, str], out_dir: Path, ckpt: Path | None, is_main: bool,
+                      num_batches: int, bundle, datamodule, module, logger) -> dict:
+    """What `train` does once its MLflow run exists: metadata, trainer, step-0 validation, fit, final model."""
     if logger is not None:
         log_run_metadata(logger, cfg, choices, out_dir, resumed_from=ckpt)
     callbacks = [CorrectCompletionsRecorder(out_dir), TQDMProgressBar(refresh_rate=1),  # every rank's successes

@@ -1,4 +1,4 @@
-"""A bad option and `--help` are answered before torch, Lightning, transformers, MLflow or pandas load.
+"""A bad option or value and `--help` are answered before torch, Lightning, transformers, MLflow or pandas load.
 
 Those imports take seconds; a typo should not. Proven on `sys.modules` of a fresh interpreter (a property, not a
 timing), and `--help` of the Hydra CLIs is checked to be exactly Hydra's own text.
@@ -24,6 +24,11 @@ CASES = [
     ("hicra.training.cli", "hicra-train", ["algorithm=nope"], 2,
      "hicra-train: error: unknown algorithm 'nope'; allowed: " + ALGORITHMS),
     ("hicra.training.cli", "hicra-train", ["nope.key=1"], 2, "hicra-train: error: Could not override 'nope.key'"),
+    ("hicra.training.cli", "hicra-train", ["seed=abc"], 2,
+     "hicra-train: error: seed='abc' is not allowed; allowed: an integer in [0, 4294967295]"),
+    ("hicra.training.cli", "hicra-train", ["-m", "algorithm.group_size=4,1"], 2,
+     "hicra-train: error: job 1 of 2 (algorithm.group_size=1): algorithm.group_size=1 is not allowed"),
+    ("hicra.training.cli", "hicra-train", ["+prompts_per_stepp=4"], 2, "did you mean prompts_per_step?"),
     ("hicra.training.cli", "hicra-train", ["--help"], 0, "algorithm: " + ALGORITHMS),
     ("hicra.training.cli", "hicra-train", ["algorithm=grpo", "-h"], 0, "  _target_: hicra.algorithms.Algorithm"),
     ("hicra.evaluation.cli", "hicra-eval", ["benchmark=nope"], 2, "hicra-eval: error: unknown benchmark 'nope'"),
@@ -77,6 +82,7 @@ def test_a_mistake_or_help_is_answered_before_heavy_imports(probed, case):
 
 def _printed(main, args: list[str], monkeypatch) -> str:
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
 
     monkeypatch.setattr(sys, "argv", ["hicra-train", *args])
     root = logging.getLogger()
@@ -87,6 +93,7 @@ def _printed(main, args: list[str], monkeypatch) -> str:
             main()
     finally:
         GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None  # Hydra's main set it: a later in-process `train(cfg)` would read its run dir
         root.handlers[:], root.level = handlers, level
     return out.getvalue()
 

@@ -3,6 +3,8 @@ truncated responses can be dropped from the loss, and out-of-memory names the se
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from support import TINY_RUN
@@ -64,6 +66,17 @@ def test_too_many_skips_in_a_row_stop_with_a_clear_message(compose_cfg, tmp_path
     _poison_gradients(monkeypatch, {0, 1, 2, 3})
     with pytest.raises(TrainingError, match=r"2 updates in a row .* faults.max_skipped_updates_in_a_row \(now 2\)"):
         _run(compose_cfg, tmp_path, "trainer.max_steps=4", "faults.max_skipped_updates_in_a_row=2")
+
+
+def test_non_finite_weights_after_a_step_stop_the_run_naming_the_learning_rate(compose_cfg, tmp_path, monkeypatch):
+    """optim.lr=inf is refused at startup (tests/test_bad_input.py); an infinite step size reaching AdamW anyway
+    (as an overflow would) leaves finite gradients and NaN weights, which the gradient guard cannot see."""
+    def infinite_step(self):
+        return torch.optim.AdamW([p for p in self.policy.parameters() if p.requires_grad], lr=math.inf)
+
+    monkeypatch.setattr(PolicyGradientModule, "configure_optimizers", infinite_step)
+    with pytest.raises(TrainingError, match=r"^optimizer update 1 made weights non-finite .* optim.lr \(now inf\)"):
+        _run(compose_cfg, tmp_path, "trainer.max_steps=2")
 
 
 def test_a_failing_reward_scores_zero_and_is_counted(compose_cfg, tmp_path):
