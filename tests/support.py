@@ -42,7 +42,8 @@ def exit_code(main, args: list[str]) -> int:
 
 def cli_env() -> dict[str, str]:
     """Environment of a CLI subprocess: quiet, and `support.*` targets (test tasks) importable."""
-    return dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(PROJECT_ROOT / "tests"))
+    path = os.pathsep.join(p for p in (str(PROJECT_ROOT / "tests"), os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=path)
 
 
 def with_test_outputs(args: list[str], tmp_path: Path, run_folder: str = "run") -> list[str]:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from hicra.config.checks import run_checked
-from hicra.errors import UserError
+from hicra.errors import Preempted, UserError
 from hicra.tracking.store import PROJECT_ROOT
 
 CONF_DIR = PROJECT_ROOT / "conf"
@@ -33,6 +33,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except (UserError, OmegaConfBaseException) as err:
         print(f"hicra-train: error: {str(err).strip().splitlines()[0]}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except Preempted as stop:  # SIGTERM/SIGUSR1: stopped at a safe point; 128 + signal number, as a shell reports it
+        print(f"hicra-train: {stop}", file=sys.stderr, flush=True)
+        sys.exit(128 + stop.signum)
 
 
 def main() -> None:
