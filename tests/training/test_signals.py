@@ -68,8 +68,8 @@ def _saved_step(run_dir: Path) -> int:
 PHASES = [
     ("generation", (PolicyGradientModule, "_generate", 1, _sampling), signal.SIGTERM, 1),
     ("update", (PolicyGradientModule, "_updates", 3, None), signal.SIGUSR1, 3),  # then the validation at 3
-    ("validation during fit", (PolicyGradientModule, "validation_step", 2, None), signal.SIGUSR1, 3),
-    ("checkpoint write", (AtomicCheckpointIO, "save_checkpoint", 1, None), signal.SIGTERM, 2),
+    ("validation-in-fit", (PolicyGradientModule, "validation_step", 2, None), signal.SIGUSR1, 3),
+    ("checkpoint-write", (AtomicCheckpointIO, "save_checkpoint", 1, None), signal.SIGTERM, 2),
 ]
 
 
