@@ -141,9 +141,9 @@ def test_a_run_stopped_by_sigterm_resumes_exactly(tmp_path, monkeypatch):
 def test_cli_sigterm_and_a_second_process_on_the_same_run(tmp_path):
     """Through the real console script: while a run trains, a second process resuming it is refused in one line;
     SIGTERM stops the first with exit 143 and the run KILLED; `ckpt_path=last` with its run folder continues it."""
-    common, run = [*BASE, "checkpoint_every_n_steps=1"], f"hydra.run.dir={tmp_path}/run"
+    common, run_dir = [*BASE, "checkpoint_every_n_steps=1"], f"hydra.run.dir={tmp_path}/run"
     with open(tmp_path / "first.stderr", "w") as stderr:
-        command = [str(HICRA_TRAIN), *with_test_outputs([*common, "trainer.max_steps=40", run], tmp_path)]
+        command = [str(HICRA_TRAIN), *with_test_outputs([*common, "trainer.max_steps=40", run_dir], tmp_path)]
         first = subprocess.Popen(command, cwd=PROJECT_ROOT, env=cli_env(), stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=stderr)
     try:
@@ -167,7 +167,7 @@ def test_cli_sigterm_and_a_second_process_on_the_same_run(tmp_path):
     run = _only_run(tmp_path)
     assert run.info.status == "KILLED"
     stop_step = _saved_step(tmp_path / "run")
-    resumed = run_train([*common, f"trainer.max_steps={stop_step + 1}", run, "ckpt_path=last"], tmp_path)
+    resumed = run_train([*common, f"trainer.max_steps={stop_step + 1}", run_dir, "ckpt_path=last"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _only_run(tmp_path).info.status == "FINISHED"
     assert _steps(tmp_path, run.info.run_id, "train/reward_mean") == list(range(stop_step + 1))
