@@ -64,19 +64,22 @@ def _saved_step(run_dir: Path) -> int:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
 
 
-# (phase, what sends the signal, signal, checkpoint step at the stop)
+# (phase, what sends the signal, signal, checkpoint step at the stop, resumed here). Where the stop lands decides the
+# resume: after a validation (update at step 3, validation in fit) as in test_a_run_stopped_by_sigterm_resumes_exactly;
+# where ModelCheckpoint just saved (checkpoint write) as the periodic checkpoint of test_resume.py's SIGKILL test; at
+# the end of a step no periodic checkpoint saves (generation at step 1): resumed here.
 PHASES = [
-    ("generation", (PolicyGradientModule, "_generate", 1, _sampling), signal.SIGTERM, 1),
-    ("update", (PolicyGradientModule, "_updates", 3, None), signal.SIGUSR1, 3),  # then the validation at 3
-    ("validation-in-fit", (PolicyGradientModule, "validation_step", 2, None), signal.SIGUSR1, 3),
-    ("checkpoint-write", (AtomicCheckpointIO, "save_checkpoint", 1, None), signal.SIGTERM, 2),
+    ("generation", (PolicyGradientModule, "_generate", 1, _sampling), signal.SIGTERM, 1, True),
+    ("update", (PolicyGradientModule, "_updates", 3, None), signal.SIGUSR1, 3, False),  # then the validation at 3
+    ("validation-in-fit", (PolicyGradientModule, "validation_step", 2, None), signal.SIGUSR1, 3, False),
+    ("checkpoint-write", (AtomicCheckpointIO, "save_checkpoint", 1, None), signal.SIGTERM, 2, False),
 ]
 
 
-@pytest.mark.slow  # two tiny runs per phase (stopped, then resumed)
-@pytest.mark.parametrize(("phase", "sender", "signum", "stop_step"), PHASES, ids=[p[0] for p in PHASES])
-def test_a_signal_in_each_phase_stops_with_a_checkpoint_and_resumes(phase, sender, signum, stop_step, tmp_path,
-                                                                   monkeypatch):
+@pytest.mark.slow  # a tiny run per phase (and its resume for one)
+@pytest.mark.parametrize(("phase", "sender", "signum", "stop_step", "resume"), PHASES, ids=[p[0] for p in PHASES])
+def test_a_signal_in_each_phase_stops_with_a_checkpoint(phase, sender, signum, stop_step, resume, tmp_path,
+                                                       monkeypatch):
     owner, name, call, counts = sender
     _signal_on_call(monkeypatch, owner, name, signum, call, counts or (lambda *a, **k: True))
     started = time.monotonic()
@@ -88,7 +91,8 @@ def test_a_signal_in_each_phase_stops_with_a_checkpoint_and_resumes(phase, sende
     assert _saved_step(tmp_path / "run") == stop_step
     run = _only_run(tmp_path)
     assert run.info.status == "KILLED"
-
+    if not resume:
+        return
     monkeypatch.undo()
     resumed = run_train([*RUN, f"hydra.run.dir={tmp_path}/run", "ckpt_path=last"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
