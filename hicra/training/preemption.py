@@ -58,14 +58,16 @@ class SignalWatch:
             raise Preempted(self.signum)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        if isinstance(exc, SIGTERMException):  # Lightning's loops saw the signal first
-            exc = Preempted(signal.SIGTERM)
-        if isinstance(exc, Preempted):
-            mark_killed(self.logger)
-            raise Preempted(exc.signum, self.describe(exc.signum)) from None
-        return False
+        try:
+            if isinstance(exc, SIGTERMException):  # Lightning's loops saw the signal first
+                exc = Preempted(signal.SIGTERM)
+            if isinstance(exc, Preempted):
+                mark_killed(self.logger)
+                raise Preempted(exc.signum, self.describe(exc.signum)) from None
+            return False
+        finally:  # after marking: a second SIGTERM meanwhile must not kill the process half-way
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
 
     def describe(self, signum: int) -> str:
         parts = [f"stopped by {signal.Signals(signum).name}"]
