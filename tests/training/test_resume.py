@@ -20,7 +20,7 @@ from support import HICRA_TRAIN, PROJECT_ROOT, TINY_RUN, cli_env, run_cli, run_t
 
 from hicra.errors import ConfigError
 from hicra.training.checkpointing import AtomicCheckpointIO, resolve_checkpoint
-from hicra.training.resume import RUN_KEY
+from hicra.training.resume import RUN_KEY, config_snapshot, resume_point
 from hicra.training.run_lock import RunLocks
 
 STEPS = 4  # checkpoints at 2 and 4, validation at 0, 3, 4: the kill lands mid-run with steps left to replay
@@ -261,3 +261,16 @@ def test_a_model_of_another_size_is_refused_for_a_checkpoint_without_its_config(
     result = _resume(finished_copy, "model.hidden_size=32", "model.intermediate_size=64")
     _refused_in_one_line(result, f"ckpt_path={ckpt} holds another model", "in the checkpoint")
     assert _the_run(finished_copy)[1].info.status == "FINISHED"
+
+
+def test_a_checkpoint_that_cannot_name_its_mlflow_run_is_refused_not_forked(compose_cfg, tmp_path):
+    cfg = compose_cfg(*TINY_RUN)  # MLflow on
+    no_mlflow, no_record = tmp_path / "a" / "last.ckpt", tmp_path / "b" / "last.ckpt"
+    for path, state in ((no_mlflow, {RUN_KEY: {"mlflow_run_id": None, "config": config_snapshot(cfg)}}),
+                        (no_record, {})):  # a checkpoint from before run records, its run.json lost
+        path.parent.mkdir()
+        torch.save({"state_dict": {}, "global_step": 2, **state}, path)
+    with pytest.raises(ConfigError, match=r"was trained without MLflow \(logger=none\); resume it with logger=none"):
+        resume_point(no_mlflow, cfg, run_json=None)
+    with pytest.raises(ConfigError, match="cannot tell which MLflow run it belongs to"):
+        resume_point(no_record, cfg, run_json=None)
