@@ -17,6 +17,7 @@ import pytest
 import torch
 from support import HICRA_TRAIN, PROJECT_ROOT, TINY_RUN, cli_env, run_train, with_test_outputs
 
+import hicra.training.run
 from hicra.training.checkpointing import AtomicCheckpointIO
 from hicra.training.module import PolicyGradientModule
 
@@ -112,6 +113,16 @@ def test_a_signal_during_the_step0_validation_stops_before_training(tmp_path, mo
     run = _only_run(tmp_path)
     assert run.info.status == "KILLED"
     assert _steps(tmp_path, run.info.run_id, "train/reward_mean") == []  # no step was trained
+
+
+def test_a_signal_while_the_model_loads_stops_before_any_mlflow_run(tmp_path, monkeypatch):
+    _signal_on_call(monkeypatch, hicra.training.run, "build_module", signal.SIGUSR1, 1)
+    stopped = run_train(RUN, tmp_path)
+    assert stopped.returncode == 128 + signal.SIGUSR1, stopped.stderr[-2000:]
+    assert stopped.stderr.strip().splitlines()[-1].startswith("hicra-train: stopped by SIGUSR1")
+    client = _client(tmp_path)
+    experiment = client.get_experiment_by_name("hicra")
+    assert experiment is None or not client.search_runs([experiment.experiment_id])  # no run to leave RUNNING
 
 
 @pytest.mark.slow  # three tiny runs
