@@ -11,3 +11,12 @@ class ConfigError(UserError, ValueError):
 
 class TrainingError(UserError, RuntimeError):
     """A run that cannot go on (diverged, out of memory); the message says which setting to change."""
+
+
+class Preempted(Exception):
+    """The run was stopped by SIGTERM or SIGUSR1 (a scheduler's stop or pre-emption warning) at a safe point, with a
+    checkpoint when one could be written; the CLI exits with 128 + the signal number (hicra/training/preemption.py)."""
+
+    def __init__(self, signum: int, message: str = ""):
+        super().__init__(message)
+        self.signum = signum

@@ -43,8 +43,8 @@ def exit_code(main, args: list[str]) -> int:
 def cli_env() -> dict[str, str]:
     """Environment of a CLI subprocess: quiet, `support.*` targets (test tasks) importable, and `hicra` imported
     from this checkout (not from wherever the package was installed editable, e.g. another worktree)."""
-    return dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT),
-                                                                                 str(PROJECT_ROOT / "tests")]))
+    path = os.pathsep.join([str(PROJECT_ROOT), str(PROJECT_ROOT / "tests")])
+    return dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=path)
 
 
 def with_test_outputs(args: list[str], tmp_path: Path, run_folder: str = "run") -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 
+from hicra.errors import Preempted
+
 log = logging.getLogger(__name__)
 
 
@@ -17,8 +19,14 @@ def ended_on_failure(logger):
     try:
         yield
     except BaseException as err:
-        end_if_running(logger, "KILLED" if isinstance(err, KeyboardInterrupt | SystemExit) else "FAILED")
+        end_if_running(logger, "KILLED" if is_stop(err) else "FAILED")
         raise
+
+
+def is_stop(err: BaseException) -> bool:
+    """Stopped from outside (Ctrl-C, an exit request, SIGTERM/SIGUSR1 whether hicra's watch or Lightning's loops
+    saw it first): KILLED, resumable, not FAILED."""
+    return isinstance(err, KeyboardInterrupt | SystemExit | Preempted) or type(err).__name__ == "SIGTERMException"
 
 
 def end_if_running(logger, status: str) -> None:

@@ -119,11 +119,12 @@ def flatten(cfg: dict, prefix: str = "") -> dict[str, str]:
 
 
 def log_run_metadata(logger, cfg: DictConfig, choices: dict[str, str], run_dir: Path | None,
-                     resumed_from: Path | None = None) -> None:
+                     resumed_from: Path | None = None, resume_changes: str = "") -> None:
     """Params, tags and config artifacts on the logger's run (Lightning's MLFlowLogger).
 
     A resumed run keeps the params of its first start (MLflow params are write-once); the resuming config goes
-    to `config/resumed-<checkpoint mtime>/` and the tags say where the run lives now.
+    to `config/resumed-<checkpoint mtime>/`, the tags say where the run lives now, and `hicra.resume_changes` names
+    the keys this resume changed (hicra/training/resume.py allows only those that leave the experiment as it is).
     """
     client, run_id = logger.experiment, logger.run_id
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -134,7 +135,7 @@ def log_run_metadata(logger, cfg: DictConfig, choices: dict[str, str], run_dir: 
     if resumed_from is None:
         logger.log_hyperparams(loggable_params(cfg, choices))
     else:
-        tags |= {"hicra.resumed_from": str(resumed_from.resolve())}
+        tags |= {"hicra.resumed_from": str(resumed_from.resolve()), "hicra.resume_changes": resume_changes or "none"}
         artifact_dir = f"config/resumed-{int(resumed_from.stat().st_mtime)}"
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
@@ -177,6 +178,12 @@ def mark_running(logger) -> None:
     """Set the run's status back to RUNNING (Lightning's `validate` finalises the logger when it ends)."""
     if logger is not None:
         logger.experiment.update_run(logger.run_id, status="RUNNING")
+
+
+def mark_killed(logger) -> None:
+    """KILLED: stopped from outside (SIGTERM, SIGUSR1), resumable; not FAILED, which Lightning sets on any exception."""
+    if logger is not None:
+        logger.experiment.set_terminated(logger.run_id, "KILLED")
 
 
 def quiet_mlflow() -> None:

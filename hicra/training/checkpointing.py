@@ -2,8 +2,9 @@
 
 A checkpoint (`<run dir>/checkpoints/last.ckpt`, Lightning format) holds the policy, the optimizer, Lightning's
 loop counters (global step, batch position), the data position (`PromptDataModule.state_dict`) and, through the
-module's `on_save_checkpoint`, every random generator and the fault counters. Beside it, `run.json` names the
-MLflow run it belongs to, so `hicra-train ... ckpt_path=last` continues that run instead of starting a new one.
+module's `on_save_checkpoint`, every random generator and the fault counters; through `RunRecord`, the MLflow run it
+belongs to and the config it was trained with (hicra/training/resume.py checks both before a resume). `run.json`
+beside it names the MLflow run too, for people and for older checkpoints.
 
 Why our own CheckpointIO: Lightning's local save goes through an fsspec "transaction" that writes to a temp file in
 the system temp dir and `shutil.move`s it, which is a copy (not a rename) when /tmp is another filesystem, and
@@ -24,9 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from hicra.errors import ConfigError
+from hicra.training.resume import RUN_KEY
 
 LAST = "last.ckpt"
 RUN_RECORD = "run.json"
@@ -94,25 +96,44 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 # --- which run a checkpoint belongs to --------------------------------------------------------------------------
 
+class RunRecord(Callback):
+    """Writes the run record (MLflow run id, tracking URI, run folder, config) into every checkpoint, under
+    `hicra.training.resume.RUN_KEY`: the checkpoint alone says which run it continues and with which experiment,
+    even when `run.json` beside it is lost."""
+
+    def __init__(self, record: dict[str, Any]):
+        self.record = record
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint[RUN_KEY] = self.record
+
+
 def write_run_record(checkpoint_dir: Path, record: dict[str, Any]) -> None:
+    """`run.json`: the record without the config, for people and for checkpoints that predate `RunRecord`."""
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     tmp = checkpoint_dir / f"{RUN_RECORD}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(record, indent=2))
+    tmp.write_text(json.dumps({k: v for k, v in record.items() if k != "config"}, indent=2))
     os.replace(tmp, checkpoint_dir / RUN_RECORD)
 
 
-def read_run_record(checkpoint: Path) -> dict[str, Any]:
-    path = checkpoint.parent / RUN_RECORD
-    if not path.is_file():
-        return {}
+def read_run_record(checkpoint: Path) -> dict[str, Any] | None:
+    """`run.json` beside `checkpoint`; None when it is missing or damaged (the checkpoint's own record decides)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"checkpoint record {path} is unreadable ({err}); remove it to resume as a new run") from err
+        record = json.loads((checkpoint.parent / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
-def resolve_checkpoint(ckpt_path: str, output_dir: Path) -> Path:
-    """`last` -> the newest `checkpoints/last.ckpt` under `output_dir` (runs and multiruns); else a file path."""
+def resolve_checkpoint(ckpt_path: str, output_dir: Path, run_dir: Path | None = None) -> Path:
+    """`last` -> `run_dir`'s own `checkpoints/last.ckpt` when the command names its run folder, else the newest
+    `checkpoints/last.ckpt` under `output_dir` (runs and multiruns); any other value -> that file (or its folder's)."""
+    if str(ckpt_path) == "last" and run_dir is not None:
+        own = run_dir / "checkpoints" / LAST
+        if not own.is_file():
+            raise ConfigError(f"ckpt_path=last: no {LAST} in the run folder the command names ({run_dir}); "
+                              f"pass ckpt_path=<file>, or start the run without ckpt_path")
+        return own
     if str(ckpt_path) == "last":
         found = [p for pattern in ("runs/**/checkpoints/" + LAST, "multiruns/**/checkpoints/" + LAST)
                  for p in output_dir.glob(pattern)]

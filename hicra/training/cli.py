@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hicra.config.checks import run_checked
 from hicra.config.schema import TRAIN
-from hicra.errors import UserError
+from hicra.errors import Preempted, UserError
 from hicra.tracking.store import PROJECT_ROOT
 
 CONF_DIR = PROJECT_ROOT / "conf"
@@ -37,6 +37,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except (UserError, OmegaConfBaseException) as err:
         print(f"hicra-train: error: {str(err).strip().splitlines()[0]}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except Preempted as stop:  # SIGTERM/SIGUSR1: stopped at a safe point; 128 + signal number, as a shell reports it
+        print(f"hicra-train: {stop}", file=sys.stderr, flush=True)
+        sys.exit(128 + stop.signum)
 
 
 def main() -> None:

@@ -49,6 +49,7 @@ from hicra.training.callbacks import CompletionSampleLogger, CorrectCompletionsR
 from hicra.training.checkpointing import (
     LAST,
     AtomicCheckpointIO,
+    RunRecord,
     checkpoint_callback,
     read_run_record,
     resolve_checkpoint,
@@ -60,6 +61,9 @@ from hicra.training.data import PromptDataModule, check_ranks_divide
 from hicra.training.distributed import full_state_dict
 from hicra.training.module import PolicyGradientModule
 from hicra.training.precision import check_updates_survive
+from hicra.training.preemption import SignalWatch, StopAtSafePoint
+from hicra.training.resume import ResumePoint, check_model_fits, config_snapshot, describe_changes, resume_point
+from hicra.training.run_lock import RunLocks
 from hicra.training.summary import format_summary
 from hicra.training.system_metrics import SystemMetrics
 
@@ -191,19 +195,33 @@ def check_run_exists(uri: str, run_id: str) -> None:
                           f"pass the tracking URI the run was logged to") from None
 
 
-def find_resume_point(cfg: DictConfig, out_dir: Path) -> tuple[Path | None, str | None]:
-    """(checkpoint, MLflow run id) to resume from with `ckpt_path=...`; (None, None) for a new run.
+def find_resume_point(cfg: DictConfig, out_dir: Path, locks: RunLocks) -> ResumePoint:
+    """Where the run starts: a new run, or with `ckpt_path=...` the checkpoint and the MLflow run it continues.
 
-    Never overwrites: a run directory that already holds a checkpoint or a final model is refused unless this
-    run resumes from that very checkpoint.
+    Locks the run folder's checkpoints and the resumed checkpoint's folder first (one process per run, see
+    run_lock.py), then checks them. Never overwrites: a run folder that already holds a checkpoint or a final model
+    is refused unless this run resumes from that very checkpoint.
     """
-    ckpt = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.output_dir)) if cfg.get("ckpt_path") else None
     own = out_dir / "checkpoints" / LAST
+    locks.acquire(own.parent)
+    ckpt = None
+    if cfg.get("ckpt_path"):
+        ckpt = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.output_dir), named_run_dir(out_dir))
+        locks.acquire(ckpt.parent)
     for existing in (own, out_dir / "final_model"):
         if existing.exists() and (ckpt is None or ckpt.resolve() != own.resolve()):
             raise ConfigError(f"{existing} already exists and would be overwritten; choose another hydra.run.dir "
                               f"(or resume it with ckpt_path={own})")
-    return ckpt, (read_run_record(ckpt).get("mlflow_run_id") if ckpt is not None else None)
+    return resume_point(ckpt, cfg, read_run_record(ckpt)) if ckpt is not None else ResumePoint()
+
+
+def named_run_dir(out_dir: Path) -> Path | None:
+    """`out_dir` when the command names the run folder (`hydra.run.dir=...`, or `hydra.sweep.dir=...` for a job of a
+    multirun): there `ckpt_path=last` means this run's own checkpoint, not the newest one anywhere."""
+    if not HydraConfig.initialized():
+        return None
+    named = {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.hydra}
+    return out_dir if named & {"hydra.run.dir", "hydra.sweep.dir"} else None
 
 
 def run_dir(cfg: DictConfig) -> Path:
@@ -231,30 +249,47 @@ def build_module(cfg: DictConfig, algorithm, sampler, task, num_batches: int):
 
 
 def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
-    """Fit one run; returns the summary numbers (also printed). Raises ConfigError on a user's mistake."""
+    """Fit one run; returns the summary numbers (also printed). Raises ConfigError on a user's mistake, Preempted
+    when SIGTERM or SIGUSR1 stops it (hicra/training/preemption.py)."""
     choices = choices if choices is not None else hydra_choices()
     algorithm, sampler, task = preflight(cfg, choices)
     out_dir = run_dir(cfg)
-    ckpt, resume_run_id = find_resume_point(cfg, out_dir)
-    # Under DDP/FSDP Lightning starts this same command once per rank; only rank 0 owns the MLflow run and the files.
+    # Under DDP/FSDP Lightning starts this same command once per rank; only rank 0 owns the MLflow run and the files
+    # (and so holds the run's locks).
     is_main = rank_zero_only.rank == 0
+    with RunLocks(enabled=is_main) as locks, SignalWatch() as watch:
+        resume = find_resume_point(cfg, out_dir, locks)
+        watch.checkpoint = resume.checkpoint  # what a stop names until this run writes its own
+        if is_main and resume.checkpoint is not None:
+            print(f"hicra-train: {resume_line(resume)}", flush=True)
+        return fit_run(cfg, choices, (algorithm, sampler, task), out_dir, resume, watch, is_main)
+
+
+def fit_run(cfg: DictConfig, choices: dict[str, str], parts: tuple, out_dir: Path, resume: ResumePoint,
+            watch: SignalWatch, is_main: bool) -> dict:
+    """The run itself, once it may start: the model, the MLflow run, step-0 validation, fit, the final model."""
+    algorithm, sampler, task = parts
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     num_batches = math.ceil(cfg.trainer.max_steps / algorithm.num_iterations)
     bundle, datamodule, module = build_module(cfg, algorithm, sampler, task, num_batches)
+    check_model_fits(resume, module)
     check_updates_survive(bundle.model, cfg.optim, cfg.trainer.get("precision", "32-true"))  # before any MLflow run
     longest = longest_prompt_tokens(bundle.tokenizer, task, cfg.system_prompt, sampler.max_prompt_tokens)
     check_fits_context(bundle.model.config, longest, sampler)
-    logger = build_logger(cfg, choices, resume_run_id) if is_main else None
+    watch.raise_if_signalled()  # stopped while the model loaded: no MLflow run exists yet
+    logger = watch.logger = build_logger(cfg, choices, resume.mlflow_run_id) if is_main else None
     with ended_on_failure(logger):  # from here on, a failure ends the MLflow run instead of leaving it RUNNING
-        return fit_and_summarise(cfg, choices, out_dir, ckpt, is_main, num_batches, bundle, datamodule, module, logger)
+        return fit_and_summarise(cfg, choices, out_dir, resume, watch, is_main, num_batches, bundle, datamodule,
+                                 module, logger)
 
 
-def fit_and_summarise(cfg: DictConfig, choices: dict[str, str], out_dir: Path, ckpt: Path | None, is_main: bool,
-                      num_batches: int, bundle, datamodule, module, logger) -> dict:
-    """What `train` does once its MLflow run exists: metadata, trainer, step-0 validation, fit, final model."""
+def fit_and_summarise(cfg: DictConfig, choices: dict[str, str], out_dir: Path, resume: ResumePoint,
+                      watch: SignalWatch, is_main: bool, num_batches: int, bundle, datamodule, module, logger) -> dict:
+    """What the run does once its MLflow run exists: metadata, trainer, step-0 validation, fit, final model."""
     if logger is not None:
-        log_run_metadata(logger, cfg, choices, out_dir, resumed_from=ckpt)
+        log_run_metadata(logger, cfg, choices, out_dir, resumed_from=resume.checkpoint,
+                         resume_changes=describe_changes(resume.changes, limit=50)[:5000])
     callbacks = [CorrectCompletionsRecorder(out_dir), TQDMProgressBar(refresh_rate=1),  # every rank's successes
                  SystemMetrics(float(cfg.get("system_metrics_every_s", 0)))]
     if is_main:
@@ -262,14 +297,15 @@ def fit_and_summarise(cfg: DictConfig, choices: dict[str, str], out_dir: Path, c
                                                 out_dir / "completions", run_title(logger, choices, cfg.seed)))
     trainer = build(cfg.trainer, logger=logger or False, callbacks=callbacks, default_root_dir=str(out_dir),
                     val_check_interval=min(cfg.val_every_n_steps, num_batches),
-                    **checkpointing(cfg, out_dir, callbacks, logger, is_main))
+                    **checkpointing(cfg, out_dir, callbacks, logger, watch, is_main))
     if is_main:
         print(f"hicra-train: {device_line(trainer)}", flush=True)
 
-    if ckpt is None:
+    if resume.checkpoint is None:
         trainer.validate(module, datamodule=datamodule, verbose=False)  # step 0: the starting accuracy
         mark_running(logger)  # Lightning's validate marked the MLflow run FINISHED; it has only begun
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt is not None else None)
+    trainer.fit(module, datamodule=datamodule,
+                ckpt_path=str(resume.checkpoint) if resume.checkpoint is not None else None)
     if not module.val_history or module.val_history[-1]["step"] != trainer.global_step:
         trainer.validate(module, datamodule=datamodule, verbose=False)
 
@@ -312,6 +348,13 @@ def description(logger, cfg: DictConfig, choices: dict[str, str], steps: int, va
                            f"#/experiments/{logger.experiment_id}/runs/{logger.run_id}")  # in-app link
 
 
+def resume_line(resume: ResumePoint) -> str:
+    """`resuming <ckpt> at step 4 (MLflow run ab12...), changed: trainer.max_steps (4 -> 8)`."""
+    run = f" (MLflow run {resume.mlflow_run_id})" if resume.mlflow_run_id else ""
+    changed = f", changed: {describe_changes(resume.changes)}" if resume.changes else ""
+    return f"resuming {resume.checkpoint} at step {resume.step}{run}{changed}"
+
+
 def device_line(trainer) -> str:
     """Where the run computes, e.g. `training on cpu` or `training on 4 x NVIDIA H200` (Lightning's own two lines,
     "GPU available: ..., used: ..." and "TPU available: ...", are filtered out by LightningChatter)."""
@@ -323,20 +366,25 @@ def device_line(trainer) -> str:
     return f"training on {count} x {name}" if count > 1 else f"training on {name}"
 
 
-def checkpointing(cfg: DictConfig, out_dir: Path, callbacks: list, logger, is_main: bool = True) -> dict:
-    """Trainer arguments for crash-safe `last.ckpt` every `checkpoint_every_n_steps` (0 = none), and the run record
-    beside it that lets `ckpt_path=...` continue the same MLflow run."""
+def checkpointing(cfg: DictConfig, out_dir: Path, callbacks: list, logger, watch: SignalWatch,
+                  is_main: bool = True) -> dict:
+    """Trainer arguments for crash-safe `last.ckpt` every `checkpoint_every_n_steps` (0 = none), with the run record in
+    it and beside it (`run.json`) that lets `ckpt_path=...` continue the same MLflow run, and for the stop at a safe
+    point, with a checkpoint, on SIGTERM or SIGUSR1 (StopAtSafePoint)."""
     every = int(cfg.checkpoint_every_n_steps)
     if every < 0:
         raise ConfigError(f"checkpoint_every_n_steps={every} is not allowed; use 0 (off) or an integer >= 1")
-    if every == 0:
-        return {"enable_checkpointing": False}
-    if is_main:  # Lightning writes the checkpoint itself on rank 0 only
-        write_run_record(out_dir / "checkpoints", {
-            "mlflow_run_id": logger.run_id if logger is not None else None,
-            "tracking_uri": logger._tracking_uri if logger is not None else None,
-            "run_dir": str(out_dir.resolve())})
-    callbacks.append(checkpoint_callback(out_dir / "checkpoints", every))
+    folder = out_dir / "checkpoints"
+    if every > 0:
+        record = {"mlflow_run_id": logger.run_id if logger is not None else None,
+                  "tracking_uri": logger._tracking_uri if logger is not None else None,
+                  "run_dir": str(out_dir.resolve()), "config": config_snapshot(cfg)}
+        if is_main:  # Lightning writes the checkpoint itself on rank 0 only
+            write_run_record(folder, record)
+        callbacks += [RunRecord(record), checkpoint_callback(folder, every)]
+    saves = folder / LAST if every > 0 else None
+    watch.checkpoint = saves or watch.checkpoint
+    callbacks.append(StopAtSafePoint(watch, saves))  # a Checkpoint too: Lightning then wants this flag on
     return {"enable_checkpointing": True, "plugins": [AtomicCheckpointIO()]}
 
 

@@ -1,12 +1,16 @@
 """Crash-safe checkpoints: a run killed with SIGKILL resumes into the same MLflow run and ends exactly where an
 uninterrupted run with the same seed ends (weights, optimizer state, step count, metric history, the relative
-perplexity's first-step reference)."""
+perplexity's first-step reference). A resume cannot corrupt a run: one process per run (a lock), no change to the
+experiment (only hicra.training.resume.SAFE_TO_CHANGE), the MLflow run found from the checkpoint itself, and a
+damaged checkpoint refused in one line with the run left as it was. Signals: tests/training/test_signals.py."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +20,8 @@ from support import HICRA_TRAIN, PROJECT_ROOT, TINY_RUN, cli_env, run_cli, run_t
 
 from hicra.errors import ConfigError
 from hicra.training.checkpointing import AtomicCheckpointIO, resolve_checkpoint
+from hicra.training.resume import RUN_KEY, config_snapshot, resume_point
+from hicra.training.run_lock import RunLocks
 
 STEPS = 4  # checkpoints at 2 and 4, validation at 0, 3, 4: the kill lands mid-run with steps left to replay
 RUN = [*TINY_RUN, "task._target_=support.ParityTask", "score_truncated=true", "algorithm=hicra", "planner=random", "seed=5",
@@ -114,3 +120,157 @@ def test_ckpt_path_last_finds_the_newest_checkpoint(tmp_path):
         resolve_checkpoint(str(tmp_path / "nope.ckpt"), tmp_path)
     with pytest.raises(ConfigError, match="no last.ckpt"):
         resolve_checkpoint("last", tmp_path / "empty")
+
+
+def test_ckpt_path_last_means_the_run_folder_the_command_names(tmp_path):
+    named = tmp_path / "runs/mine/checkpoints/last.ckpt"
+    newer = tmp_path / "runs/someone_else/checkpoints/last.ckpt"
+    for i, path in enumerate((named, newer)):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+        os.utime(path, (1_000_000 + i, 1_000_000 + i))
+    assert resolve_checkpoint("last", tmp_path, run_dir=named.parent.parent) == named
+    with pytest.raises(ConfigError, match=r"ckpt_path=last: no last.ckpt in the run folder the command names"):
+        resolve_checkpoint("last", tmp_path, run_dir=tmp_path / "runs/new")
+
+
+# --- one process per run ----------------------------------------------------------------------------------------
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from hicra.training.run_lock import RunLocks
+with RunLocks() as locks:
+    locks.acquire(Path(sys.argv[1]))
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_process_is_refused_and_a_killed_holders_lock_is_taken_over(tmp_path):
+    folder = tmp_path / "run" / "checkpoints"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder)], cwd=PROJECT_ROOT, env=cli_env(),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with RunLocks() as locks, pytest.raises(ConfigError, match=rf"is being trained by another process "
+                                                                   rf"\(pid {holder.pid} on "):
+            locks.acquire(folder)
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a killed trainer: its lock file stays behind, its lock does not
+        holder.wait()
+    assert (folder / "train.lock").is_file()
+    with RunLocks() as locks:
+        locks.acquire(folder)
+        with RunLocks() as other, pytest.raises(ConfigError, match=f"pid {os.getpid()} "):
+            other.acquire(folder)  # a lock is a lock within one process too: two train() calls cannot share a run
+    with RunLocks() as locks:
+        locks.acquire(folder)  # released when the first `with` ended
+
+
+# --- what a resume may change, and what it may not --------------------------------------------------------------
+# One finished tiny run (2 steps, a checkpoint each step); each test works on its own copy of it.
+
+FINISHED = [*TINY_RUN, "seed=3", "trainer.max_steps=2", "checkpoint_every_n_steps=1", "val_every_n_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("finished")
+    result = run_train(FINISHED, root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return root
+
+
+@pytest.fixture
+def finished_copy(finished_run, tmp_path) -> Path:
+    shutil.copytree(finished_run, tmp_path, dirs_exist_ok=True)
+    return tmp_path
+
+
+def _resume(root: Path, *overrides: str):
+    return run_train([*FINISHED, f"hydra.run.dir={root}/run", "ckpt_path=last", *overrides], root)
+
+
+def _the_run(root: Path):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("hicra").experiment_id])
+    return client, run
+
+
+def _refused_in_one_line(result, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("hicra-train: error: ") and all(f in line for f in fragments), line
+
+
+@pytest.mark.parametrize(("overrides", "named"), [
+    (["algorithm=grpo", "planner=none"], ["algorithm.needs_planning_mask (True -> False)", "planner._target_"]),
+    (["algorithm.group_size=8"], ["algorithm.group_size (4 -> 8)"]),
+    (["model.hidden_size=32"], ["model.hidden_size (64 -> 32)"]),
+    (["seed=4"], ["seed (3 -> 4)"]),
+], ids=["algorithm", "group_size", "model", "seed"])
+def test_a_resume_that_changes_the_experiment_is_refused(finished_copy, overrides, named):
+    _, before = _the_run(finished_copy)
+    result = _resume(finished_copy, *overrides)
+    _refused_in_one_line(result, "was trained with another experiment", *named)
+    _, after = _the_run(finished_copy)
+    assert after.info.status == "FINISHED" and after.data.tags == before.data.tags  # nothing re-tagged
+
+
+def test_a_resume_may_extend_and_change_cadence_and_says_so(finished_copy):
+    result = _resume(finished_copy, "trainer.max_steps=3", "val_every_n_steps=1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "trainer.max_steps (2 -> 3), val_every_n_steps (2 -> 1)" in result.stdout  # and logger.*: a copied store
+    client, run = _the_run(finished_copy)  # the same run, continued: still one in the store
+    assert "trainer.max_steps (2 -> 3), val_every_n_steps (2 -> 1)" in run.data.tags["hicra.resume_changes"]
+    assert run.data.params["algorithm.group_size"] == "4"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/reward_mean")) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("damage", ["deleted", "garbage"])
+def test_a_lost_run_json_is_recovered_from_the_checkpoint(finished_copy, damage):
+    record = finished_copy / "run" / "checkpoints" / "run.json"
+    record.unlink() if damage == "deleted" else record.write_text("{not json")
+    result = _resume(finished_copy, "trainer.max_steps=3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    client, run = _the_run(finished_copy)  # continued, not forked into a new param-less run
+    assert run.data.params["seed"] == "3"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/reward_mean")) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_a_damaged_checkpoint_stops_in_one_line_and_leaves_the_run_finished(finished_copy, damage):
+    ckpt = finished_copy / "run" / "checkpoints" / "last.ckpt"
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+    result = _resume(finished_copy, "trainer.max_steps=3")
+    _refused_in_one_line(result, f"ckpt_path={ckpt} is damaged", "nothing was changed")
+    assert _the_run(finished_copy)[1].info.status == "FINISHED"
+
+
+def test_a_model_of_another_size_is_refused_for_a_checkpoint_without_its_config(finished_copy):
+    """Checkpoints written before they carried their config: the weights' shapes still tell."""
+    ckpt = finished_copy / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    del state[RUN_KEY]
+    torch.save(state, ckpt)
+    result = _resume(finished_copy, "model.hidden_size=32", "model.intermediate_size=64")
+    _refused_in_one_line(result, f"ckpt_path={ckpt} holds another model", "in the checkpoint")
+    assert _the_run(finished_copy)[1].info.status == "FINISHED"
+
+
+def test_a_checkpoint_that_cannot_name_its_mlflow_run_is_refused_not_forked(compose_cfg, tmp_path):
+    cfg = compose_cfg(*TINY_RUN)  # MLflow on
+    no_mlflow, no_record = tmp_path / "a" / "last.ckpt", tmp_path / "b" / "last.ckpt"
+    for path, state in ((no_mlflow, {RUN_KEY: {"mlflow_run_id": None, "config": config_snapshot(cfg)}}),
+                        (no_record, {})):  # a checkpoint from before run records, its run.json lost
+        path.parent.mkdir()
+        torch.save({"state_dict": {}, "global_step": 2, **state}, path)
+    with pytest.raises(ConfigError, match=r"was trained without MLflow \(logger=none\); resume it with logger=none"):
+        resume_point(no_mlflow, cfg, run_json=None)
+    with pytest.raises(ConfigError, match="cannot tell which MLflow run it belongs to"):
+        resume_point(no_record, cfg, run_json=None)
