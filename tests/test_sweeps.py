@@ -131,9 +131,10 @@ def test_submitit_slurm_shows_in_cfg_hydra(tmp_path):
 def test_joblib_runs_two_jobs_at_once_into_one_sqlite_store(tmp_path):
     """Two processes open a fresh sqlite store at the same time: the store lock keeps its creation serial (the real
     console script: joblib's worker processes are the point)."""
-    result = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY_RUN, "seed=0,1",
-                      "trainer.max_steps=1"], tmp_path)
+    result = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY_RUN, "seed=3",
+                      "algorithm.alpha=0.1,0.3", "trainer.max_steps=1"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = _runs(tmp_path)
-    assert sorted(r.info.run_name for r in runs) == ["hicra__strategic_grams__s0", "hicra__strategic_grams__s1"]
+    # the swept key in the names, though joblib's workers never saw the command line (hicra-train passes it on)
+    assert sorted(r.info.run_name for r in runs) == ["s3 hicra grams alpha=0.1", "s3 hicra grams alpha=0.3"]
     assert all(r.info.status == "FINISHED" for r in runs)

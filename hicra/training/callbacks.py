@@ -104,7 +104,8 @@ class CompletionSampleLogger(pl.Callback):
             return
         rollout, tokenizer = out.rollout, pl_module.tokenizer
         group_size = pl_module.algorithm.group_size
-        examples, task = (batch or {}).get("examples"), getattr(pl_module, "task", None)
+        examples = (batch or {}).get("examples")
+        read_answer = getattr(getattr(pl_module, "task", None), "read_answer", None)  # hicra's Task has it
         rows = []
         for i in range(min(self.num_samples, len(out.texts))):
             mask = rollout.response_mask[i].cpu()  # (T,) the response's own tokens
@@ -116,9 +117,9 @@ class CompletionSampleLogger(pl.Callback):
                    "token_advantages": token_adv, "reward": float(out.rewards[i]),
                    "correct": float(out.correctness[i]) >= 1.0, "advantage": float(out.advantages[i]),
                    "truncated": bool(rollout.truncated[i])}
-            if examples is not None and task is not None:  # why this reply got this reward
+            if examples is not None and read_answer is not None:  # why this reply got this reward
                 example = examples[i // group_size]
-                extracted, rule = task.read_answer(out.texts[i], example)
+                extracted, rule = read_answer(out.texts[i], example)
                 row |= {"gold": cap_text(str(example.answer), MAX_PROMPT_CHARS), "rule": rule,
                         "extracted": None if extracted is None else cap_text(extracted, MAX_PROMPT_CHARS)}
             rows.append(row)

@@ -47,7 +47,7 @@ def main() -> None:
     Nothing before the `_target_`s' argument check imports torch, Lightning or transformers (seconds): a mistake
     in an option or a value, or `--help`, is answered before they load."""
     # The command line, for jobs that run in other processes (joblib, submitit): run names show the swept keys.
-    os.environ.setdefault(COMMAND_LINE_ENV, json.dumps(sys.argv[1:]))
+    os.environ[COMMAND_LINE_ENV] = json.dumps(sys.argv[1:])  # this command's own, never one inherited
     run_checked("hicra-train", _hydra_main, CONF_DIR, "train", JOB_NAME, output_folder=True, schema=TRAIN)
 
 

@@ -146,7 +146,7 @@ def test_a_run_stopped_by_sigterm_resumes_exactly(tmp_path, monkeypatch):
     client = _client(tmp_path)
     runs = {Path(r.data.tags["hicra.run_dir"]).name: r.info.run_id
             for r in client.search_runs([client.get_experiment_by_name("hicra").experiment_id])}
-    for key in ("train/reward_mean", "loss/policy", "val/accuracy", "hicra/rel_ppl_execution"):
+    for key in ("train/reward_mean", "loss/policy", "val/accuracy", "hierarchy/rel_ppl_execution"):
         history = [sorted((m.step, m.value) for m in client.get_metric_history(runs[d], key))
                    for d in ("straight", "stopped")]
         assert history[0] == history[1], key
