@@ -59,8 +59,9 @@ class FaultCounter:
                 f"optim.lr (now {lr:g}); the last checkpoint holds the weights from before it")
 
     def metrics(self) -> dict[str, float]:
-        """faults/*: the run-long counters; the in-a-row count is bookkeeping, not a metric."""
-        return {f"faults/{k}": float(v) for k, v in self.counts.items() if k != "skips_in_a_row"}
+        """faults/*: the run-long counters, each from its first non-zero value on (a healthy run's run page shows
+        no all-zero fault charts); the in-a-row count is bookkeeping, not a metric."""
+        return {f"faults/{k}": float(v) for k, v in self.counts.items() if k != "skips_in_a_row" and v}
 
 
 def all_finite(tensors: Iterable[Tensor]) -> bool:
