@@ -13,10 +13,9 @@ from pathlib import Path
 from hicra.analyze.cli import DEFAULT_URI, run_main
 from hicra.analyze.runs import AnalyzeError, first_line
 from hicra.tracking.metric_names import current_name
-from hicra.tracking.store import absolute_tracking_uri, ensure_experiment
+from hicra.tracking.store import absolute_tracking_uri, describe_run, ensure_experiment
 
 COMPARE_EXPERIMENT_SUFFIX = "-compare"  # compare runs live apart from the training runs they compare
-MAX_NOTE_CHARS = 60_000  # a run description is a tag: MLflow stores up to 65,535 characters (sqlite/MySQL)
 
 PROG = "hicra-compare"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +88,7 @@ def _log(client, experiment_id: str, out: Path, stamp: str, summary: dict) -> st
         for key, value in verdict_metrics(summary).items():
             client.log_metric(run_id, key, value)
         # The run page's description: the verdict tables, as MLflow renders Markdown there (figures: artifacts).
-        client.set_tag(run_id, "mlflow.note.content", render_markdown(summary, [])[:MAX_NOTE_CHARS])
+        describe_run(client, run_id, render_markdown(summary, []))
         client.log_artifacts(run_id, str(out), "compare")
     except Exception as err:  # noqa: BLE001 - the local report is done; say why the upload failed
         client.set_terminated(run_id, "FAILED")

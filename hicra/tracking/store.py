@@ -170,8 +170,12 @@ def run_description(name: str, choices: dict[str, str], seed: int, overrides: li
     return "\n".join(lines)
 
 
-def describe_run(logger, text: str) -> None:
-    logger.experiment.set_tag(logger.run_id, "mlflow.note.content", text[:60_000])  # a tag holds <= 65,535 chars
+MAX_DESCRIPTION_CHARS = 60_000  # a run description is a tag: MLflow stores up to 65,535 characters (sqlite/MySQL)
+
+
+def describe_run(client, run_id: str, text: str) -> None:
+    """The run page's description (MLflow renders the `mlflow.note.content` tag as Markdown there)."""
+    client.set_tag(run_id, "mlflow.note.content", text[:MAX_DESCRIPTION_CHARS])
 
 
 def mark_running(logger) -> None:

@@ -290,11 +290,13 @@ def fit_and_summarise(cfg: DictConfig, choices: dict[str, str], out_dir: Path, r
     if logger is not None:
         log_run_metadata(logger, cfg, choices, out_dir, resumed_from=resume.checkpoint,
                          resume_changes=describe_changes(resume.changes, limit=50)[:5000])
+    # The run's own name (a resumed or `logger.run_name` run's), read once for the pages and the description.
+    name = logger.experiment.get_run(logger.run_id).info.run_name if logger is not None else None
     callbacks = [CorrectCompletionsRecorder(out_dir), TQDMProgressBar(refresh_rate=1),  # every rank's successes
                  SystemMetrics(float(cfg.get("system_metrics_every_s", 0)))]
     if is_main:
         callbacks.append(CompletionSampleLogger(cfg.completions_every_n_steps, cfg.completions_per_sample,
-                                                out_dir / "completions", run_title(logger, choices, cfg.seed)))
+                                                out_dir / "completions", run_title(logger, name, choices, cfg.seed)))
     trainer = build(cfg.trainer, logger=logger or False, callbacks=callbacks, default_root_dir=str(out_dir),
                     val_check_interval=min(cfg.val_every_n_steps, num_batches),
                     **checkpointing(cfg, out_dir, callbacks, logger, watch, is_main))
@@ -322,27 +324,26 @@ def fit_and_summarise(cfg: DictConfig, choices: dict[str, str], out_dir: Path, r
                           "experiment": cfg.logger.experiment_name, "experiment_id": logger.experiment_id}
                if logger is not None else None}
     if logger is not None:
-        describe_run(logger, description(logger, cfg, choices, trainer.global_step, module.val_history, out_dir))
+        describe_run(logger.experiment, logger.run_id,
+                     description(logger, name, cfg, choices, trainer.global_step, module.val_history, out_dir))
         logger.finalize("success")
     if is_main:
         print(format_summary(summary), flush=True)
     return summary
 
 
-def run_title(logger, choices: dict[str, str], seed: int) -> str:
+def run_title(logger, name: str | None, choices: dict[str, str], seed: int) -> str:
     """How pages name the run: `s1 hicra grams (run 1d42f3a3)`, or its choices when nothing is logged."""
     if logger is None:
         return " ".join(f"{k}={choices[k]}" for k in ("algorithm", "planner") if k in choices) + f" seed={seed}"
-    name = logger.experiment.get_run(logger.run_id).info.run_name
     return f"{name} (algorithm {choices.get('algorithm', '?')}, run {logger.run_id[:8]})"
 
 
-def description(logger, cfg: DictConfig, choices: dict[str, str], steps: int, val_history: list[dict],
+def description(logger, name: str, cfg: DictConfig, choices: dict[str, str], steps: int, val_history: list[dict],
                 out_dir: Path) -> str:
     """The MLflow run page's description of a finished run (hicra.tracking.store.run_description)."""
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     pages = sorted((out_dir / "completions").glob("completions_step*.html"))
-    name = logger.experiment.get_run(logger.run_id).info.run_name  # a resumed or `logger.run_name` run's own
     return run_description(name, choices, cfg.seed, overrides, steps, val_history,
                            f"completions/{pages[-1].name}" if pages else None,
                            f"#/experiments/{logger.experiment_id}/runs/{logger.run_id}")  # in-app link
