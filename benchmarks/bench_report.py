@@ -166,6 +166,9 @@ def _f(value, fmt: str = "{:.2f}", none: str = "n/a") -> str:
     return fmt.format(value) if value is not None else none
 
 
+ISOLATION = {"thread": "as threads of one process", "process": "each in a process of its own"}
+
+
 def _header(report: dict) -> list[str]:
     s, m = report["settings"], report["machine"]
     length = "fixed length" if s["fixed_length"] else "stopping at EOS, so lengths differ between sides"
@@ -178,7 +181,8 @@ def _header(report: dict) -> list[str]:
              (f"- work per step: {s['prompts']} prompts x {s['group_size']} samples x {s['max_new_tokens']} new tokens "
              f"({length}), {s['dtype']}, temperature {s['temperature']}, beta 0, one update per rollout batch, whole "
              f"batch per forward/backward; task {s['task']}"),
-             (f"- schedule: the arms interleaved step by step in one process, the order rotated every round "
+             (f"- schedule: the arms interleaved step by step, {ISOLATION[s.get('isolation', 'thread')]}, the order "
+             f"rotated every round "
              f"(A B C D, B C D A, ...); {s['warmup']} warm-up round(s), then {s['steps']} measured rounds"),
              f"- hicra extra overrides: {' '.join(s['hicra_overrides']) or 'none'}"]
     return lines + [f"- note: {note}" for note in report["notes"]]

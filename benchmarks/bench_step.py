@@ -1,4 +1,4 @@
-"""hicra's training step against TRL's GRPOTrainer step on identical work, in one process.
+"""hicra's training step against TRL's GRPOTrainer step on identical work, arms interleaved step by step.
 
     python benchmarks/bench_step.py --preset cpu        # real SmolLM2-135M-Instruct, 4 prompts x 8 x 128 tokens, fp32
     python benchmarks/bench_step.py --preset gpu        # random-init SmolLM2-135M and Qwen2.5-0.5B shapes, 8 x 8 x 256, bf16
@@ -28,14 +28,12 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import threading
-
 import torch
 from bench_decode import decode_floor
 from bench_hicra import VARIANTS, compose, prompt_batches, release_memory, run_hicra
 from bench_report import PROJECT_ROOT, compare, load_average, machine_info, summarize, write
 from bench_trl import run_trl, trl_version
-from bench_turns import Turns, rotations
+from bench_turns import ProcessTurns, Turns, rotations
 
 from hicra.config.instantiate import build
 
@@ -82,6 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "on, each median gets a distribution-free 95%% interval")
     p.add_argument("--fixed-length", action=argparse.BooleanOptionalAction, default=True,
                    help="force every response to exactly max new tokens on both sides (required on gpu)")
+    p.add_argument("--isolation", choices=["thread", "process"], default="thread",
+                   help="the arms as threads of this process, or each in a process of its own (its own heap, as "
+                   "when each framework trains alone); interleaved either way")
     p.add_argument("--arms", default="grpo,hicra,hicra+diag,trl", help="comma-separated subset of the four arms")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder for the random-init models (default: the "
                    "bundled SmolLM2 tokenizer); the GPU host gets one from benchmarks/prepare_gpu.sh")
@@ -117,7 +118,8 @@ def settings(args: argparse.Namespace) -> dict:
             "prompts": args.prompts or preset.prompts, "group_size": args.group_size or preset.group_size,
             "max_new_tokens": args.max_new_tokens or preset.max_new_tokens, "dtype": preset.dtype,
             "temperature": 1.0, "fixed_length": args.fixed_length, "warmup": args.warmup,
-            "steps": args.steps or preset.steps, "threads": preset.threads, "arms": args.arms.split(","),
+            "steps": args.steps or preset.steps, "threads": preset.threads, "isolation": args.isolation,
+            "arms": args.arms.split(","),
             "hicra_overrides": preset.hicra_overrides if args.hicra_override is None else args.hicra_override,
             "task": (preset.task or {}).get("_target_", "conf/task default (reasoning-gym chain_sum)"),
             "tokenizer": args.tokenizer}
@@ -138,31 +140,35 @@ def overrides(s: dict, model: str, gc: bool, arm: str) -> list[str]:
             *(s["hicra_overrides"] if arm in VARIANTS else [])]
 
 
+def run_arm(arm: str, cfg, num_steps: int, fixed_length: bool, gc: bool, threads: int | None, turns) -> dict:
+    """One arm's whole loop, stepping when `turns` says so; an error result instead of an exception (one failed arm,
+    e.g. out of memory, must not lose the others)."""
+    quiet()  # again in a spawned arm process, which starts with the defaults
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return run_trl(cfg, num_steps, fixed_length, gc, turns, arm) if arm == "trl" else \
+            run_hicra(cfg, num_steps, turns, arm)
+    except Exception as err:  # noqa: BLE001
+        traceback.print_exc()
+        release_memory()
+        return {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+    finally:
+        turns.end(arm)
+
+
 def run_block(s: dict, model: str, gc: bool, trl: str | None) -> dict:
     """All arms on one model and checkpointing setting, interleaved step by step (bench_turns.py): every arm is built
-    (one at a time) and parked at its first step, then each round runs every arm once, the order rotated."""
+    (one at a time) and parked at its first step, then each round runs every arm once, the order rotated. The arms are
+    threads of this process, or (`--isolation process`) each a process of its own."""
     task_node = {"task": PRESETS[s["preset"]].task} if PRESETS[s["preset"]].task else None
     num_steps = s["warmup"] + s["steps"]
     arms = [arm for arm in s["arms"] if arm != "trl" or trl is not None]
-    turns, runs, used, threads = Turns(), {}, {}, []
-
-    def arm_loop(arm: str, cfg) -> None:
-        try:
-            runs[arm] = run_trl(cfg, num_steps, s["fixed_length"], gc, turns, arm) if arm == "trl" else \
-                run_hicra(cfg, num_steps, turns, arm)
-        except Exception as err:  # noqa: BLE001 - one failed arm (e.g. out of memory) must not lose the others
-            traceback.print_exc()
-            runs[arm] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
-            release_memory()
-        finally:
-            turns.end(arm)
-
+    turns, used = (ProcessTurns() if s["isolation"] == "process" else Turns()), {}
     for arm in arms:  # one at a time: no arm's set-up runs beside another's step
         used[arm] = overrides(s, model, gc, arm)
-        thread = threading.Thread(target=arm_loop, args=(arm, compose(used[arm], task_node)), name=arm, daemon=True)
-        thread.start()
+        turns.start(arm, run_arm, arm, compose(used[arm], task_node), num_steps, s["fixed_length"], gc, s["threads"])
         turns.wait_ready(arm)
-        threads.append(thread)
     loads = []
     for r, order in enumerate(rotations(arms, num_steps)):
         kind = "warm-up" if r < s["warmup"] else "measured"
@@ -171,8 +177,8 @@ def run_block(s: dict, model: str, gc: bool, trl: str | None) -> dict:
         loads.append(load_average())
         for arm in order:
             turns.give(arm)
-    for thread in threads:
-        thread.join()
+    turns.join()
+    runs = turns.results
     floor = decode_floor_of(s, model, gc, task_node)
     summary = {arm: summarize(run, s["warmup"]) for arm, run in runs.items()}
     return {"model": model, "gradient_checkpointing": gc, "overrides": used, "runs": runs, "summary": summary,

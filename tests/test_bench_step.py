@@ -98,6 +98,50 @@ def test_turns_interleave_arms_one_step_at_a_time(bench, monkeypatch):
     assert not turns.give("a")  # an ended arm takes no more turns
 
 
+def _toy_arm(name: str, steps: int, log_path: str, turns) -> dict:
+    """An arm for ProcessTurns (module level: a spawned process imports it): logs each step it is given."""
+    import os
+
+    for step in range(steps):
+        turns.take(name)
+        with open(log_path, "a") as log:
+            log.write(f"{name} {step} {os.getpid()}\n")
+        if name == "dies" and step == 1:
+            os._exit(3)  # as an out-of-memory kill would
+    turns.end(name)
+    return {"steps": steps, "pid": os.getpid()}
+
+
+def test_process_turns_interleave_arms_each_in_its_own_process(bench, monkeypatch, tmp_path):
+    """--isolation process: the same rotated schedule, each arm in a process of its own, its result returned; an arm
+    whose process dies ends with an error and the others go on."""
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "benchmarks"))
+    import os
+
+    from bench_turns import ProcessTurns, rotations
+
+    log = tmp_path / "steps.log"
+    turns, arms = ProcessTurns(), ["a", "b", "dies"]
+    for name in arms:
+        turns.start(name, _toy_arm, name, 3, str(log))
+        turns.wait_ready(name)
+    order = rotations(arms, 3)
+    for round_order in order:
+        for name in round_order:
+            turns.give(name)
+    turns.join()
+    lines = [line.split() for line in log.read_text().splitlines()]
+    expected = [name for r in order for name in r]
+    del expected[len(expected) - 1 - expected[::-1].index("dies")]  # no third turn: it died in its second step
+    assert [name for name, _, _ in lines] == expected
+    pids = {name: {pid for n, _, pid in lines if n == name} for name in arms}
+    assert all(len(p) == 1 for p in pids.values()) and len(set.union(*pids.values())) == 3
+    assert str(os.getpid()) not in set.union(*pids.values())
+    assert turns.results["a"] == {"steps": 3, "pid": int(pids["a"].pop())}
+    assert turns.results["dies"] == {"error": "process exited with code 3"}
+    assert not turns.give("dies")
+
+
 def test_an_ended_arm_hands_its_memory_back(bench, monkeypatch):
     """Arms release freed memory when they park and when they end (an ended arm kept its peak: the OOM in TRL's last
     checkpointing-off step)."""
