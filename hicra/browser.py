@@ -27,7 +27,8 @@ def chromium_binary() -> str | None:
 
 
 class Browser:
-    def __init__(self, binary: str, width: int = 1400, height: int = 1000, timeout_s: float = 60.0):
+    def __init__(self, binary: str, width: int = 1400, height: int = 1000, timeout_s: float = 60.0,
+                 extra_args: tuple[str, ...] = ()):
         import websocket
 
         self._profile = tempfile.TemporaryDirectory(prefix="hicra-chromium-")
@@ -35,7 +36,7 @@ class Browser:
         self._process = subprocess.Popen(
             [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--no-first-run", "--remote-debugging-port=0", f"--user-data-dir={self._profile.name}",
-             f"--window-size={width},{height}", "about:blank"],
+             f"--window-size={width},{height}", *extra_args, "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port_file = Path(self._profile.name) / "DevToolsActivePort"
         deadline = time.monotonic() + timeout_s
@@ -91,10 +92,8 @@ class Browser:
                 raise TimeoutError(f"{url}: not ready after {timeout_s:.0f} s ({ready})")
             time.sleep(0.25)
 
-    def screenshot(self, path: Path, clip: dict | None = None) -> Path:
-        """A PNG of the viewport, or of `clip` ({x, y, width, height, scale} in CSS pixels)."""
-        params = {"format": "png"} | ({"clip": clip} if clip else {})
-        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", **params)["data"]))
+    def screenshot(self, path: Path) -> Path:
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
         return path
 
     def close(self) -> None:
