@@ -65,3 +65,23 @@ def test_mlflow_run_page_says_what_the_run_was_and_how_it_did(browser, trained_r
     assert "s1 hicra grams" in text  # the name, seed first
     assert "95% Wilson" in text and "Last completions" in text  # the description, rendered on the run page
     browser.screenshot(tmp_path / "run_page.png")
+
+
+SECTION_HEADER = "[data-testid='experiment-view-compare-runs-section-header']"
+
+
+def test_mlflow_orders_metric_sections_by_name_as_the_readme_says(browser, trained_run, mlflow_ui):
+    """The README ("The MLflow front end") tells users that the run page's "Model metrics" tab sorts its sections by
+    name, `train` and `val` after the diagnostics, whatever order hicra logs in (no tag or key order changes it). A
+    newer MLflow that orders them otherwise fails here, and the README's advice changes with it."""
+    import mlflow
+
+    run = mlflow.MlflowClient(tracking_uri=trained_run.tracking_uri).get_run(trained_run.run_id)
+    # no ?workflowType= here: after a run's sub-page, MLflow 3.17 stays on "Run page loading"
+    page = f"{mlflow_ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/model-metrics"
+    browser.open(page, ready=f"document.querySelectorAll(\"{SECTION_HEADER}\").length > 0", timeout_s=120)
+    sections = browser.evaluate(f"[...document.querySelectorAll(\"{SECTION_HEADER}\")]"
+                                ".map(h => h.innerText.split('\\n')[0].trim())")
+    named = [s for s in sections if s != "Model metrics"]  # keys without a `/`, always last
+    assert named == sorted(named) and {"hierarchy", "train", "val"} <= set(named), sections
+    assert named.index("hierarchy") < named.index("train") < named.index("val")  # what the README says
