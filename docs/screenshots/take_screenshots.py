@@ -20,10 +20,9 @@ from hicra.browser import Browser, chromium_binary, mlflow_server
 HERE = Path(__file__).resolve().parent
 MAX_BYTES = 400_000  # each PNG stays small enough for a git repository and a README
 ML_VIEW = "workflowType=machine_learning"  # MLflow 3 opens its GenAI view otherwise
-# MLflow 3.17 opens its Assistant panel (a quarter of the window) on a browser's first visit to a local server; a
-# user closes it once and the browser remembers. The screenshots start as that browser.
-# The model-training view is also set there: `?workflowType=` after a run's sub-page (`.../artifactPath/x.html`) leaves
-# MLflow 3.17 stuck on "Run page loading".
+# The browser's local storage, as a user's after a first visit: MLflow 3.17 opens its Assistant panel (a quarter of
+# the window) on the first visit to a local server, and a user closes it once. The model-training view is set there
+# too, for the run's sub-pages: `?workflowType=` after `.../artifactPath/x.html` leaves MLflow on "Run page loading".
 BROWSER_STATE = {"mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true", "mlflow.assistant.panelOpen_v1": "false",
                  "mlflow.workflowType_v1": json.dumps("machine_learning")}
 
