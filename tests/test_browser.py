@@ -1,17 +1,12 @@
-"""The project's HTML pages and MLflow's run page in a real browser (headless Chromium, tests/browser.py), on the
+"""The project's HTML pages and MLflow's run page in a real browser (headless Chromium, hicra/browser.py), on the
 session's tiny training run: each page loads without a script error, its figures load, and the run is identifiable.
 Slow tier (a browser and an MLflow server start); `make test` runs it, `make test-fast` does not."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-
 import pytest
-from browser import Browser, chromium_binary
+
+from hicra.browser import Browser, chromium_binary, mlflow_server
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(chromium_binary() is None, reason="no Chromium: `make setup` installs Debian's "
@@ -46,39 +41,17 @@ def test_reports_and_token_viewer_render_with_their_figures(browser, trained_run
     browser.evaluate(f"document.querySelector(\"input[value='{other}']\").click()")  # the page's script switches
     assert opened in ("by-a", "by-boost") and browser.evaluate("document.body.className") == f"by-{other}"
     assert "s1 hicra grams" in browser.evaluate("document.body.innerText")
-    completions = sorted((trained_run.run_dir / "completions").glob("completions_step*.html"))[-1]
+    completions = max((trained_run.run_dir / "completions").glob("completions_step*.html"))
     browser.open(completions.as_uri())
     assert browser.evaluate("document.querySelectorAll('.c .resp').length") > 0  # one card per completion
     assert "s1 hicra grams" in browser.evaluate("document.title")  # the page names its run
     assert browser.errors == []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_ui(trained_run, tmp_path):
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", trained_run.tracking_uri,
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=(tmp_path / "mlflow.log").open("w"))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.terminate()
-                pytest.fail(f"mlflow server did not start: {(tmp_path / 'mlflow.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
+    with mlflow_server(trained_run.tracking_uri, tmp_path / "mlflow.log") as url:
+        yield url
 
 
 def test_mlflow_run_page_says_what_the_run_was_and_how_it_did(browser, trained_run, mlflow_ui, tmp_path):
@@ -92,3 +65,23 @@ def test_mlflow_run_page_says_what_the_run_was_and_how_it_did(browser, trained_r
     assert "s1 hicra grams" in text  # the name, seed first
     assert "95% Wilson" in text and "Last completions" in text  # the description, rendered on the run page
     browser.screenshot(tmp_path / "run_page.png")
+
+
+SECTION_HEADER = "[data-testid='experiment-view-compare-runs-section-header']"
+
+
+def test_mlflow_orders_metric_sections_by_name_as_the_readme_says(browser, trained_run, mlflow_ui):
+    """The README ("The MLflow front end") tells users that the run page's "Model metrics" tab sorts its sections by
+    name, `train` and `val` after the diagnostics, whatever order hicra logs in (no tag or key order changes it). A
+    newer MLflow that orders them otherwise fails here, and the README's advice changes with it."""
+    import mlflow
+
+    run = mlflow.MlflowClient(tracking_uri=trained_run.tracking_uri).get_run(trained_run.run_id)
+    # no ?workflowType= here: after a run's sub-page, MLflow 3.17 stays on "Run page loading"
+    page = f"{mlflow_ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/model-metrics"
+    browser.open(page, ready=f"document.querySelectorAll(\"{SECTION_HEADER}\").length > 0", timeout_s=120)
+    sections = browser.evaluate(f"[...document.querySelectorAll(\"{SECTION_HEADER}\")]"
+                                ".map(h => h.innerText.split('\\n')[0].trim())")
+    named = [s for s in sections if s != "Model metrics"]  # keys without a `/`, always last
+    assert named == sorted(named) and {"hierarchy", "train", "val"} <= set(named), sections
+    assert named.index("hierarchy") < named.index("train") < named.index("val")  # what the README says

@@ -153,10 +153,10 @@ def run_description(name: str, choices: dict[str, str], seed: int, overrides: li
                     val_history: list[dict], completions: str | None, run_url: str) -> str:
     """The run page's description (MLflow's `mlflow.note.content`, Markdown): what the run was, how it did on the
     held-out split (with the Wilson interval and the two fractions to read before an accuracy), where its last
-    completions are."""
+    completions are, then the overrides. The outcome comes before the overrides: the run page shows the first few
+    lines and folds the rest behind "Show more", and a sweep's overrides (paths, URIs) fill those lines."""
     what = ", ".join(f"{k} `{choices[k]}`" for k in IDENTITY_PARAMS if k in choices)
-    lines = [f"**{name}**: {what}, seed {seed}, {steps} policy updates.", "",
-             f"Overrides: `{' '.join(overrides)}`" if overrides else "Overrides: none (the defaults).", ""]
+    lines = [f"**{name}**: {what}, seed {seed}, {steps} policy updates.", ""]
     if val_history:
         first, last = val_history[0], val_history[-1]
         interval = (f" [{last['val/accuracy_low']:.3f}, {last['val/accuracy_high']:.3f}] (95% Wilson)"
@@ -166,7 +166,8 @@ def run_description(name: str, choices: dict[str, str], seed: int, overrides: li
                   f"boxed {last.get('val/boxed_frac', float('nan')):.2f}, truncated "
                   f"{last.get('val/truncated_frac', float('nan')):.2f} (read these before the accuracy).", ""]
     if completions:
-        lines += [f"Last completions: [{completions}]({run_url}/artifactPath/{completions})"]
+        lines += [f"Last completions: [{completions}]({run_url}/artifactPath/{completions})", ""]
+    lines += [f"Overrides: `{' '.join(overrides)}`" if overrides else "Overrides: none (the defaults)."]
     return "\n".join(lines)
 
 

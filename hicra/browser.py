@@ -1,15 +1,19 @@
-"""Headless Chromium driven over the DevTools protocol: open a page, wait for it, read it, collect its script errors,
-take a screenshot. Just what the browser tests need (tests/test_browser.py); Chromium comes from Debian's packages
-(`make setup` installs it where missing and it can), the protocol client from `websocket-client` (the dev extra).
+"""Headless Chromium driven over the DevTools protocol (open a page, wait for it, read it, collect its script errors,
+take a screenshot) and a local `mlflow server` to point it at. What the browser tests (tests/test_browser.py) and the
+README's screenshots (docs/screenshots/take_screenshots.py) need; Chromium comes from Debian's packages (`make setup`
+installs it where missing and it can), the protocol client from `websocket-client` (the dev extra).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -23,7 +27,8 @@ def chromium_binary() -> str | None:
 
 
 class Browser:
-    def __init__(self, binary: str, width: int = 1400, height: int = 1000, timeout_s: float = 60.0):
+    def __init__(self, binary: str, width: int = 1400, height: int = 1000, timeout_s: float = 60.0,
+                 extra_args: tuple[str, ...] = ()):
         import websocket
 
         self._profile = tempfile.TemporaryDirectory(prefix="hicra-chromium-")
@@ -31,7 +36,7 @@ class Browser:
         self._process = subprocess.Popen(
             [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--no-first-run", "--remote-debugging-port=0", f"--user-data-dir={self._profile.name}",
-             f"--window-size={width},{height}", "about:blank"],
+             f"--window-size={width},{height}", *extra_args, "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port_file = Path(self._profile.name) / "DevToolsActivePort"
         deadline = time.monotonic() + timeout_s
@@ -100,3 +105,34 @@ class Browser:
         except subprocess.TimeoutExpired:
             self._process.kill()
         self._profile.cleanup()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(tracking_uri: str, log: Path, timeout_s: float = 120.0):
+    """`mlflow server` on `tracking_uri` at a free local port, one worker; yields its address once /health answers."""
+    port = free_port()
+    with log.open("w") as log_file:
+        server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
+                                   "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                                  stdout=subprocess.DEVNULL, stderr=log_file)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"mlflow server did not start: {log.read_text()[-2000:]}") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
