@@ -169,6 +169,11 @@ def _f(value, fmt: str = "{:.2f}", none: str = "n/a") -> str:
 ISOLATION = {"thread": "as threads of one process", "process": "each in a process of its own"}
 
 
+def _micro(s: dict) -> str:
+    micro = s.get("micro_batch")
+    return "the whole batch" if not micro else f"{micro} rows (TRL: per-device batch {micro}, gradient accumulation)"
+
+
 def _header(report: dict) -> list[str]:
     s, m = report["settings"], report["machine"]
     length = "fixed length" if s["fixed_length"] else "stopping at EOS, so lengths differ between sides"
@@ -179,8 +184,8 @@ def _header(report: dict) -> list[str]:
              (f"- versions: torch {m['torch']}, transformers {m['transformers']}, trl {m['trl'] or 'not installed'}, "
              f"pytorch-lightning {m['pytorch_lightning']}; git {m['git_sha'][:12]}"),
              (f"- work per step: {s['prompts']} prompts x {s['group_size']} samples x {s['max_new_tokens']} new tokens "
-             f"({length}), {s['dtype']}, temperature {s['temperature']}, beta 0, one update per rollout batch, whole "
-             f"batch per forward/backward; task {s['task']}"),
+             f"({length}), {s['dtype']}, temperature {s['temperature']}, beta 0, one update per rollout batch, "
+             f"{_micro(s)} per forward/backward; task {s['task']}"),
              (f"- schedule: the arms interleaved step by step, {ISOLATION[s.get('isolation', 'thread')]}, the order "
              f"rotated every round "
              f"(A B C D, B C D A, ...); {s['warmup']} warm-up round(s), then {s['steps']} measured rounds"),

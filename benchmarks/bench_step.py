@@ -88,6 +88,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "bundled SmolLM2 tokenizer); the GPU host gets one from benchmarks/prepare_gpu.sh")
     p.add_argument("--hicra-override", action="append", default=None, metavar="KEY=VALUE",
                    help="extra Hydra override for the hicra arms (repeatable; replaces the preset's extras)")
+    p.add_argument("--micro-batch", type=int, default=None, help="rows per forward/backward on both sides (hicra's "
+                   "micro_batch_size, TRL's per-device batch with gradient accumulation); default: the whole batch")
     p.add_argument("--prompts", type=int, default=None)
     p.add_argument("--group-size", type=int, default=None)
     p.add_argument("--max-new-tokens", type=int, default=None)
@@ -108,6 +110,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--preset {args.preset} needs a CUDA GPU and none is visible; allowed here: cpu, tiny")
     if args.warmup < 0 or (args.steps is not None and args.steps < 1):
         p.error("--warmup must be >= 0 and --steps >= 1")
+    rows = (args.prompts or preset.prompts) * (args.group_size or preset.group_size)
+    if args.micro_batch is not None and (args.micro_batch < 1 or rows % args.micro_batch):
+        p.error(f"--micro-batch {args.micro_batch} must divide the {rows} rows of a rollout batch")
     return args
 
 
@@ -119,6 +124,7 @@ def settings(args: argparse.Namespace) -> dict:
             "max_new_tokens": args.max_new_tokens or preset.max_new_tokens, "dtype": preset.dtype,
             "temperature": 1.0, "fixed_length": args.fixed_length, "warmup": args.warmup,
             "steps": args.steps or preset.steps, "threads": preset.threads, "isolation": args.isolation,
+            "micro_batch": args.micro_batch,
             "arms": args.arms.split(","),
             "hicra_overrides": preset.hicra_overrides if args.hicra_override is None else args.hicra_override,
             "task": (preset.task or {}).get("_target_", "conf/task default (reasoning-gym chain_sum)"),
@@ -133,7 +139,7 @@ def overrides(s: dict, model: str, gc: bool, arm: str) -> list[str]:
         model_overrides else []
     return [*VARIANTS.get(arm, VARIANTS["grpo"]), *model_overrides, *tokenizer, f"model.dtype={s['dtype']}",
             f"++model.gradient_checkpointing={str(gc).lower()}", f"trainer={PRESETS[s['preset']].trainer}",
-            "logger=none", f"prompts_per_step={P}", f"algorithm.group_size={G}", f"micro_batch_size={P * G}",
+            "logger=none", f"prompts_per_step={P}", f"algorithm.group_size={G}", f"micro_batch_size={s['micro_batch'] or P * G}",
             f"rollout.max_new_tokens={T}", f"rollout.min_new_tokens={T if s['fixed_length'] else 0}",
             f"rollout.temperature={s['temperature']}", f"trainer.max_steps={s['warmup'] + s['steps']}",
             "val_every_n_steps=1000000", "checkpoint_every_n_steps=0", "save_final_model=false",

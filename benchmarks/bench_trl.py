@@ -2,7 +2,7 @@
 
 Same weights (the `model` config node built again), the same prompt batches in the same order (a dataset of the
 rendered prompt strings, unshuffled), G, T, temperature/top-p/top-k, clip range, beta = 0, one optimizer step per
-rollout batch on the whole batch, token-mean loss ("dapo"), group-scaled advantages, AdamW with hicra's lr/betas and
+rollout batch in the same micro-batches (TRL: per-device batch x gradient accumulation), token-mean loss ("dapo"), group-scaled advantages, AdamW with hicra's lr/betas and
 a constant schedule, grad-norm clip, and hicra's task.score as the one reward function.
 """
 
@@ -35,12 +35,17 @@ def grpo_config(cfg: DictConfig, num_steps: int, fixed_length: bool, gradient_ch
     from trl import GRPOConfig
 
     P, G, T = cfg.prompts_per_step, cfg.algorithm.group_size, cfg.rollout.max_new_tokens
+    # hicra's micro-batch as TRL's per-device batch, accumulated over the rollout batch: one generation of P x G, one
+    # optimizer step, the loss normalised over the whole batch (dapo: the accumulated batch's tokens) on both sides
+    micro = cfg.micro_batch_size
+    accumulate = P * G // micro
     on_gpu = torch.cuda.is_available() and cfg.trainer.accelerator != "cpu"
     alg, optim = cfg.algorithm, cfg.optim
     return GRPOConfig(
         output_dir=out_dir, report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
         max_steps=num_steps, seed=cfg.seed, shuffle_dataset=False, dataloader_num_workers=0,
-        per_device_train_batch_size=P * G, gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1,
+        per_device_train_batch_size=micro, gradient_accumulation_steps=accumulate, steps_per_generation=accumulate,
+        num_iterations=1,
         num_generations=G, max_completion_length=T, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
         top_k=cfg.rollout.top_k, generation_kwargs={"min_new_tokens": T} if fixed_length else None,
         beta=0.0, epsilon=alg.clip_low, epsilon_high=alg.clip_high, loss_type=LOSS_TYPES[alg.aggregation],

@@ -61,13 +61,14 @@ def _check_metric(frame, metric: str, n_runs: int) -> None:
                            f"{', '.join(logged[:10]) or 'no val/ or train/ metric'}")
 
 
-def _experiment(client, infos) -> tuple[str, list[str]]:
-    """Name of the runs' experiment (the first run's if several): the compare run goes to `<name>-compare`."""
+def _experiment(client, infos) -> tuple[str, str | None, list[str]]:
+    """Name and artifact location of the runs' experiment (the first run's if several): the compare run goes to
+    `<name>-compare`, its artifacts beside the training runs' (not under the working directory's ./mlruns)."""
     ids = list(dict.fromkeys(i.experiment_id for i in infos))
     exp = client.get_experiment(ids[0])
     note = (f"runs come from {len(ids)} experiments; the report is logged to "
             f"'{exp.name}{COMPARE_EXPERIMENT_SUFFIX}', the first run's")
-    return exp.name, [] if len(ids) == 1 else [note]
+    return exp.name, exp.artifact_location, [] if len(ids) == 1 else [note]
 
 
 def _log(client, experiment_id: str, out: Path, stamp: str, summary: dict) -> str:
@@ -160,7 +161,7 @@ def compare(args: argparse.Namespace) -> Path:
     from hicra.compare.report import render_stdout
     from hicra.compare.summary import build_summary
 
-    experiment, notes = _experiment(client, infos)
+    experiment, artifact_location, notes = _experiment(client, infos)
     frame = fetch_metrics(client, infos)
     _check_metric(frame, args.metric, len(infos))
     runs = completion(infos, frame)
@@ -180,7 +181,7 @@ def compare(args: argparse.Namespace) -> Path:
     if not args.no_log:
         # Its own experiment: in the training experiment, MLflow's "select all -> compare" picked it up as a run.
         target = f"{experiment}{COMPARE_EXPERIMENT_SUFFIX}"
-        run_id = _log(client, ensure_experiment(uri, target, None), out, stamp, summary)
+        run_id = _log(client, ensure_experiment(uri, target, artifact_location), out, stamp, summary)
         print(f"{PROG}: logged to MLflow experiment '{target}' as run compare__{stamp} ({run_id}), "
               "artifacts under compare/")
     return out

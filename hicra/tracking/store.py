@@ -73,11 +73,15 @@ PLANNER_SHORT = {"strategic_grams": "grams", "random_placebo": "placebo", "high_
 NAMED_ELSEWHERE = ("seed", "algorithm", "planner")  # already in the name's first words
 
 
-def default_run_name(choices: dict[str, str], seed: int, swept: dict[str, str] | None = None) -> str:
+def default_run_name(choices: dict[str, str], seed: int, swept: dict[str, str] | None = None,
+                     uses_planner: bool = True) -> str:
     """`s1 hicra grams alpha=0.1`: the seed first (MLflow's runs table cuts long names), then the algorithm, the
-    planner and the values of the keys a sweep varies (their last dotted part), so the arms of a sweep read apart."""
+    planner and the values of the keys a sweep varies (their last dotted part), so the arms of a sweep read apart.
+    The planner is named only where it changes training (`uses_planner`: the algorithm reads the planning mask) or is
+    swept: `s1 grpo grams` beside `s1 hicra grams` read as if GRPO used the grams."""
     planner = choices.get("planner", "none")
-    words = [f"s{seed}", choices.get("algorithm", "run"), PLANNER_SHORT.get(planner, planner)]
+    named_planner = PLANNER_SHORT.get(planner, planner) if uses_planner or "planner" in (swept or {}) else ""
+    words = [f"s{seed}", choices.get("algorithm", "run"), named_planner]
     words += [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in (swept or {}).items()
               if key.rsplit(".", 1)[-1] not in NAMED_ELSEWHERE]
     return " ".join(w for w in words if w)[:120]

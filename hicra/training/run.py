@@ -181,7 +181,8 @@ def build_logger(cfg: DictConfig, choices: dict[str, str], resume_run_id: str | 
         if resume_run_id is not None:
             check_run_exists(uri, resume_run_id)
     return build(cfg.logger, tracking_uri=uri, artifact_location=artifact_location, run_id=resume_run_id,
-                 run_name=cfg.logger.get("run_name") or default_run_name(choices, cfg.seed, swept_overrides()))
+                 run_name=cfg.logger.get("run_name") or default_run_name(choices, cfg.seed, swept_overrides(),
+                                                                      cfg.algorithm.get("needs_planning_mask", True)))
 
 
 def check_run_exists(uri: str, run_id: str) -> None:

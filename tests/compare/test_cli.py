@@ -125,6 +125,7 @@ def test_report_files_and_mlflow_run(compared, capsys):
     assert not client.search_runs([study.experiment_id], "tags.`hicra.run_kind` = 'compare'")  # kept apart
     exp = client.get_experiment_by_name("study-compare")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.artifact_location == study.artifact_location  # beside the training runs, not under ./mlruns
     logged = client.search_runs([exp.experiment_id], "tags.`hicra.run_kind` = 'compare'")
     assert len(logged) == 1 and logged[0].info.run_name.startswith("compare__")
     assert logged[0].info.status == "FINISHED"

@@ -89,8 +89,8 @@ def test_multirun_2x2_lands_in_one_experiment(tmp_path):
                         f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = _runs(tmp_path, "sweep")
-    assert sorted(r.info.run_name for r in runs) == ["s0 grpo grams", "s0 hicra grams", "s1 grpo grams",
-                                                      "s1 hicra grams"]
+    # GRPO reads no planning mask: its name does not mention the planner it was given
+    assert sorted(r.info.run_name for r in runs) == ["s0 grpo", "s0 hicra grams", "s1 grpo", "s1 hicra grams"]
     assert all(r.info.status == "FINISHED" for r in runs)
     assert all("val/accuracy" in r.data.metrics for r in runs)
 
@@ -110,5 +110,8 @@ def test_run_names_put_the_seed_first_and_name_the_swept_keys(monkeypatch):
     assert default_run_name(choices, 0, {"algorithm.alpha": "0.1", "seed": "0", "algorithm": "hicra"}) == \
         "s0 hicra placebo alpha=0.1"
     assert default_run_name({"algorithm": "grpo", "planner": "none"}, 1) == "s1 grpo"
+    grpo = {"algorithm": "grpo", "planner": "strategic_grams"}
+    assert default_run_name(grpo, 1, uses_planner=False) == "s1 grpo"  # the planner changes nothing in training
+    assert default_run_name(grpo, 1, {"planner": "strategic_grams"}, uses_planner=False) == "s1 grpo grams"  # swept
     assert is_sweep("0.1,0.2") and is_sweep("range(0,3)") and is_sweep("choice(a,b)")
     assert not is_sweep("[1,2]") and not is_sweep("'a, b'") and not is_sweep("0.1")
