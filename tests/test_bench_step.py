@@ -189,6 +189,45 @@ def test_arms_do_the_same_work(bench, monkeypatch):
     assert "diagnostics=null" in grpo and "diagnostics=null" not in diag
 
 
+def test_micro_batch_is_the_same_on_both_sides(bench, capsys):
+    """--micro-batch: hicra's micro_batch_size and TRL's per-device batch with accumulation over the rollout batch."""
+    step, _ = bench
+    s = step.settings(step.parse_args(["--preset", "cpu", "--micro-batch", "8"]))
+    assert "micro_batch_size=8" in step.overrides(s, "smollm2", False, "grpo")
+    assert "micro_batch_size=8" in step.overrides(s, "smollm2", False, "trl")  # bench_trl reads it from there
+    whole = step.settings(step.parse_args(["--preset", "cpu"]))
+    assert "micro_batch_size=32" in step.overrides(whole, "smollm2", False, "grpo")
+    with pytest.raises(SystemExit):
+        step.parse_args(["--preset", "cpu", "--micro-batch", "12"])
+    assert "--micro-batch 12 must divide the 32 rows" in capsys.readouterr().err
+
+
+def test_trl_accumulates_micro_batches_over_one_rollout_batch(bench, tmp_path):
+    pytest.importorskip("trl")  # the `bench` extra
+    step, _ = bench
+    from bench_hicra import compose
+    from bench_trl import grpo_config
+
+    s = step.settings(step.parse_args(["--preset", "cpu", "--micro-batch", "8"]))
+    args = grpo_config(compose(step.overrides(s, "smollm2", False, "trl")), 2, True, False, str(tmp_path))
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.steps_per_generation) == (8, 4, 4)
+    assert args.generation_batch_size == 32  # one generation of 4 prompts x 8, one optimizer step
+
+
+def test_update_benchmark_times_forward_and_backward(monkeypatch):
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "benchmarks"))
+    import bench_update
+
+    times = bench_update.main(["--model", "tiny", "--steps", "2", "--threads", "1"])
+    assert len(times) == 2 and all(forward > 0 and backward > 0 for forward, backward in times)
+    model = bench_update.build_tiny_model().model
+    bench_update.compile_parts(model)
+    parts = [m for m in model.modules() if type(m).__name__.endswith(("MLP", "RMSNorm"))]
+    assert len(parts) == 2 * 3 + 1  # per layer: MLP and two norms; the final norm
+    assert all(m._compiled_call_impl is not None for m in parts)
+    assert all(m._compiled_call_impl is None for m in model.modules() if m not in parts)
+
+
 def test_gpu_preset_refuses_variable_length(bench, capsys):
     step, _ = bench
     with pytest.raises(SystemExit):
