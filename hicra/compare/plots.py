@@ -23,6 +23,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from hicra.analyze.figures import mark_token_budget
+from hicra.compare.metric_bounds import MIN_CI_RUNS, bounds
 from hicra.compare.summary import CONFIDENCE
 from hicra.metrics.stats import mean_ci
 
@@ -31,20 +32,7 @@ COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#0
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LINESTYLES = ["-", "--", "-.", ":"]
 CURVE_METRICS = ["train/accuracy", "hierarchy/semantic_entropy", "train/response_length"]  # after --metric
-FRACTIONS = ("accuracy", "frac", "pass_at")
-NON_NEGATIVE = ("entropy", "length", "ppl", "perplexity")
 LENGTH = "length"
-MIN_CI_RUNS = 3  # below this the band is the runs' range
-
-
-def bounds(key: str) -> tuple[float | None, float | None]:
-    """What a metric's value can be: fractions in [0, 1], entropies/lengths/perplexities >= 0, else unbounded."""
-    name = key.rsplit("/", 1)[-1]
-    if any(word in name for word in FRACTIONS):
-        return 0.0, 1.0
-    if any(word in name for word in NON_NEGATIVE):
-        return 0.0, None
-    return None, None
 
 
 def band(values: list[float], key: str) -> tuple[float, float, str] | None:

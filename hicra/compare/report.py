@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 
+from hicra.compare.metric_bounds import MIN_CI_RUNS
+
+
 def fmt_ci(ci: dict, digits: int = 3) -> str:
-    """`0.433 ± 0.124`; one value: `0.500 ± n/a`; none: `n/a`. Never prints NaN."""
+    """`0.433 ± 0.124` (3+ values); two values: their range, `0.300 [range 0.180, 0.420]`, as the plots draw it (a
+    t-interval on 1 degree of freedom is 12.7 standard errors wide: ± 1.5 on an accuracy); one value: `0.500 ± n/a`;
+    none: `n/a`. Never prints NaN."""
     if ci["mean"] is None:
         return "n/a"
+    if ci["n"] < MIN_CI_RUNS and ci["half_width"] is not None and ci.get("min") is not None:
+        return f"{ci['mean']:.{digits}f} [range {ci['min']:.{digits}f}, {ci['max']:.{digits}f}]"
     half = "n/a" if ci["half_width"] is None else f"{ci['half_width']:.{digits}f}"
     return f"{ci['mean']:.{digits}f} ± {half}"
 
@@ -76,8 +83,9 @@ def text_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 FOOTNOTES = [
-    ("Cells are mean ± half-width of the 95% confidence interval over runs (Student t, n - 1 degrees of freedom); "
-     "`± n/a`: one run, so no interval."),
+    ("Cells are mean ± half-width of the 95% confidence interval over runs (Student t, n - 1 degrees of freedom) "
+     f"from {MIN_CI_RUNS} runs on; with 2 runs, mean [range min, max] of the two (as in the figures); `± n/a`: one "
+     "run, so no interval."),
     ("**Final, best, steps, entropy, length and eval columns use finished runs only.** A run is unfinished when its "
      "MLflow status is not FINISHED or its last logged step is below its `trainer.max_steps`; unfinished runs count "
      "in the learning curves up to where they got. `(partial)`: the group has no finished run, so its numbers come "

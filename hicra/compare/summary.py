@@ -9,13 +9,14 @@ number is marked partial.
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pandas as pd
 
 from hicra.analyze.runs import AnalyzeError, series
 from hicra.compare.collect import EVAL_SCORE, EvalResult, TrainRun, positive_int_param
 from hicra.compare.grouping import Group
+from hicra.compare.metric_bounds import bounds
 from hicra.metrics.stats import MeanCI, mean_ci, welch_diff_ci
 
 SEMANTIC_ENTROPY, RESPONSE_LENGTH = "hierarchy/semantic_entropy", "train/response_length"
@@ -53,8 +54,14 @@ def run_numbers(run: TrainRun, frame: pd.DataFrame, metric: str, threshold: floa
     }
 
 
-def ci_dict(ci: MeanCI) -> dict:
-    return {k: v for k, v in asdict(ci).items() if k != "confidence"}
+def ci_dict(ci: MeanCI, values: list[float]) -> dict:
+    """The interval's fields plus the values' range, which the report shows instead below MIN_CI_RUNS runs."""
+    return {k: v for k, v in asdict(ci).items() if k != "confidence"} | \
+        {"min": min(values) if values else None, "max": max(values) if values else None}
+
+
+def _mean_ci(values: list[float]) -> dict:
+    return ci_dict(mean_ci(values, CONFIDENCE), values)
 
 
 def _values(rows: list[dict], field: str) -> list[float]:
@@ -69,16 +76,16 @@ def group_numbers(group: Group, rows: list[dict], eval_keys: list[str]) -> dict:
     evals = {}
     for key in eval_keys:
         scores = [r["evals"][key][EVAL_SCORE] for r in used if key in r["evals"]]
-        evals[key] = {"evaluated": len(scores), "of": len(used), "score": ci_dict(mean_ci(scores, CONFIDENCE))}
+        evals[key] = {"evaluated": len(scores), "of": len(used), "score": _mean_ci(scores)}
     return {
         "label": group.label, "keys": group.values, "n_runs": len(rows),
         "n_unfinished": len(rows) - len(finished), "partial": not finished, "n_used": len(used),
-        "final": ci_dict(mean_ci(_values(used, "final"), CONFIDENCE)),
-        "best": ci_dict(mean_ci(_values(used, "best"), CONFIDENCE)),
+        "final": _mean_ci(_values(used, "final")),
+        "best": _mean_ci(_values(used, "best")),
         "threshold": {"reached": len(steps), "of": len(used),
                       "median_step": float(statistics.median(steps)) if steps else None},
-        "semantic_entropy_final": ci_dict(mean_ci(_values(used, "semantic_entropy_final"), CONFIDENCE)),
-        "response_length_final": ci_dict(mean_ci(_values(used, "response_length_final"), CONFIDENCE)),
+        "semantic_entropy_final": _mean_ci(_values(used, "semantic_entropy_final")),
+        "response_length_final": _mean_ci(_values(used, "response_length_final")),
         "evals": evals,
         "runs": rows,
     }
@@ -120,6 +127,15 @@ def verdict(name: str, base: str, quantity: str, d) -> str:
     return f"CI includes 0: no detectable difference with {n} ({interval}); this does not show that they are equal"
 
 
+def within_bounds(d, key: str):
+    """The Welch interval cut to the differences the metric allows (accuracy: [-1, 1]); still a 95% interval, since
+    the true difference lies inside those bounds. With 2 runs a side it would otherwise reach [-1.03, +1.09]."""
+    low, high = bounds(key)
+    if d.low is None or low is None or high is None:
+        return d
+    return replace(d, low=max(d.low, low - high), high=min(d.high, high - low))
+
+
 def comparisons(groups: list[dict], baseline: str | None, metric: str, eval_keys: list[str]) -> list[dict]:
     """Each non-baseline group minus the baseline: final `metric` and every eval score, Welch 95% CI."""
     if baseline is None:
@@ -127,13 +143,14 @@ def comparisons(groups: list[dict], baseline: str | None, metric: str, eval_keys
     base = next(g for g in groups if g["label"] == baseline)
     out = []
     for group in (g for g in groups if g["label"] != baseline):
-        quantities = [(f"final {metric}", lambda rows: _values(rows, "final"))]
-        quantities += [(f"{EVAL_SCORE} {key}", lambda rows, k=key: [r["evals"][k][EVAL_SCORE] for r in rows
-                                                                      if k in r["evals"]]) for key in eval_keys]
-        for quantity, values in quantities:
+        quantities = [(f"final {metric}", metric, lambda rows: _values(rows, "final"))]
+        quantities += [(f"{EVAL_SCORE} {key}", EVAL_SCORE, lambda rows, k=key: [r["evals"][k][EVAL_SCORE]
+                                                                                for r in rows if k in r["evals"]])
+                       for key in eval_keys]
+        for quantity, metric_key, values in quantities:
             used_g = [r for r in group["runs"] if not r["unfinished"]] or group["runs"]
             used_b = [r for r in base["runs"] if not r["unfinished"]] or base["runs"]
-            d = welch_diff_ci(values(used_g), values(used_b), CONFIDENCE)
+            d = within_bounds(welch_diff_ci(values(used_g), values(used_b), CONFIDENCE), metric_key)
             partial = group["partial"] or base["partial"]
             text = verdict(group["label"], baseline, quantity, d)
             out.append({"group": group["label"], "baseline": baseline, "quantity": quantity, "diff": d.diff,

@@ -113,7 +113,7 @@ def test_report_files_and_mlflow_run(compared, capsys):
     report = (out / "report.md").read_text()
     for text in ["| 3 (1 unfinished) |", "0.200 ± 0.248", "0.400 ± n/a", "(partial)", "finished runs only",
                  "last 3 logged steps", "status RUNNING; last logged step 2 < trainer.max_steps 4", "status KILLED",
-                 "not applicable", "CI excludes 0", "0.450 ± 0.635 (2/2 evaluated)", *ids.values()]:
+                 "not applicable", "CI excludes 0", "0.450 [range 0.400, 0.500] (2/2 evaluated)", *ids.values()]:
         assert text in report, text
     assert "nan" not in report.lower().replace("planner", "")
     for name in ("learning_curves.png", "eval_scores.png"):
