@@ -199,7 +199,7 @@ def _ci(values, fmt: str = "{:.2f}") -> str:
 
 def _step_cell(summary: dict) -> str:
     if "error" in summary:
-        return "error"
+        return "not run" if summary["error"] == "not run" else "error"
     return f"{_f(summary.get('median_step_s'), '{:.1f}')} {_ci(summary.get('median_step_ci'), '{:.1f}')}"
 
 

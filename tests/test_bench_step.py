@@ -54,6 +54,8 @@ def test_a_missing_or_failed_arm_leaves_its_ratios_empty(bench):
     runs = {"grpo": _run([1.0, 1.0], [8, 8]), "trl": {"error": "OutOfMemoryError: ..."}}
     c = report.compare(runs, {arm: report.summarize(run, 1) for arm, run in runs.items()}, warmup=1)
     assert c["grpo_over_trl"] is None and c["hicra_overhead"] is None
+    assert report._step_cell({"error": "not run"}) == "not run"  # an arm left out by --arms
+    assert report._step_cell(runs["trl"]) == "error"
 
 
 def test_median_interval_is_the_binomial_order_statistics(bench):
