@@ -17,7 +17,7 @@ from hicra.analyze.runs import AnalyzeError, series
 from hicra.compare.collect import EVAL_SCORE, EvalResult, TrainRun, positive_int_param
 from hicra.compare.grouping import Group
 from hicra.compare.metric_bounds import bounds
-from hicra.metrics.stats import MeanCI, mean_ci, welch_diff_ci
+from hicra.metrics.stats import mean_ci, welch_diff_ci
 
 SEMANTIC_ENTROPY, RESPONSE_LENGTH = "hierarchy/semantic_entropy", "train/response_length"
 TAIL_STEPS = 3  # rollout metrics are noisy step to step: "final" = mean of each run's last 3 logged values
@@ -54,14 +54,10 @@ def run_numbers(run: TrainRun, frame: pd.DataFrame, metric: str, threshold: floa
     }
 
 
-def ci_dict(ci: MeanCI, values: list[float]) -> dict:
-    """The interval's fields plus the values' range, which the report shows instead below MIN_CI_RUNS runs."""
-    return {k: v for k, v in asdict(ci).items() if k != "confidence"} | \
-        {"min": min(values) if values else None, "max": max(values) if values else None}
-
-
 def _mean_ci(values: list[float]) -> dict:
-    return ci_dict(mean_ci(values, CONFIDENCE), values)
+    """Mean and 95% interval of `values`, plus their range, which the report shows instead below MIN_CI_RUNS runs."""
+    ci = {k: v for k, v in asdict(mean_ci(values, CONFIDENCE)).items() if k != "confidence"}
+    return ci | {"min": min(values) if values else None, "max": max(values) if values else None}
 
 
 def _values(rows: list[dict], field: str) -> list[float]:

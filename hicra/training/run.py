@@ -168,8 +168,10 @@ def check_devices(cfg: DictConfig) -> None:
         check_ranks_divide(int(cfg.prompts_per_step), devices * nodes)  # (devices=auto: each rank checks, data.py)
 
 
-def build_logger(cfg: DictConfig, choices: dict[str, str], resume_run_id: str | None = None):
-    """The MLflow logger: a new run, or with `resume_run_id` the run a checkpoint belongs to."""
+def build_logger(cfg: DictConfig, choices: dict[str, str], resume_run_id: str | None = None,
+                 uses_planner: bool = True):
+    """The MLflow logger: a new run, or with `resume_run_id` the run a checkpoint belongs to. `uses_planner`: the
+    algorithm reads the planning mask, so the run's default name names the planner."""
     if not cfg.logger.get("_target_"):
         return None
     quiet_mlflow()  # no "INFO mlflow.store.db.utils: Creating initial MLflow database tables..." on a new store
@@ -180,9 +182,9 @@ def build_logger(cfg: DictConfig, choices: dict[str, str], resume_run_id: str | 
         ensure_experiment(uri, cfg.logger.experiment_name, artifact_location)
         if resume_run_id is not None:
             check_run_exists(uri, resume_run_id)
+    name = cfg.logger.get("run_name") or default_run_name(choices, cfg.seed, swept_overrides(), uses_planner)
     return build(cfg.logger, tracking_uri=uri, artifact_location=artifact_location, run_id=resume_run_id,
-                 run_name=cfg.logger.get("run_name") or default_run_name(choices, cfg.seed, swept_overrides(),
-                                                                      cfg.algorithm.get("needs_planning_mask", True)))
+                 run_name=name)
 
 
 def check_run_exists(uri: str, run_id: str) -> None:
@@ -279,7 +281,8 @@ def fit_run(cfg: DictConfig, choices: dict[str, str], parts: tuple, out_dir: Pat
     longest = longest_prompt_tokens(bundle.tokenizer, task, cfg.system_prompt, sampler.max_prompt_tokens)
     check_fits_context(bundle.model.config, longest, sampler)
     watch.raise_if_signalled()  # stopped while the model loaded: no MLflow run exists yet
-    logger = watch.logger = build_logger(cfg, choices, resume.mlflow_run_id) if is_main else None
+    logger = watch.logger = \
+        build_logger(cfg, choices, resume.mlflow_run_id, algorithm.needs_planning_mask) if is_main else None
     with ended_on_failure(logger):  # from here on, a failure ends the MLflow run instead of leaving it RUNNING
         return fit_and_summarise(cfg, choices, out_dir, resume, watch, is_main, num_batches, bundle, datamodule,
                                  module, logger)

@@ -107,13 +107,18 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, mon
     assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]  # no temp file left behind
 
 
-def test_ckpt_path_last_finds_the_newest_checkpoint(tmp_path):
-    old = tmp_path / "runs/2026-01-01/10-00-00/checkpoints/last.ckpt"
-    new = tmp_path / "multiruns/2026-01-02/09-00-00/3/checkpoints/last.ckpt"
-    for i, path in enumerate((old, new)):
+def _checkpoints_oldest_first(*paths: Path) -> None:
+    """A stand-in last.ckpt at each path, each one second newer than the one before."""
+    for i, path in enumerate(paths):
         path.parent.mkdir(parents=True)
         path.write_bytes(b"x")
         os.utime(path, (1_000_000 + i, 1_000_000 + i))
+
+
+def test_ckpt_path_last_finds_the_newest_checkpoint(tmp_path):
+    old = tmp_path / "runs/2026-01-01/10-00-00/checkpoints/last.ckpt"
+    new = tmp_path / "multiruns/2026-01-02/09-00-00/3/checkpoints/last.ckpt"
+    _checkpoints_oldest_first(old, new)
     assert resolve_checkpoint("last", tmp_path) == new
     assert resolve_checkpoint(str(old.parent), tmp_path) == old
     with pytest.raises(ConfigError, match="does not exist"):
@@ -125,10 +130,7 @@ def test_ckpt_path_last_finds_the_newest_checkpoint(tmp_path):
 def test_ckpt_path_last_means_the_run_folder_the_command_names(tmp_path):
     named = tmp_path / "runs/mine/checkpoints/last.ckpt"
     newer = tmp_path / "runs/someone_else/checkpoints/last.ckpt"
-    for i, path in enumerate((named, newer)):
-        path.parent.mkdir(parents=True)
-        path.write_bytes(b"x")
-        os.utime(path, (1_000_000 + i, 1_000_000 + i))
+    _checkpoints_oldest_first(named, newer)
     assert resolve_checkpoint("last", tmp_path, run_dir=named.parent.parent) == named
     with pytest.raises(ConfigError, match=r"ckpt_path=last: no last.ckpt in the run folder the command names"):
         resolve_checkpoint("last", tmp_path, run_dir=tmp_path / "runs/new")
