@@ -113,11 +113,12 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     from mlflow import MlflowClient
 
-    exp_id, train, compare = runs(MlflowClient(tracking_uri=args.tracking_uri), args.experiment)
+    client = MlflowClient(tracking_uri=args.tracking_uri)
+    exp_id, train, compare = runs(client, args.experiment)
     names = [r.info.run_name for r in train]
     first = train[0]
-    completions = max(a.path for a in MlflowClient(tracking_uri=args.tracking_uri).list_artifacts(
-        first.info.run_id, "completions") if a.path.endswith(".html"))  # the last step's page
+    completions = max(a.path for a in client.list_artifacts(first.info.run_id, "completions")
+                      if a.path.endswith(".html"))  # the last step's page
     width, height = (int(v) for v in args.size.split("x"))
     args.out.mkdir(parents=True, exist_ok=True)
     # frames in the page's process, so that the DevTools DOM reaches into the artifact viewer's sandboxed frame
