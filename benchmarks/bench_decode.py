@@ -11,9 +11,11 @@ Variants (each also a record of what a change bought; the "previous" pieces are 
   loop-before       hicra's loop as it was: dynamic cache (torch.cat per step) and torch.multinomial
   loop-prealloc     the preallocated cache, torch.multinomial
   loop-cdf          dynamic cache, inverse-CDF draws
-  loop              both: the loop hicra runs now
+  loop              both: the loop as it was before packed linears
+  loop-packed       the loop hicra runs now: `loop` with oneDNN-packed linear weights (hicra/rollout/packed_linear.py)
   generate-static   model.generate with a static cache, its decoding step compiled (gpu preset only)
-Variants run round-robin, rotated each repeat, in one process; medians and their spread are reported.
+Variants run round-robin, rotated each repeat, in one process; medians and their spread are reported. The floor is
+also measured with packed linear weights (`floor_packed`): what the same forward costs with the loop's packing.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from bench_hicra import compose, prompt_batches, sync
 from hicra.models import prefix_sharing
 from hicra.rollout import decode as decode_module
 from hicra.rollout.kv_cache import preallocate
+from hicra.rollout.packed_linear import packed_linears
 
 
 @torch.no_grad()
@@ -79,9 +82,9 @@ def _patched(cache: bool, cdf: bool):
 def variants(model, tokenizer, ids, mask, G: int, T: int, eos: list[int], temperature: float) -> dict:
     pad = tokenizer.pad_token_id
 
-    def loop(cache: bool, cdf: bool):
+    def loop(cache: bool, cdf: bool, packed: bool = False):
         def run():
-            with _patched(cache, cdf):
+            with _patched(cache, cdf), packed_linears(model, len(ids) * G, enabled=packed):
                 return decode_module.decode(model, ids, mask, G, T, eos, pad, temperature=temperature,
                                             min_new_tokens=T)
         return run
@@ -99,7 +102,8 @@ def variants(model, tokenizer, ids, mask, G: int, T: int, eos: list[int], temper
         return out[:, ids.shape[1]:]
 
     return {"generate": generate, "loop-before": loop(False, False), "loop-prealloc": loop(True, False),
-            "loop-cdf": loop(False, True), "loop": loop(True, True), "generate-static": generate_static}
+            "loop-cdf": loop(False, True), "loop": loop(True, True), "loop-packed": loop(True, True, packed=True),
+            "generate-static": generate_static}
 
 
 # preset -> (prompts, group size, new tokens, dtype, Hydra overrides of the `model` group or None = the bundled model)
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--variants", default=None, help="comma-separated (default cpu: generate,loop-before,"
-                   "loop-prealloc,loop-cdf,loop; gpu: generate,generate-static,loop)")
+                   "loop-prealloc,loop-cdf,loop,loop-packed; gpu: generate,generate-static,loop)")
     p.add_argument("--threads", type=int, default=2, help="torch threads on the cpu preset")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder for the gpu preset's random-init model")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/decode-<preset>.json)")
@@ -129,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     if device == "cpu":
         torch.set_num_threads(args.threads)
     names = (args.variants or ("generate,generate-static,loop" if device == "cuda" else
-                               "generate,loop-before,loop-prealloc,loop-cdf,loop")).split(",")
+                               "generate,loop-before,loop-prealloc,loop-cdf,loop,loop-packed")).split(",")
     out_path = args.out or PROJECT_ROOT / "benchmarks" / "results" / f"decode-{args.preset}.json"
     task_node = None  # the default task (reasoning-gym chain_sum); the GPU host has no verifier libraries
     if shape:
@@ -160,7 +164,10 @@ def main(argv: list[str] | None = None) -> dict:
             assert out.shape == (len(prompts) * G, T), (name, out.shape)
             print(f"[decode] repeat {r + 1} {name}: {times[name][-1]:.2f} s", flush=True)
         floors.append(decode_floor(model, enc.input_ids, enc.attention_mask, G, T))
-        print(f"[decode] repeat {r + 1} floor: {floors[-1]['floor_s']:.2f} s", flush=True)
+        with packed_linears(model, len(prompts) * G):
+            floors[-1]["floor_packed_s"] = decode_floor(model, enc.input_ids, enc.attention_mask, G, T)["floor_s"]
+        print(f"[decode] repeat {r + 1} floor: {floors[-1]['floor_s']:.2f} s, packed linears "
+              f"{floors[-1]['floor_packed_s']:.2f} s", flush=True)
     floor = statistics.median(f["floor_s"] for f in floors)
     result = {"machine": machine_info(), "preset": args.preset,
               "work": {"prompts": len(prompts), "group_size": G, "new_tokens": T,
@@ -168,13 +175,15 @@ def main(argv: list[str] | None = None) -> dict:
               "floor": floors, "times": times,
               "summary": {n: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
                               "over_floor": statistics.median(t) / floor} for n, t in times.items()},
-              "floor_median_s": floor, "command": " ".join(sys.argv)}
+              "floor_median_s": floor, "floor_packed_median_s": statistics.median(f["floor_packed_s"] for f in floors),
+              "command": " ".join(sys.argv)}
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=2) + "\n")
     for name, s in result["summary"].items():
         print(f"{name:14s} median {s['median_s']:7.2f} s  [{s['min_s']:.2f}, {s['max_s']:.2f}]  "
               f"{s['over_floor']:.2f}x floor", flush=True)
-    print(f"floor          {floor:7.2f} s  (forward {floors[0]['forward_s'] * 1e3:.0f} ms x {T} steps)")
+    print(f"floor          {floor:7.2f} s  (forward {floors[0]['forward_s'] * 1e3:.0f} ms x {T} steps); with packed "
+          f"linears {result['floor_packed_median_s']:.2f} s")
     return result
 
 

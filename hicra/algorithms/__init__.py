@@ -19,7 +19,8 @@ use the helpers here but is never imported by them.
 """
 
 from hicra.algorithms.advantages import ADVANTAGE_SCALES, frac_zero_std_groups, group_advantages
-from hicra.algorithms.functional import entropy_from_logits, logprobs_from_logits, masked_mean, masked_sum
+from hicra.algorithms.functional import (entropy_from_logits, logprobs_and_entropy, logprobs_from_logits, masked_mean,
+                                         masked_sum)
 from hicra.algorithms.losses import (
     AGGREGATIONS,
     KL_ESTIMATORS,
@@ -54,6 +55,7 @@ __all__ = [
     "identity_token_advantages",
     "kl_penalty",
     "kl_shaped_rewards",
+    "logprobs_and_entropy",
     "logprobs_from_logits",
     "masked_mean",
     "masked_sum",

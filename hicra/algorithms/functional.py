@@ -11,8 +11,10 @@ from torch import Tensor
 
 Dim = Optional[Union[int, tuple[int, ...]]]
 
-# Rows (= token positions) per chunk: 1024 rows x 152k vocab x 4 bytes ~ 0.6 GB of fp32 temporaries at most.
-DEFAULT_CHUNK_SIZE = 1024
+# Rows (= token positions) per block of the log-prob / entropy pass: 32 rows x 49k vocab x 4 bytes = 6 MB per
+# temporary, which stays in cache and is reused from the heap; larger blocks measured slower on CPU (see
+# logprobs_and_entropy).
+DEFAULT_CHUNK_SIZE = 32
 
 
 def masked_sum(x: Tensor, mask: Tensor, dim: Dim = None) -> Tensor:
@@ -31,13 +33,11 @@ def masked_mean(x: Tensor, mask: Tensor, dim: Dim = None) -> Tensor:
     return masked_sum(x, mask, dim) / count.clamp(min=1)
 
 
-def _row_chunks(logits: Tensor, chunk_size: int) -> tuple[Tensor, ...]:
-    """Flatten (B,T,V) -> (B*T,V) and split it into chunks of at most `chunk_size` rows (views, no copy)."""
+def _check_logits(logits: Tensor, chunk_size: int) -> None:
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if logits.dim() != 3:
         raise ValueError(f"logits must be (B,T,V), got shape {tuple(logits.shape)}")
-    return logits.reshape(-1, logits.shape[-1]).split(chunk_size)  # each (<=chunk_size, V)
 
 
 def logprobs_from_logits(logits: Tensor, targets: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -45,37 +45,100 @@ def logprobs_from_logits(logits: Tensor, targets: Tensor, chunk_size: int = DEFA
     """log p(target) = z[target] - logsumexp(z) with z = logits / temperature, per position, in fp32.
 
     logits (B,T,V), targets (B,T) int -> (B,T) float32. Differentiable w.r.t. logits.
-    A full log_softmax (or a full logits / temperature) would allocate another (B,T,V) tensor (in fp32: 4 bytes x B
-    x T x V); processing `chunk_size` rows at a time keeps the temporaries at (chunk_size, V).
     """
-    if targets.shape != logits.shape[:-1]:
-        raise ValueError(f"targets shape {tuple(targets.shape)} != logits.shape[:-1] {tuple(logits.shape[:-1])}")
-    flat_targets = targets.reshape(-1, 1).split(chunk_size)  # each (<=chunk_size, 1)
-    out = []
-    for rows, tgt in zip(_row_chunks(logits, chunk_size), flat_targets):
-        rows = _scaled(rows, temperature)  # (n, V); fp32 because bf16 logsumexp loses ~2 significant digits
-        picked = rows.gather(-1, tgt).squeeze(-1)  # (n,)
-        out.append(picked - torch.logsumexp(rows, dim=-1))  # (n,)
-    return torch.cat(out).view(targets.shape)  # (B,T)
-
-
-def _scaled(rows: Tensor, temperature: float) -> Tensor:
-    rows = rows.float()  # no copy when already fp32
-    return rows / temperature if temperature != 1.0 else rows
+    return logprobs_and_entropy(logits, targets, temperature, with_entropy=False, chunk_size=chunk_size)[0]
 
 
 def entropy_from_logits(logits: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE, temperature: float = 1.0) -> Tensor:
     """Shannon entropy (nats) of softmax(logits / temperature) per position, in fp32.
 
     H = -sum_v p_v log p_v = logsumexp(z) - sum_v p_v z_v, with p = softmax(z).
-    logits (B,T,V) -> (B,T) float32. Differentiable; chunked over rows like `logprobs_from_logits`.
+    logits (B,T,V) -> (B,T) float32. Differentiable w.r.t. logits.
     Note: this is the entropy of the whole next-token distribution, not the surprisal -log p(sampled token).
     """
-    out = []
-    for rows in _row_chunks(logits, chunk_size):
-        # fp32; -inf logits (banned tokens) become the most negative float so that p*z is 0*(-big) = 0, not NaN
-        rows = _scaled(rows, temperature).clamp(min=torch.finfo(torch.float32).min)  # (n, V)
-        lse = torch.logsumexp(rows, dim=-1)  # (n,)
-        probs = torch.exp(rows - lse.unsqueeze(-1))  # (n, V)
-        out.append(lse - (probs * rows).sum(-1))  # (n,)
-    return torch.cat(out).view(logits.shape[:-1])  # (B,T)
+    targets = torch.zeros(logits.shape[:-1], dtype=torch.long, device=logits.device)  # any token: only H is kept
+    return logprobs_and_entropy(logits, targets, temperature, with_entropy=True, chunk_size=chunk_size)[1]
+
+
+def logprobs_and_entropy(logits: Tensor, targets: Tensor, temperature: float = 1.0, with_entropy: bool = True,
+                         entropy_grad: bool = True, chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[Tensor, Tensor | None]:
+    """log p(target) and (optionally) the entropy H of p = softmax(logits / temperature) at every position, in fp32,
+    in one pass over blocks of `chunk_size` rows. log p is differentiable w.r.t. logits, H too unless
+    `entropy_grad=False` (then the backward skips its term: only entropy-regularised losses need it).
+
+    logits (B,T,V) any float dtype, targets (B,T) int -> logprobs (B,T) float32, entropy (B,T) float32 or None.
+    Autograd's log_softmax-and-gather would keep and rebuild several (B*T, V) tensors (the logsumexp backward's
+    exp and subtraction, the gather backward's zeros, their sum); here every temporary is (chunk_size, V), small
+    enough to stay in cache and be reused from the heap, and the backward allocates only the gradient it returns.
+    """
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(f"targets shape {tuple(targets.shape)} != logits.shape[:-1] {tuple(logits.shape[:-1])}")
+    _check_logits(logits, chunk_size)
+    flat = logits.reshape(-1, logits.shape[-1])  # (N,V) a view when contiguous
+    logprobs, entropy = _LogprobsAndEntropy.apply(flat, targets.reshape(-1), float(temperature), with_entropy,
+                                                  with_entropy and entropy_grad, chunk_size)  # (N,) each
+    return logprobs.view(targets.shape), entropy.view(targets.shape) if with_entropy else None
+
+
+# A floor for log p: exp() of anything below ~-104 is 0 in fp32, so this changes no value, and unlike -inf (a banned
+# token) it keeps p * log p and h * (log p + H) finite (0 once multiplied by p = 0).
+_LOG_P_FLOOR = -1e4
+
+
+class _LogprobsAndEntropy(torch.autograd.Function):
+    """(N,V) logits -> log p(target) (N,) and H (N,), p = softmax(logits / T), block by block.
+
+    Gradients, with z = logits / T, log p = z - lse(z), and g, h the incoming gradients of log p(target) and H:
+        d log p(t) / d z = onehot(t) - p,        dH / d z = -p * (log p + H),
+    each divided by T for the logits. -inf logits (banned tokens) have p = 0 and contribute 0, never NaN.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor, temperature: float, with_entropy: bool, entropy_grad: bool,
+                block: int):
+        n = logits.shape[0]
+        logprobs = torch.empty(n, dtype=torch.float32, device=logits.device)  # (N,)
+        lse = torch.empty_like(logprobs)  # (N,)
+        entropy = torch.empty_like(logprobs) if with_entropy else logprobs.new_empty(0)
+        for lo in range(0, n, block):
+            z = _scaled(logits[lo:lo + block], temperature)  # (n_b, V) fp32
+            lse[lo:lo + block] = torch.logsumexp(z, dim=-1)
+            logprobs[lo:lo + block] = z.gather(-1, targets[lo:lo + block, None]).squeeze(-1) - lse[lo:lo + block]
+            if with_entropy:
+                log_p = _log_softmax_block(z, lse[lo:lo + block])  # (n_b, V), banned tokens at the most negative float
+                entropy[lo:lo + block] = -torch.linalg.vecdot(log_p.exp(), log_p)  # -sum p log p
+        ctx.save_for_backward(logits, targets, lse, entropy)
+        ctx.temperature, ctx.entropy_grad, ctx.block = temperature, entropy_grad, block
+        if not entropy_grad:
+            ctx.mark_non_differentiable(entropy)
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logprobs: Tensor, grad_entropy: Tensor):
+        logits, targets, lse, entropy = ctx.saved_tensors
+        temperature, block = ctx.temperature, ctx.block
+        grad = torch.empty_like(logits)  # (N,V) the only full-size allocation
+        g = grad_logprobs.float() / temperature  # (N,)
+        h = grad_entropy.float() / temperature if ctx.entropy_grad else None  # (N,)
+        for lo in range(0, logits.shape[0], block):
+            z = _scaled(logits[lo:lo + block], temperature)  # (n_b, V)
+            log_p = _log_softmax_block(z, lse[lo:lo + block])  # (n_b, V)
+            if h is None:
+                d = log_p.exp_().mul_(-g[lo:lo + block, None])  # -g * p
+            else:  # -g * p - h * p * (log p + H)  =  -p * (g + h * (log p + H))
+                p = log_p.exp()
+                d = log_p.add_(entropy[lo:lo + block, None]).mul_(h[lo:lo + block, None])
+                d = d.add_(g[lo:lo + block, None]).mul_(p).neg_()
+            d.scatter_add_(-1, targets[lo:lo + block, None], g[lo:lo + block, None])  # + g * onehot(t)
+            grad[lo:lo + block] = d
+        return grad, None, None, None, None, None
+
+
+def _log_softmax_block(z: Tensor, lse: Tensor) -> Tensor:
+    """log p = z - lse per row (n_b, V), a fresh tensor, floored at _LOG_P_FLOOR."""
+    return (z - lse[:, None]).clamp_(min=_LOG_P_FLOOR)
+
+
+def _scaled(rows: Tensor, temperature: float) -> Tensor:
+    rows = rows.float()  # no copy when already fp32
+    return rows / temperature if temperature != 1.0 else rows

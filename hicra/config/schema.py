@@ -95,7 +95,8 @@ ROLLOUT = {
     "temperature": number(0, 10, lo_open=True), "top_p": FRACTION, "top_k": integer(0),
     "max_new_tokens": integer(1), "max_prompt_tokens": integer(1), "val_max_new_tokens": integer(1, null=True),
     "min_new_tokens": integer(0), "cache_implementation": one_of(*CACHE_IMPLEMENTATIONS, null=True),
-    "prompt_bucket": integer(0, meaning="0 = off"), "gpu_memory_utilization": FRACTION, "enforce_eager": flag(),
+    "prompt_bucket": integer(0, meaning="0 = off"), "packed_linears": flag(), "gpu_memory_utilization": FRACTION,
+    "enforce_eager": flag(),
     "dtype": one_of("auto", *MODEL_DTYPES), "max_model_len": integer(1, null=True), "seed": SEED,
 }
 

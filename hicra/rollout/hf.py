@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from hicra.algorithms import entropy_from_logits, logprobs_from_logits
+from hicra.algorithms import logprobs_and_entropy
 from hicra.errors import ConfigError
 from hicra.models import prefix_sharing
 from hicra.rollout.decode import decode
+from hicra.rollout.packed_linear import packed_linears
 
 # None: transformers' dynamic cache. "static": a fixed-size cache that transformers compiles the decoding step for
 # (torch.compile, CUDA graphs on GPU): per-token launch overhead, not FLOPs, bounds small-model decoding.
@@ -63,7 +64,8 @@ class HFSampler:
     """Samples with the model's own forward pass (no vLLM needed). One instance per run; settings: `conf/rollout/`.
 
     The default dynamic cache decodes in `hicra.rollout.decode` (finished rows leave the batch); a static cache goes
-    through `model.generate`, which compiles the decoding step for it (GPU)."""
+    through `model.generate`, which compiles the decoding step for it (GPU). On CPU the linear layers run on
+    oneDNN-packed weights while sampling (`packed_linears`, hicra/rollout/packed_linear.py)."""
 
     def __init__(
         self,
@@ -76,6 +78,7 @@ class HFSampler:
         min_new_tokens: int = 0,
         cache_implementation: str | None = None,
         prompt_bucket: int = 0,
+        packed_linears: bool = True,
     ):
         if not 0.0 < temperature <= 10.0:
             raise ConfigError(f"rollout.temperature={temperature} is not allowed; use a value in (0, 10]")
@@ -100,6 +103,7 @@ class HFSampler:
         # Prompts left-padded to a multiple of this: a static cache then sees a few shapes, and its compiled
         # decoding graph is reused across steps instead of recompiled for every new prompt length.
         self.prompt_bucket = prompt_bucket or None
+        self.packed_linears = packed_linears  # CPU only: oneDNN-packed weights while sampling (packed_linear.py)
 
     @torch.no_grad()
     def generate(self, model, tokenizer, prompts: list[str], group_size: int, greedy: bool = False) -> RolloutBatch:
@@ -118,17 +122,18 @@ class HFSampler:
         max_new_tokens = self.val_max_new_tokens if greedy else self.max_new_tokens
         # greedy validation checks answers: forcing length there would only cost time
         min_new_tokens = 0 if greedy else self.min_new_tokens
-        if self.cache_implementation is None:
-            response_ids = decode(model, distinct_ids, distinct_mask, group_size, max_new_tokens,
-                                  eos_token_ids(tokenizer, model), tokenizer.pad_token_id, greedy=not sample,
-                                  temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-                                  min_new_tokens=min_new_tokens)  # (B, T)
-        else:  # generate allocates and compiles the static cache itself
-            out = model.generate(
-                input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_token_ids(tokenizer, model), use_cache=True,
-                min_new_tokens=min_new_tokens, cache_implementation=self.cache_implementation, **kwargs)
-            response_ids = out[:, prompt_ids.shape[1]:]  # (B, T)
+        with packed_linears(model, len(prompt_ids), enabled=self.packed_linears):
+            if self.cache_implementation is None:
+                response_ids = decode(model, distinct_ids, distinct_mask, group_size, max_new_tokens,
+                                      eos_token_ids(tokenizer, model), tokenizer.pad_token_id, greedy=not sample,
+                                      temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                                      min_new_tokens=min_new_tokens)  # (B, T)
+            else:  # generate allocates and compiles the static cache itself
+                out = model.generate(
+                    input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_token_ids(tokenizer, model), use_cache=True,
+                    min_new_tokens=min_new_tokens, cache_implementation=self.cache_implementation, **kwargs)
+                response_ids = out[:, prompt_ids.shape[1]:]  # (B, T)
         model.train(was_training)
         response_mask, truncated = response_mask_from_eos(response_ids, eos_token_ids(tokenizer, model))
         return RolloutBatch(prompt_ids, prompt_mask.bool(), response_ids, response_mask, truncated)
@@ -155,9 +160,8 @@ def sequence_logprobs(
     Logits are divided by the sampling temperature, so the ratio is taken against the distribution that sampled.
     Position ids follow the attention mask, as `generate` does with left padding, so the first update of a fresh
     rollout sees exactly the sampling distribution (ratio 1). Rows that share a prompt compute it once when the
-    model has prompt sharing on (hicra/models/prefix_sharing.py). `entropy_grad=False` computes the entropy outside
-    the autograd graph: only the algorithms that put entropy in their loss need its graph, and that graph holds
-    several (B,T,V) tensors until the backward.
+    model has prompt sharing on (hicra/models/prefix_sharing.py). `entropy_grad=False` returns the entropy detached,
+    and the backward skips its term: only the algorithms that put entropy in their loss need its gradient.
     """
     pieces = prefix_sharing.shared_prompt_logits(model, batch.prompt_ids, batch.prompt_mask, batch.response_ids) \
         if prefix_sharing.is_enabled(model) else None  # (B, 1, V) and (B, T-1, V)
@@ -169,12 +173,9 @@ def sequence_logprobs(
         pieces = (model(input_ids=input_ids, attention_mask=attention, position_ids=prefix_sharing.positions(attention),
                         use_cache=False, logits_to_keep=T + 1).logits[:, :-1],)  # (B, T, V)
     targets = batch.response_ids.split([p.shape[1] for p in pieces], dim=1)
-    # fp32 and the temperature are applied chunk by chunk inside the two functions: no second (B,T,V) tensor
-    logprobs = torch.cat([logprobs_from_logits(p, t, temperature=temperature) for p, t in zip(pieces, targets)],
-                         dim=1)  # (B, T)
-    entropy = None
-    if with_entropy:
-        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            entropy = torch.cat([entropy_from_logits(p, temperature=temperature)
-                                 for p in pieces], dim=1)  # (B, T)
+    entropy_grad = entropy_grad and torch.is_grad_enabled()
+    # fp32 and the temperature are applied block by block inside: no second (B,T,V) tensor
+    outputs = [logprobs_and_entropy(p, t, temperature, with_entropy, entropy_grad) for p, t in zip(pieces, targets)]
+    logprobs = torch.cat([lp for lp, _ in outputs], dim=1)  # (B, T)
+    entropy = torch.cat([h for _, h in outputs], dim=1) if with_entropy else None  # (B, T)
     return logprobs, entropy

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hicra.algorithms import entropy_from_logits, logprobs_from_logits, masked_mean, masked_sum
+from hicra.algorithms import entropy_from_logits, logprobs_and_entropy, logprobs_from_logits, masked_mean, masked_sum
 
 X = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
 M = torch.tensor([[True, False, True], [False, False, False]])
@@ -87,3 +87,54 @@ def test_bad_arguments():
         entropy_from_logits(_logits(), chunk_size=0)
     with pytest.raises(ValueError, match="targets"):
         logprobs_from_logits(_logits(), torch.zeros(3, 4, dtype=torch.long))
+
+
+def _naive(logits, targets, temperature):
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp.exp() * torch.where(torch.isinf(logp), 0.0, logp)).sum(-1)
+    return picked, entropy
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("chunk_size", [1, 4, 32])
+def test_logprobs_and_entropy_values_and_joint_gradient_match_naive(temperature, chunk_size):
+    logits = _logits(seed=5)
+    targets = torch.randint(0, 11, (3, 5), generator=torch.Generator().manual_seed(6))
+    g, h = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(7))
+
+    naive_lp, naive_h = _naive(logits, targets, temperature)
+    (naive_grad,) = torch.autograd.grad((naive_lp * g + naive_h * h).sum(), logits)
+    lp, ent = logprobs_and_entropy(logits, targets, temperature, chunk_size=chunk_size)
+    (grad,) = torch.autograd.grad((lp * g + ent * h).sum(), logits)
+
+    assert torch.allclose(lp, naive_lp, atol=1e-5) and torch.allclose(ent, naive_h, atol=1e-5)
+    assert torch.allclose(grad, naive_grad, atol=1e-5)
+
+
+def test_entropy_without_grad_is_detached_and_leaves_the_logprob_gradient_unchanged():
+    logits = _logits(seed=8)
+    targets = torch.randint(0, 11, (3, 5), generator=torch.Generator().manual_seed(9))
+    lp, ent = logprobs_and_entropy(logits, targets, 0.7, entropy_grad=False)
+    assert not ent.requires_grad and lp.requires_grad
+    (grad,) = torch.autograd.grad(lp.sum(), logits)
+    (expected,) = torch.autograd.grad(_naive(logits, targets, 0.7)[0].sum(), logits)
+    assert torch.allclose(grad, expected, atol=1e-6)
+    assert logprobs_and_entropy(logits, targets, with_entropy=False)[1] is None
+
+
+def test_banned_tokens_get_zero_gradient_and_no_nan_under_large_incoming_gradients():
+    logits = torch.tensor([[[0.0, 1.0, float("-inf"), 2.0]]], requires_grad=True)  # token 2 impossible
+    lp, ent = logprobs_and_entropy(logits, torch.tensor([[1]]))
+    (grad,) = torch.autograd.grad(lp.sum() * 1e30 + ent.sum() * 1e30, logits)
+    assert torch.isfinite(grad).all() and grad[0, 0, 2] == 0
+    assert torch.isfinite(ent).all()
+
+
+def test_bf16_logits_get_a_bf16_gradient():
+    logits = _logits().detach().to(torch.bfloat16).requires_grad_(True)
+    lp, _ = logprobs_and_entropy(logits, torch.zeros(3, 5, dtype=torch.long), with_entropy=False)
+    (grad,) = torch.autograd.grad(lp.sum(), logits)
+    assert lp.dtype == torch.float32 and grad.dtype == torch.bfloat16
+    expected = torch.autograd.grad(torch.log_softmax(logits.float(), -1)[..., 0].sum(), logits)[0]
+    assert torch.allclose(grad.float(), expected.float(), atol=1e-2)

@@ -60,6 +60,25 @@ def test_sampler_groups_rows_prompt_by_prompt(tiny):
     assert torch.equal(greedy.response_ids[0], greedy.response_ids[1])  # greedy is deterministic
 
 
+def test_sampler_packs_the_linears_only_while_it_samples_and_its_greedy_tokens_match_unpacked(tiny, monkeypatch):
+    import hicra.rollout.hf as hf
+
+    packed_during = []
+    real = hf.packed_linears
+
+    def spy(model, rows, enabled=True):
+        packed_during.append((rows, enabled))
+        return real(model, rows, enabled)
+
+    monkeypatch.setattr(hf, "packed_linears", spy)
+    prompts = _prompts(tiny.tokenizer)
+    on = HFSampler(max_new_tokens=10).generate(tiny.model, tiny.tokenizer, prompts, group_size=2, greedy=True)
+    off = HFSampler(max_new_tokens=10, packed_linears=False).generate(tiny.model, tiny.tokenizer, prompts, 2, True)
+    assert packed_during == [(4, True), (4, False)]
+    assert torch.equal(on.response_ids, off.response_ids)
+    assert all("forward" not in vars(m) for m in tiny.model.modules())  # the update runs on the plain modules
+
+
 def test_bad_sampling_settings_are_rejected():
     from hicra.errors import ConfigError
 
