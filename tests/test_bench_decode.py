@@ -40,9 +40,11 @@ def test_every_variant_does_the_same_work_and_the_loop_is_restored(bench_decode,
     ids, mask = _prompts(tiny.tokenizer)
     eos = [tiny.tokenizer.eos_token_id]
     runs = bench_decode.variants(tiny.model, tiny.tokenizer, ids, mask, 2, 6, eos, 1.0)
-    assert set(runs) == {"generate", "generate-static", "loop-before", "loop-prealloc", "loop-cdf", "loop"}
+    assert set(runs) == {"generate", "generate-static", "loop-before", "loop-prealloc", "loop-cdf", "loop",
+                         "loop-packed"}
     restored = decode_module.preallocate, decode_module.sample_from
-    for name in ("generate", "loop-before", "loop-prealloc", "loop-cdf", "loop"):
+    for name in ("generate", "loop-before", "loop-prealloc", "loop-cdf", "loop", "loop-packed"):
         torch.manual_seed(0)
         assert runs[name]().shape == (4, 6), name  # min_new_tokens = max: no row stops early
         assert (decode_module.preallocate, decode_module.sample_from) == restored
+        assert all("forward" not in vars(m) for m in tiny.model.modules())  # packed linears unpacked again

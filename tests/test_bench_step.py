@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
+import torch
 from support import PROJECT_ROOT
 
 
@@ -220,14 +220,42 @@ def test_update_benchmark_times_forward_and_backward(monkeypatch):
     monkeypatch.syspath_prepend(str(PROJECT_ROOT / "benchmarks"))
     import bench_update
 
-    times = bench_update.main(["--model", "tiny", "--steps", "2", "--threads", "1"])
-    assert len(times) == 2 and all(forward > 0 and backward > 0 for forward, backward in times)
+    times = bench_update.main(["--model", "tiny", "--steps", "2", "--threads", "1", "--entropy"])
+    assert len(times) == 2 and all(forward > 0 and backward > 0 and faults >= 0 for forward, backward, faults in times)
     model = bench_update.build_tiny_model().model
     bench_update.compile_parts(model)
     parts = [m for m in model.modules() if type(m).__name__.endswith(("MLP", "RMSNorm"))]
     assert len(parts) == 2 * 3 + 1  # per layer: MLP and two norms; the final norm
     assert all(m._compiled_call_impl is not None for m in parts)
     assert all(m._compiled_call_impl is None for m in model.modules() if m not in parts)
+
+
+def test_linear_benchmark_times_plain_and_packed_for_every_shape(monkeypatch):
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "benchmarks"))
+    import bench_linear
+
+    from hicra.rollout.packed_linear import available
+
+    if not available():
+        pytest.skip("this torch build has no oneDNN packed linear ops")
+    times = bench_linear.main(["--calls", "1", "--threads", "1", "--rows", "4"])
+    assert set(times) == set(bench_linear.SHAPES) and all(a > 0 and b > 0 for a, b in times.values())
+
+
+def test_the_earlier_log_prob_head_gives_the_same_values_and_gradients(monkeypatch):
+    """bench_update's `--logprobs autograd` must be what it claims: the same numbers by the old route."""
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "benchmarks"))
+    import bench_update
+
+    from hicra.algorithms import logprobs_and_entropy
+
+    logits = (3 * torch.randn(2, 5, 17, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
+    targets = torch.randint(0, 17, (2, 5), generator=torch.Generator().manual_seed(1))
+    old_lp, old_h = bench_update._autograd_head(logits, targets, 0.7, chunk=3)
+    new_lp, new_h = logprobs_and_entropy(logits, targets, 0.7)
+    assert torch.allclose(old_lp, new_lp, atol=1e-5) and torch.allclose(old_h, new_h, atol=1e-5)
+    grads = [torch.autograd.grad((lp + h).sum(), logits)[0] for lp, h in ((old_lp, old_h), (new_lp, new_h))]
+    assert torch.allclose(*grads, atol=1e-5)
 
 
 def test_gpu_preset_refuses_variable_length(bench, capsys):

@@ -3,10 +3,11 @@
 Why: a decoding step multiplies a few dozen rows by every weight matrix, so it is bound by reading the weights, and
 `F.linear` (MKL sgemm) streams them in their plain row-major layout on every call. oneDNN's packed layout, made once
 per generation, reads them faster. Measured on the cpu benchmark preset's shapes (32 rows, fp32, 2-core AMD EPYC,
-benchmarks/RESULTS.md "Decoding"): the 576 x 49,152 LM head 24.2 -> 5.8 ms, one decoder layer's seven projections
-1.8 -> 0.8 ms. The policy's weights change at every optimizer step, so they are packed again at the start of every
-generation (~0.2 s for SmolLM2-135M) and the modules get their own forward back at the end. Results are fp32 matmuls
-with another summation order (differences ~1e-6 relative, as between two BLAS libraries).
+benchmarks/bench_linear.py): the 576 x 49,152 LM head 22.7 -> 7.5 ms, one decoder layer's seven projections
+1.6 -> 0.7 ms; a whole 32 x 128-token decoding 20.8 -> 12.1 s (benchmarks/RESULTS.md). The policy's weights change
+at every optimizer step, so they are packed again at the start of every generation (~0.2 s for SmolLM2-135M) and the
+modules get their own forward back at the end. Results are fp32 matmuls with another summation order (differences
+~1e-6 relative, as between two BLAS libraries).
 
 No autograd: the sampler runs under no_grad. Only exact `torch.nn.Linear` modules on CPU with fp32/bf16 plain
 (not sharded) weights are packed; anything else keeps its forward.
@@ -55,7 +56,8 @@ def packed_linears(model: torch.nn.Module, rows: int, enabled: bool = True):
                     weight = module.weight.detach()
                     packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
                     bias = None if module.bias is None else module.bias.detach()
-                    module.forward = partial(_packed_forward, packed, weight, bias)  # an instance attribute shadows the class's
+                    # an instance attribute shadows the class's forward; deleting it brings that back
+                    module.forward = partial(_packed_forward, packed, weight, bias)
                     patched.append(module)
     try:
         yield len(patched)

@@ -61,7 +61,7 @@ def test_sampler_groups_rows_prompt_by_prompt(tiny):
 
 
 def test_sampler_packs_the_linears_only_while_it_samples_and_its_greedy_tokens_match_unpacked(tiny, monkeypatch):
-    import hicra.rollout.hf as hf
+    from hicra.rollout import hf
 
     packed_during = []
     real = hf.packed_linears
