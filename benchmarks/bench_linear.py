@@ -1,35 +1,37 @@
-"""One decoding step's linear layers alone: `F.linear` against the oneDNN-packed weights the sampler uses on CPU.
+"""One decoding step's linear layers alone: `nn.Linear` against the same layer inside `packed_linears`, the
+oneDNN-packed weights the sampler uses on CPU (hicra/rollout/packed_linear.py).
 
     python benchmarks/bench_linear.py              # SmolLM2-135M's shapes, 32 rows, fp32, 2 threads
 
-Each shape: 3 warm-up calls, then the mean of `--calls` calls, plain and packed alternating per shape; also the
-largest difference of each from a float64 reference. Random weights (the layout, not the values, sets the speed).
+Each shape: 3 warm-up calls, then the mean of `--calls` calls, plain then packed; also the largest difference of each
+from a float64 reference. Random weights (the layout, not the values, sets the speed).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from functools import partial
 
 import torch
 
-from hicra.rollout.packed_linear import available
+from hicra.rollout.packed_linear import available, packed_linears
 
 # SmolLM2-135M: hidden 576, MLP 1,536, 3 key/value heads of 64, vocabulary 49,152
 SHAPES = {"LM head": (576, 49152), "MLP gate / up": (576, 1536), "MLP down": (1536, 576),
           "attention q / o": (576, 576), "attention k / v": (576, 192)}
 
 
-def mean_ms(call, calls: int) -> float:
+def timed(layer: torch.nn.Linear, x: torch.Tensor, calls: int) -> tuple[float, torch.Tensor]:
+    """Mean milliseconds per call after 3 warm-up calls, and the output."""
     for _ in range(3):
-        call()
+        out = layer(x)
     start = time.perf_counter()
     for _ in range(calls):
-        call()
-    return (time.perf_counter() - start) / calls * 1e3
+        layer(x)
+    return (time.perf_counter() - start) / calls * 1e3, out
 
 
+@torch.no_grad()
 def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=32)
@@ -43,14 +45,13 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
     out = {}
     print("| layer (in -> out) | F.linear ms | packed ms | max error F.linear / packed |\n|---|---|---|---|")
     for name, (n_in, n_out) in SHAPES.items():
-        weight, x = torch.randn(n_out, n_in), torch.randn(args.rows, n_in)
-        plain = partial(torch.nn.functional.linear, x, weight)
-        packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight, args.rows)
-        packed = partial(torch.ops.mkldnn._linear_pointwise, x, packed_weight, None, "none", [], "")
-        plain_ms, packed_ms = mean_ms(plain, args.calls), mean_ms(packed, args.calls)
-        exact = x.double() @ weight.double().T
-        outputs = plain(), packed()
-        errors = [float((y.double() - exact).abs().max()) for y in outputs]
+        layer, x = torch.nn.Linear(n_in, n_out, bias=False), torch.randn(args.rows, n_in)
+        torch.nn.init.normal_(layer.weight)  # unit-scale weights: outputs of magnitude ~25, as in RESULTS.md
+        plain_ms, plain = timed(layer, x, args.calls)
+        with packed_linears(layer, args.rows):
+            packed_ms, packed = timed(layer, x, args.calls)
+        exact = x.double() @ layer.weight.double().T
+        errors = [float((y.double() - exact).abs().max()) for y in (plain, packed)]
         out[name] = (plain_ms, packed_ms)
         print(f"| {name} {n_in} -> {n_out} | {plain_ms:.2f} | {packed_ms:.2f} | {errors[0]:.0e} / {errors[1]:.0e} |",
               flush=True)

@@ -41,11 +41,6 @@ def masked_mean(x: Tensor, mask: Tensor, dim: Dim = None) -> Tensor:
     return masked_sum(x, mask, dim) / count.clamp(min=1)
 
 
-def _check_logits(logits: Tensor) -> None:
-    if logits.dim() != 3:
-        raise ValueError(f"logits must be (B,T,V), got shape {tuple(logits.shape)}")
-
-
 def logprobs_from_logits(logits: Tensor, targets: Tensor, chunk_size: int | None = None,
                          temperature: float = 1.0) -> Tensor:
     """log p(target) = z[target] - logsumexp(z) with z = logits / temperature, per position, in fp32.
@@ -78,9 +73,10 @@ def logprobs_and_entropy(logits: Tensor, targets: Tensor, temperature: float = 1
     exp and subtraction, the gather backward's zeros, their sum); here every temporary is (chunk_size, V), small
     enough to stay in cache and be reused from the heap, and the backward allocates only the gradient it returns.
     """
+    if logits.dim() != 3:
+        raise ValueError(f"logits must be (B,T,V), got shape {tuple(logits.shape)}")
     if targets.shape != logits.shape[:-1]:
         raise ValueError(f"targets shape {tuple(targets.shape)} != logits.shape[:-1] {tuple(logits.shape[:-1])}")
-    _check_logits(logits)
     chunk_size = _chunk_size(logits, chunk_size)
     flat = logits.reshape(-1, logits.shape[-1])  # (N,V) a view when contiguous
     logprobs, entropy = _LogprobsAndEntropy.apply(flat, targets.reshape(-1), float(temperature), with_entropy,

@@ -173,7 +173,6 @@ def sequence_logprobs(
         pieces = (model(input_ids=input_ids, attention_mask=attention, position_ids=prefix_sharing.positions(attention),
                         use_cache=False, logits_to_keep=T + 1).logits[:, :-1],)  # (B, T, V)
     targets = batch.response_ids.split([p.shape[1] for p in pieces], dim=1)
-    entropy_grad = entropy_grad and torch.is_grad_enabled()
     # fp32 and the temperature are applied block by block inside: no second (B,T,V) tensor
     outputs = [logprobs_and_entropy(p, t, temperature, with_entropy, entropy_grad) for p, t in zip(pieces, targets)]
     logprobs = torch.cat([lp for lp, _ in outputs], dim=1)  # (B, T)

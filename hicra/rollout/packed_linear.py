@@ -28,9 +28,8 @@ def available() -> bool:
 
 
 def _packable(module: torch.nn.Module) -> bool:
-    weight = getattr(module, "weight", None)
-    return (type(module) is torch.nn.Linear and type(weight.data) is torch.Tensor and weight.device.type == "cpu"
-            and weight.dtype in (torch.float32, torch.bfloat16))
+    return (type(module) is torch.nn.Linear and type(module.weight.data) is torch.Tensor
+            and module.weight.device.type == "cpu" and module.weight.dtype in (torch.float32, torch.bfloat16))
 
 
 def _packed_forward(packed: Tensor, weight: Tensor, bias: Tensor | None, x: Tensor) -> Tensor:
