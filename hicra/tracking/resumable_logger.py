@@ -3,12 +3,19 @@
 A run killed after its last checkpoint has logged a few steps past it. Resuming replays those steps (identically on
 CPU, where every generator is restored), so metrics at steps MLflow already holds are dropped: the history goes on
 at the next step, with no gap and no duplicate.
+
+A run stopped from outside ends KILLED, wherever the stop lands: Lightning finalizes its loggers with "failed" when
+Ctrl-C (or its own SIGTERM check) interrupts fit, which would call the run FAILED.
 """
 
 from __future__ import annotations
 
+import sys
+
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
+
+from hicra.tracking.run_end import is_stop
 
 
 class ResumableMLFlowLogger(MLFlowLogger):
@@ -33,3 +40,10 @@ class ResumableMLFlowLogger(MLFlowLogger):
             if not metrics:
                 return
         super().log_metrics(metrics, step)
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        # Lightning calls this from inside its `except` for the interrupt, so the exception in flight says why.
+        if status == "failed" and is_stop(sys.exc_info()[1]):
+            status = "KILLED"
+        super().finalize(status)
