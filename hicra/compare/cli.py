@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hicra.analyze.cli import DEFAULT_URI, run_main
 from hicra.analyze.runs import AnalyzeError, first_line
+from hicra.tracking.html_report import md_code
 from hicra.tracking.metric_names import current_name
 from hicra.tracking.store import absolute_tracking_uri, describe_run, ensure_experiment
 
@@ -67,7 +68,7 @@ def _experiment(client, infos) -> tuple[str, str | None, list[str]]:
     ids = list(dict.fromkeys(i.experiment_id for i in infos))
     exp = client.get_experiment(ids[0])
     note = (f"runs come from {len(ids)} experiments; the report is logged to "
-            f"'{exp.name}{COMPARE_EXPERIMENT_SUFFIX}', the first run's")
+            f"{md_code(exp.name + COMPARE_EXPERIMENT_SUFFIX)}, the first run's")
     return exp.name, exp.artifact_location, [] if len(ids) == 1 else [note]
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from hicra.analyze.runs import RUN_KIND_TAG, AnalyzeError, RunInfo, first_line, resolve_runs
+from hicra.tracking.html_report import md_text
 
 EVAL_KIND, COMPARE_KIND = "eval", "compare"
 SOURCE_TAG, BENCHMARK_TAG, PROTOCOL_TAG = "hicra.source_run_id", "hicra.benchmark", "hicra.protocol"
@@ -96,7 +97,7 @@ def eval_results(client, train_ids: list[str]) -> tuple[list[EvalResult], list[s
                                    order_by=["attributes.start_time DESC"], max_results=10000) \
             if experiment_ids else []
     except Exception as err:  # noqa: BLE001 - the training comparison is still worth writing
-        return [], [f"eval runs could not be searched ({first_line(err)}); no eval columns"]
+        return [], [f"eval runs could not be searched ({md_text(first_line(err))}); no eval columns"]
     kept: dict[tuple[str, str, str], EvalResult] = {}
     notes = []
     for run in found:  # newest first: the first run seen for a key is the one kept
@@ -110,12 +111,13 @@ def eval_results(client, train_ids: list[str]) -> tuple[list[EvalResult], list[s
             if key in kept:
                 kept[key].ignored.append(run.info.run_id)
             else:
-                notes.append(f"eval run {run.info.run_id} ({key[1]}/{key[2]} of {source[:8]}, status "
-                             f"{run.info.status}) has no {EVAL_SCORE}; ignored")
+                notes.append(f"eval run {run.info.run_id} ({md_text(f'{key[1]}/{key[2]}')} of {md_text(source[:8])}, "
+                             f"status {run.info.status}) has no {EVAL_SCORE}; ignored")
             continue
         kept[key] = EvalResult(source, key[1], key[2], run.info.run_id, metrics)
     for result in kept.values():
         if result.ignored:
-            notes.append(f"{len(result.ignored)} older eval run(s) of {result.source_run_id[:8]} on {result.key} "
+            notes.append(f"{len(result.ignored)} older eval run(s) of {md_text(result.source_run_id[:8])} on "
+                         f"{md_text(result.key)} "
                          f"ignored (kept the latest, {result.run_id[:8]}): {', '.join(result.ignored)}")
     return list(kept.values()), notes

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from hicra.analyze.runs import AnalyzeError, RunInfo
 from hicra.compare.collect import TrainRun
+from hicra.tracking.html_report import md_code, md_text
 
 MISSING = "<missing>"
 DEFAULT_KEYS = ("choice.algorithm", "choice.planner")
@@ -117,24 +118,29 @@ def make_grouping(runs: list[TrainRun], group_by: list[str] | None) -> Grouping:
                                                                                      not_applicable, cell_of))
 
 
+def _names(infos: list[RunInfo]) -> str:
+    return ", ".join(f"{md_text(i.name)} ({i.run_id})" for i in infos)
+
+
 def _notes(runs, keys, groups, not_applicable, cell_of) -> list[str]:
+    """The notes, as Markdown: what came from the runs is escaped here (report.md shows them as they are)."""
     notes = []
     for key in keys:
         lacking = [r.info for r in runs if lookup(r.info, key) is None
                    and (cell_of[r.info.run_id], key) not in not_applicable]
         if lacking:
-            notes.append(f"{len(lacking)} run(s) have no `{key}` and are grouped under `{short_name(key)}={MISSING}`: "
-                         + ", ".join(f"{i.name} ({i.run_id})" for i in lacking))
+            notes.append(f"{len(lacking)} run(s) have no {md_code(key)} and are grouped under "
+                         f"{md_code(f'{short_name(key)}={MISSING}')}: {_names(lacking)}")
     for key in keys:
-        absent = [f"`{g.label}`" for g in groups if key not in g.values]
+        absent = [md_code(g.label) for g in groups if key not in g.values]
         if absent:
-            notes.append(f"`{key}` is not in the config of group(s) {', '.join(absent)}: not applicable to their "
-                         "Hydra choices, so left out of their labels")
+            notes.append(f"{md_code(key)} is not in the config of group(s) {', '.join(absent)}: not applicable to "
+                         "their Hydra choices, so left out of their labels")
     for group in groups:
         counted = [r for r in group.runs if not r.unfinished] or group.runs  # the runs statistics are drawn from
         seeds = [r.info.seed for r in counted]
         repeated = sorted({s for s in seeds if seeds.count(s) > 1})
         if repeated:
-            notes.append(f"`{group.label}`: several runs share seed(s) {', '.join(repeated)}; each run counts as "
-                         "one sample, so n overstates the number of independent seeds")
+            notes.append(f"{md_code(group.label)}: several runs share seed(s) {md_text(', '.join(repeated))}; each "
+                         "run counts as one sample, so n overstates the number of independent seeds")
     return notes

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-
 from hicra.compare.metric_bounds import MIN_CI_RUNS
+from hicra.tracking.html_report import md_code, md_text
 
 
 def fmt_ci(ci: dict, digits: int = 3) -> str:
@@ -36,32 +36,35 @@ def _threshold_cell(group: dict) -> str:
     return f"{step} ({t['reached']}/{t['of']} reached)" + (" (partial)" if group["partial"] else "")
 
 
-def main_table(summary: dict) -> tuple[list[str], list[list[str]]]:
-    metric, threshold = summary["metric"], summary["threshold"]
+def main_table(summary: dict, text=str) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows; `text` renders what came from the runs (labels, metric names): as is on stdout, escaped
+    (md_text) in Markdown."""
+    metric, threshold = text(summary["metric"]), summary["threshold"]
     headers = ["group", "seeds", f"final {metric}", f"best {metric}", f"steps to {metric} >= {threshold:g}",
                "semantic entropy (final)", "response length (final)"]
-    rows = [[g["label"], _seeds_cell(g), _stat_cell(g, "final"), _stat_cell(g, "best"), _threshold_cell(g),
+    rows = [[text(g["label"]), _seeds_cell(g), _stat_cell(g, "final"), _stat_cell(g, "best"), _threshold_cell(g),
              _stat_cell(g, "semantic_entropy_final"), _stat_cell(g, "response_length_final", 1)]
             for g in summary["groups"]]
     return headers, rows
 
 
-def eval_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+def eval_table(summary: dict, text=str) -> tuple[list[str], list[list[str]]]:
     keys = summary["eval_keys"]
     rows = []
     for g in summary["groups"]:
         cells = [f"{fmt_ci(g['evals'][k]['score'])} ({g['evals'][k]['evaluated']}/{g['evals'][k]['of']} evaluated)"
                  + (" (partial)" if g["partial"] else "") for k in keys]
-        rows.append([g["label"], *cells])
-    return ["group", *[f"eval/score {k}" for k in keys]], rows
+        rows.append([text(g["label"]), *cells])
+    return ["group", *[f"eval/score {text(k)}" for k in keys]], rows
 
 
-def _diff_rows(summary: dict) -> list[list[str]]:
+def _diff_rows(summary: dict, text=str) -> list[list[str]]:
     rows = []
     for c in summary["comparisons"]:
         diff = "n/a" if c["diff"] is None else f"{c['diff']:+.3f}"
         ci = "n/a" if c["ci_low"] is None else f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
-        rows.append([c["group"], c["quantity"], diff, ci, f"{c['n_group']} vs {c['n_baseline']}", c["verdict"]])
+        rows.append([text(c["group"]), text(c["quantity"]), diff, ci, f"{c['n_group']} vs {c['n_baseline']}",
+                     text(c["verdict"])])
     return rows
 
 
@@ -70,8 +73,10 @@ def _or_dash(value) -> str:
 
 
 def _md(headers: list[str], rows: list[list[str]]) -> list[str]:
-    esc = [[str(c).replace("|", "\\|") for c in row] for row in [headers, *rows]]
-    return [f"| {' | '.join(esc[0])} |", "|" + "---|" * len(headers), *[f"| {' | '.join(r)} |" for r in esc[1:]]]
+    """A Markdown table of cells that are Markdown already (run-derived text in them went through md_text, which
+    escapes `|`)."""
+    return [f"| {' | '.join(headers)} |", "|" + "---|" * len(headers),
+            *[f"| {' | '.join(map(str, r))} |" for r in rows]]
 
 
 def text_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -99,39 +104,46 @@ FOOTNOTES = [
 ]
 
 
+def _run_rows(group: dict) -> list[list[str]]:
+    return [[md_text(r["name"]), md_code(r["run_id"]), md_text(r["seed"]), md_text(r["status"]),
+             f"{_or_dash(r['last_step'])} / {_or_dash(r['max_steps'])}",
+             "n/a" if r["final"] is None else f"{r['final']:.3f}", "n/a" if r["best"] is None else f"{r['best']:.3f}",
+             "never" if r["steps_to_threshold"] is None else str(r["steps_to_threshold"]),
+             md_text(r["unfinished_reason"] or "-")] for r in group["runs"]]
+
+
 def render_markdown(summary: dict, figures: list[str]) -> str:
-    keys = ", ".join(f"`{k}`" for k in summary["group_keys"])
-    lines = [f"# hicra comparison: {summary['experiment']}", "",
-             (f"Generated {summary['generated']} by `hicra-compare` from `{summary['tracking_uri']}`: "
+    """report.md. Everything a run carries (names, tags, params, the experiment's name) is escaped where it enters
+    (md_text, md_code): a run renamed `<img src=x onerror=...>` in the MLflow UI is shown, not run. The notes are
+    Markdown already, escaped where they are written."""
+    keys = ", ".join(md_code(k) for k in summary["group_keys"])
+    lines = [f"# hicra comparison: {md_text(summary['experiment'])}", "",
+             (f"Generated {summary['generated']} by `hicra-compare` from {md_code(summary['tracking_uri'])}: "
               f"{summary['n_runs']} training run(s) in {len(summary['groups'])} group(s), grouped by {keys} "
-              f"({summary['group_keys_source']})."), "", "## Summary", "", *_md(*main_table(summary)), ""]
+              f"({summary['group_keys_source']})."), "", "## Summary", "", *_md(*main_table(summary, md_text)), ""]
     lines += [f"- {f}" for f in FOOTNOTES] + [""]
     if summary["eval_keys"]:
         lines += ["## Evaluation", "", ("`eval/score` of the eval runs linked to each training run (tag "
                                          "`hicra.source_run_id`), the latest per benchmark/protocol; m/n = finished "
                                          "runs evaluated."), "",
-                  *_md(*eval_table(summary)), ""]
+                  *_md(*eval_table(summary, md_text)), ""]
     lines += ["## Differences vs baseline", ""]
     if summary["baseline"] is None:
         lines += ["No baseline group (see notes).", ""]
     else:
-        lines += [(f"Baseline: `{summary['baseline']}`. Each row is group mean minus baseline mean over finished "
-                   "runs, with a Welch 95% CI (unequal variances and sizes). Each interval is a separate 95% "
+        lines += [(f"Baseline: {md_code(summary['baseline'])}. Each row is group mean minus baseline mean over "
+                   "finished runs, with a Welch 95% CI (unequal variances and sizes). Each interval is a separate 95% "
                    "interval, not corrected for the number of comparisons in this table."), "",
                   *_md(["group", "quantity", "difference", "95% CI (Welch)", "n (group vs baseline)", "verdict"],
-                       _diff_rows(summary)), ""]
+                       _diff_rows(summary, md_text)), ""]
     if figures:
         lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
     lines += ["## Notes", ""] + ([f"- {n}" for n in summary["notes"]] or ["None."]) + [""]
     lines += ["## Runs per group", ""]
     for g in summary["groups"]:
-        lines += [f"### {g['label']}", "", *_md(
+        lines += [f"### {md_text(g['label'])}", "", *_md(
             ["run", "run id", "seed", "status", "last step / max", "final", "best", "first step >= threshold",
-             "unfinished because"],
-            [[r["name"], f"`{r['run_id']}`", r["seed"], r["status"], f"{_or_dash(r['last_step'])} / {_or_dash(r['max_steps'])}",
-              "n/a" if r["final"] is None else f"{r['final']:.3f}", "n/a" if r["best"] is None else f"{r['best']:.3f}",
-              "never" if r["steps_to_threshold"] is None else str(r["steps_to_threshold"]),
-              r["unfinished_reason"] or "-"] for r in g["runs"]]), ""]
+             "unfinished because"], _run_rows(g)), ""]
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ from hicra.compare.collect import EVAL_SCORE, EvalResult, TrainRun, positive_int
 from hicra.compare.grouping import Group
 from hicra.compare.metric_bounds import bounds
 from hicra.metrics.stats import mean_ci, welch_diff_ci
+from hicra.tracking.html_report import md_code, md_text
 
 SEMANTIC_ENTROPY, RESPONSE_LENGTH = "hierarchy/semantic_entropy", "train/response_length"
 TAIL_STEPS = 3  # rollout metrics are noisy step to step: "final" = mean of each run's last 3 logged values
@@ -101,7 +102,8 @@ def pick_baseline(groups: list[dict], requested: str | None) -> tuple[str | None
     if not grpo:
         return None, ["no baseline: no group has algorithm=grpo and --baseline was not given; differences skipped"]
     best = max(grpo, key=lambda g: g["n_used"])
-    note = f"{len(grpo)} groups have algorithm=grpo; baseline = `{best['label']}` (most runs); choose with --baseline"
+    note = (f"{len(grpo)} groups have algorithm=grpo; baseline = {md_code(best['label'])} (most runs); choose with "
+            "--baseline")
     return best["label"], [] if len(grpo) == 1 else [note]
 
 
@@ -157,7 +159,8 @@ def comparisons(groups: list[dict], baseline: str | None, metric: str, eval_keys
 
 
 def unfinished_notes(runs: list[TrainRun]) -> list[str]:
-    return [f"unfinished: {r.info.name} ({r.info.run_id}): {r.unfinished_reason}" for r in runs if r.unfinished]
+    return [f"unfinished: {md_text(r.info.name)} ({r.info.run_id}): {md_text(r.unfinished_reason)}"
+            for r in runs if r.unfinished]
 
 
 def build_summary(grouping, frame: pd.DataFrame, evals: list[EvalResult], *, metric: str, threshold: float,
