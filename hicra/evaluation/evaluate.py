@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hicra.config.instantiate import build
+from hicra.config.instantiate import build, build_stored
 from hicra.errors import ConfigError
 from hicra.evaluation import sources as src
 from hicra.evaluation.benchmarks import questions, skipped_count
@@ -61,9 +61,11 @@ def pick_device(name: str) -> torch.device:
 
 
 def source_task(source: src.Source, cfg: DictConfig) -> Task:
-    """The task a checkpoint trained on: its run's resolved `task`, else eval.yaml's `task` group."""
-    node = source.resolved.task if source.resolved is not None and "task" in source.resolved else cfg.task
-    return build(node)
+    """The task a checkpoint trained on: its run's resolved `task` (someone else's config: only hicra's own task
+    classes are built from it), else eval.yaml's `task` group."""
+    if source.resolved is not None and "task" in source.resolved:
+        return build_stored(source.resolved.task, src.STORED_TASK_TARGETS, source.origin, "task")
+    return build(cfg.task)
 
 
 def generation_budget(source: src.Source, cfg: DictConfig) -> int:

@@ -13,13 +13,21 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from hicra.config.instantiate import refuse_foreign_targets, refuse_interpolations
 from hicra.errors import ConfigError
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # MLflow's run ids: uuid4 hex
 EXPERIMENT_PREFIX = "experiment:"
 RESOLVED_CONFIG = "config/resolved.yaml"  # written by hicra.tracking.store.log_run_metadata, on disk and as an artifact
+# All a stored config may build: hicra's own task classes (the `task` options of conf/task and conf/benchmark; a test
+# checks every shipped option is here). Anyone who can log a run to a shared store writes that config, so any other
+# `_target_` (pandas.read_pickle, os.system, ...) is refused before anything is built.
+STORED_TASK_TARGETS = frozenset({"hicra.tasks.ReasoningGymTask", "hicra.tasks.LocalFileTask",
+                                 "hicra.tasks.EvalFileTask", "hicra.tasks.ChampTask"})
 
 
 @dataclass
@@ -33,6 +41,11 @@ class Source:
     @property
     def run_id(self) -> str | None:
         return self.run.info.run_id if self.run is not None else None
+
+    @property
+    def origin(self) -> str:
+        """Who wrote `resolved`, for error messages."""
+        return f"MLflow run '{self.run_id}' ({self.label}) {RESOLVED_CONFIG}"
 
     @property
     def experiment_id(self) -> str | None:
@@ -119,21 +132,49 @@ def _from_run(client, run) -> Source:
     if not (final / "config.json").is_file():
         raise ConfigError(f"MLflow run '{run_id}' ({name}) has no final model at {final}; train with "
                           "save_final_model=true, or pass a model folder as checkpoint=<path>")
-    return Source(label=name, checkpoint=str(final), model_path=final, run=run,
-                  resolved=_resolved_config(client, run_id, run_dir))
+    source = Source(label=name, checkpoint=str(final), model_path=final, run=run)
+    source.resolved = _checked(_resolved_config(client, run_id, run_dir), source.origin)
+    return source
 
 
 def _resolved_config(client, run_id: str, run_dir: Path) -> DictConfig:
     """The training run's resolved config: from its run folder, else from its MLflow artifact."""
     local = run_dir / RESOLVED_CONFIG
     if local.is_file():
-        return OmegaConf.load(local)
+        return _load(local, f"MLflow run '{run_id}': {local}")
     with tempfile.TemporaryDirectory(prefix="hicra-eval-") as tmp:
         try:
-            return OmegaConf.load(client.download_artifacts(run_id, RESOLVED_CONFIG, tmp))
+            path = client.download_artifacts(run_id, RESOLVED_CONFIG, tmp)
         except Exception:  # noqa: BLE001 - any failure means the config is not there
             raise ConfigError(f"MLflow run '{run_id}' has no {RESOLVED_CONFIG} (neither in {run_dir} nor as an "
                               "artifact): its task is unknown; pass its model folder as checkpoint=<path>") from None
+        return _load(Path(path), f"MLflow run '{run_id}': artifact {RESOLVED_CONFIG}")
+
+
+def _load(path: Path, where: str) -> DictConfig:
+    try:
+        config = OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError, ValueError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+        raise ConfigError(f"{where} is not a readable config ({reason})") from None
+    if not isinstance(config, DictConfig):
+        raise ConfigError(f"{where} is not a config mapping")
+    return config
+
+
+def _checked(config: DictConfig, origin: str) -> DictConfig:
+    """The stored config, once nothing in it can run (no interpolation anywhere, only hicra's own task classes) and
+    the values hicra-eval reads from it have their types."""
+    refuse_interpolations(config, origin, "config")
+    if "task" in config:
+        refuse_foreign_targets(config.task, STORED_TASK_TARGETS, origin, "task")
+    budget = OmegaConf.select(config, "rollout.max_new_tokens")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        raise ConfigError(f"{origin}: rollout.max_new_tokens={budget!r} is not an integer >= 1")
+    prompt = config.get("system_prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        raise ConfigError(f"{origin}: system_prompt is a {type(prompt).__name__}, not text")
+    return config
 
 
 def resolve(checkpoint: str | None, model_cfg: DictConfig, model_choice: str, client) -> tuple[list[Source], list[str]]:

@@ -70,12 +70,12 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 def fake_training_run(client, experiment: str, name: str, run_dir: Path, model_dir: Path | None,
-                      status: str = "FINISHED", task: dict | None = None) -> str:
+                      status: str = "FINISHED", task: dict | None = None, **resolved_values) -> str:
     """A run logged the way hicra-train logs one (tags, run folder, resolved config), without training."""
     import shutil
 
     (run_dir / "config").mkdir(parents=True, exist_ok=True)
-    resolved = {"task": task or SMALL_TASK, "system_prompt": None, "seed": 0}
+    resolved = {"task": task or SMALL_TASK, "system_prompt": None, "seed": 0, **resolved_values}
     (run_dir / "config" / "resolved.yaml").write_text(OmegaConf.to_yaml(resolved))
     if model_dir is not None:
         shutil.copytree(model_dir, run_dir / "final_model")
@@ -87,6 +87,12 @@ def fake_training_run(client, experiment: str, name: str, run_dir: Path, model_d
         "choice.planner": "none", "seed": "0"})
     client.set_terminated(run.info.run_id, status)
     return run.info.run_id
+
+
+@pytest.fixture(scope="session")
+def log_training_run():
+    """log_training_run(client, experiment, name, run_dir, model_dir, ...) -> run id (see fake_training_run)."""
+    return fake_training_run
 
 
 @pytest.fixture(scope="session")
