@@ -97,22 +97,30 @@ def shard_model(model, mesh) -> None:
 @contextlib.contextmanager
 def full_weights_for_generation(model):
     """Gather a sharded model's weights once for a whole `generate` (instead of once per block per decoded token)
-    and shard them again afterwards. A no-op for models that are not sharded (single device, DDP)."""
+    and shard them again afterwards. A no-op for models that are not sharded (single device, DDP).
+
+    For a sharded model the gather and the generation run under `no_grad` outside inference mode, whatever the caller
+    runs under: on NCCL Lightning validates under `torch.inference_mode()`, where FSDP2's unshard fails ("Inference
+    tensors do not track version counter") and anything it allocated would be an inference tensor that a later
+    training step could not use. Leaving inference mode here, not in the Trainer's settings, keeps every caller safe
+    (a `trainer.inference_mode=true` override, `validate` on any strategy); unsharded models keep inference mode.
+    """
     from torch.distributed.fsdp import FSDPModule
 
     units = [m for m in model.modules() if isinstance(m, FSDPModule)]
     if not units:
         yield
         return
-    for unit in units:
-        unit.unshard()
-        unit.set_reshard_after_forward(False)
-    try:
-        yield
-    finally:
+    with torch.inference_mode(False), torch.no_grad():  # inference_mode(False) turns grad mode on: no_grad after it
         for unit in units:
-            unit.set_reshard_after_forward(True)
-            unit.reshard()
+            unit.unshard()
+            unit.set_reshard_after_forward(False)
+        try:
+            yield
+        finally:
+            for unit in units:
+                unit.set_reshard_after_forward(True)
+                unit.reshard()
 
 
 def clip_gradients(parameters, max_norm: float) -> float:
