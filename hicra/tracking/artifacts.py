@@ -3,6 +3,8 @@ and the size caps that keep one step's artifacts small whatever the model or the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def cut_marker(chars: int) -> str:
     """What stands where `chars` characters were left out of an artifact: visible, and says how much."""
@@ -24,12 +26,22 @@ def _mlflow_loggers(loggers):
             if getattr(logger, "run_id", None) and hasattr(logger.experiment, "log_artifact")]
 
 
+def _store(logger, what: str, fn, *args) -> None:
+    """`fn(*args)` through the logger's guard where it has one (ResumableMLFlowLogger.call: a full artifact store or
+    an absent server is said once and named on the run, training goes on); directly otherwise."""
+    if hasattr(logger, "call"):
+        logger.call(what, fn, *args)
+    else:
+        fn(*args)
+
+
 def log_artifacts(loggers, paths, artifact_dir: str) -> None:
     for logger in _mlflow_loggers(loggers):
         for path in paths:
-            logger.experiment.log_artifact(logger.run_id, str(path), artifact_dir)
+            _store(logger, f"{artifact_dir}/{Path(path).name}", logger.experiment.log_artifact, logger.run_id,
+                   str(path), artifact_dir)
 
 
 def log_text(loggers, text: str, artifact_file: str) -> None:
     for logger in _mlflow_loggers(loggers):
-        logger.experiment.log_text(logger.run_id, text, artifact_file)
+        _store(logger, artifact_file, logger.experiment.log_text, logger.run_id, text, artifact_file)

@@ -31,7 +31,8 @@ def is_stop(err: BaseException) -> bool:
 
 def end_if_running(logger, status: str) -> None:
     run_id = getattr(logger, "_run_id", None)  # not `logger.run_id`: reading it would create a run
-    if run_id is None:
+    outage = getattr(logger, "outage", None)
+    if run_id is None or (outage is not None and outage.active):  # a store that does not answer cannot be told
         return
     try:
         client = logger.experiment

@@ -17,6 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from hicra.errors import ConfigError
+from hicra.tracking.artifacts import log_artifacts
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -146,11 +147,10 @@ def log_run_metadata(logger, cfg: DictConfig, choices: dict[str, str], run_dir: 
     config_dir = Path(run_dir or ".") / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "resolved.yaml").write_text(OmegaConf.to_yaml(resolved))
-    client.log_artifact(run_id, str(config_dir / "resolved.yaml"), artifact_dir)
+    log_artifacts([logger], [config_dir / "resolved.yaml"], artifact_dir)  # a full artifact store: said, named
     hydra_dir = Path(run_dir or ".") / ".hydra"
-    for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
-        if (hydra_dir / name).is_file():
-            client.log_artifact(run_id, str(hydra_dir / name), f"{artifact_dir}/hydra")
+    log_artifacts([logger], [hydra_dir / name for name in ("config.yaml", "overrides.yaml", "hydra.yaml")
+                             if (hydra_dir / name).is_file()], f"{artifact_dir}/hydra")
 
 
 def run_description(name: str, choices: dict[str, str], seed: int, overrides: list[str], steps: int,
@@ -183,16 +183,41 @@ def describe_run(client, run_id: str, text: str) -> None:
     client.set_tag(run_id, "mlflow.note.content", text[:MAX_DESCRIPTION_CHARS])
 
 
+def not_stored_note(logger) -> str:
+    """The end of a run's description naming the artifacts the store refused (a full artifact store), also set as tag
+    `hicra.artifacts_not_stored`; empty when all were stored."""
+    missing = list(dict.fromkeys(getattr(logger, "not_stored", [])))
+    if not missing:
+        return ""
+    listed = ", ".join(missing)[:4000]
+    logger.experiment.set_tag(logger.run_id, "hicra.artifacts_not_stored", listed)
+    return f"\n\nNot stored in MLflow (the files stay in the run folder): {listed}"
+
+
 def mark_running(logger) -> None:
     """Set the run's status back to RUNNING (Lightning's `validate` finalises the logger when it ends)."""
     if logger is not None:
         logger.experiment.update_run(logger.run_id, status="RUNNING")
 
 
-def mark_killed(logger) -> None:
-    """KILLED: stopped from outside (SIGTERM, SIGUSR1), resumable; not FAILED, which Lightning sets on any exception."""
-    if logger is not None:
-        logger.experiment.set_terminated(logger.run_id, "KILLED")
+def mark_killed(logger) -> str:
+    """KILLED: stopped from outside (SIGTERM, SIGUSR1), resumable; not FAILED, which Lightning sets on any exception.
+    Returns what became of the run, for the stop's line: a store that does not answer cannot be told."""
+    if logger is None:
+        return ""
+    outage = getattr(logger, "outage", None)
+    if outage is None or not outage.active:
+        try:
+            logger.experiment.set_terminated(logger.run_id, "KILLED")
+            return f"MLflow run {logger.run_id} marked KILLED"
+        except Exception as err:
+            from hicra.tracking.outage import is_unreachable
+
+            if not is_unreachable(err):
+                raise
+    unsent = len(getattr(logger, "unsent", []))
+    return (f"MLflow run {logger.run_id} not marked KILLED: the tracking server does not answer (its {unsent} unsent "
+            f"metric values are in the checkpoint, sent when the run resumes)")
 
 
 def quiet_mlflow() -> None:
@@ -256,6 +281,7 @@ def ensure_experiment(uri: str, name: str, artifact_location: str | None) -> str
     client = MlflowClient(tracking_uri=uri)
     existing = client.get_experiment_by_name(name)
     if existing is not None:
+        check_experiment_active(existing, uri)
         return existing.experiment_id
     try:
         return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
@@ -264,6 +290,48 @@ def ensure_experiment(uri: str, name: str, artifact_location: str | None) -> str
         if existing is None:
             raise
         return existing.experiment_id
+
+
+def check_experiment_active(experiment, uri: str) -> None:
+    """An experiment deleted in the MLflow UI keeps its name: MLflow would refuse every run logged to it."""
+    if experiment.lifecycle_stage == "deleted":
+        raise ConfigError(f"logger.experiment_name={experiment.name} names an MLflow experiment that was deleted "
+                          f"(in the MLflow UI); restore it there (or `mlflow experiments restore --experiment-id "
+                          f"{experiment.experiment_id}` with MLFLOW_TRACKING_URI={uri}) or choose another "
+                          f"logger.experiment_name")
+
+
+def check_run_resumable(uri: str, run_id: str) -> None:
+    """The MLflow run a checkpoint continues is in the store and not deleted (MLflow refuses to log to a deleted run)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = MlflowClient(tracking_uri=uri).get_run(run_id)
+    except MlflowException:
+        raise ConfigError(f"the checkpoint belongs to MLflow run {run_id}, which is not in logger.tracking_uri={uri}; "
+                          f"pass the tracking URI the run was logged to") from None
+    if run.info.lifecycle_stage == "deleted":
+        raise ConfigError(f"the checkpoint belongs to MLflow run {run_id}, which was deleted (in the MLflow UI); "
+                          f"nothing was changed: restore it there (or `mlflow runs restore --run-id {run_id}` with "
+                          f"MLFLOW_TRACKING_URI={uri}) and resume again, or start a new run without ckpt_path")
+
+
+def check_store(logger_cfg, run_id: str | None) -> None:
+    """Before any model loads (seconds, not minutes): the store opens, `logger.experiment_name` is not a deleted
+    experiment, and the run a checkpoint continues exists and is not deleted. Reads only; creates nothing but a
+    fresh sqlite store's tables."""
+    from mlflow import MlflowClient
+
+    quiet_mlflow()
+    uri = absolute_tracking_uri(logger_cfg.tracking_uri)
+    with store_lock(uri):
+        check_tracking_uri(uri)
+        experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(logger_cfg.experiment_name)
+        if experiment is not None:
+            check_experiment_active(experiment, uri)
+        if run_id is not None:
+            check_run_resumable(uri, run_id)
 
 
 def check_server_reachable(uri: str, timeout_s: float = 5.0) -> None:

@@ -1,0 +1,65 @@
+"""A real MLflow tracking server, as a team shares it, for the tests of this folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support import seed_store
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    artifact_root: Path
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        """The server and its uvicorn workers, gone (a crash, a host taken down): connections are refused."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """`mlflow server` on 127.0.0.1 with a temporary backend store and artifact root; stopped afterwards."""
+    port = _free_port()
+    seed_store(tmp_path / "server.db")  # a migrated empty store: the server starts in seconds, not after migrations
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen(
+        [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "art")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", tmp_path / "art", proc)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(server.url + "/health", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None, "mlflow server exited at start-up"
+                assert time.monotonic() < deadline, "mlflow server did not answer /health within 120 s"
+                time.sleep(0.5)
+        yield server
+    finally:
+        server.stop()
