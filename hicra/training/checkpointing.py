@@ -27,31 +27,38 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
-from hicra.errors import ConfigError
+from hicra.errors import TrainingError
 from hicra.training.resume import RUN_KEY
 
-LAST = "last.ckpt"
 RUN_RECORD = "run.json"
 
 # Under manual optimization Lightning warns, with 14 lines of sample code, that an every-n-steps checkpoint holds the
 # weights after that step's update. That is what resume needs here: it continues with the next batch.
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization and every_n_train_steps",
                         category=UserWarning)
+# Resumed from a moved or copied run folder (`paths.*` may change), ModelCheckpoint warns that it will not reload its
+# best-k bookkeeping: hicra keeps no best-k checkpoints, only `last.ckpt`.
+warnings.filterwarnings("ignore", message="The dirpath has changed from", category=UserWarning)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save into `<name>.tmp-<pid>` beside the target, fsync, then one atomic rename."""
+    """torch.save into `<name>.tmp-<pid>` beside the target, fsync, then one atomic rename; loads with
+    `weights_only=True` whatever Lightning asks for (it passes None, which torch's default or the environment variable
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD would decide): a checkpoint is data, never code."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
+        except OSError as err:  # a full disk, a quota, a read-only or vanished mount: say so, keep the old file
+            raise TrainingError(f"cannot write checkpoint {target} ({err.strerror or err}); {_what_is_kept(target)}"
+                                ) from None
         finally:
             tmp.unlink(missing_ok=True)
         dir_fd = os.open(target.parent, os.O_RDONLY)
@@ -60,6 +67,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         finally:
             os.close(dir_fd)
 
+    def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None) -> dict[str, Any]:
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+def _what_is_kept(target: Path) -> str:
+    if target.is_file():
+        return (f"the previous checkpoint is intact: free space (or fix the folder) and continue with "
+                f"ckpt_path={target}")
+    return "no checkpoint of this run was written yet: free space (or fix the folder) and start it again"
+
 
 def checkpoint_callback(dirpath: Path, every_n_steps: int) -> ModelCheckpoint:
     """Lightning's ModelCheckpoint writing only `last.ckpt`, every `every_n_steps` optimizer steps.
@@ -67,8 +84,11 @@ def checkpoint_callback(dirpath: Path, every_n_steps: int) -> ModelCheckpoint:
     Saved at the end of a training batch, before that step's validation: on resume Lightning re-runs the
     validation it has not seen finish (and the logger drops what MLflow already has, see `ResumableMLFlowLogger`).
     """
+    # No version counter: resumed from a moved or copied run folder, Lightning no longer recognises `last.ckpt` as its
+    # own and would write `last-v1.ckpt` beside it, leaving `last.ckpt` stale for the next `ckpt_path=last`.
     return ModelCheckpoint(dirpath=str(dirpath), save_top_k=0, save_last=True,  # -> `last.ckpt`
-                           every_n_train_steps=every_n_steps, save_on_train_epoch_end=False)
+                           every_n_train_steps=every_n_steps, save_on_train_epoch_end=False,
+                           enable_version_counter=False)
 
 
 # --- random generators -----------------------------------------------------------------------------------------
@@ -123,27 +143,3 @@ def read_run_record(checkpoint: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
-
-
-def resolve_checkpoint(ckpt_path: str, output_dir: Path, run_dir: Path | None = None) -> Path:
-    """`last` -> `run_dir`'s own `checkpoints/last.ckpt` when the command names its run folder, else the newest
-    `checkpoints/last.ckpt` under `output_dir` (runs and multiruns); any other value -> that file (or its folder's)."""
-    if str(ckpt_path) == "last" and run_dir is not None:
-        own = run_dir / "checkpoints" / LAST
-        if not own.is_file():
-            raise ConfigError(f"ckpt_path=last: no {LAST} in the run folder the command names ({run_dir}); "
-                              f"pass ckpt_path=<file>, or start the run without ckpt_path")
-        return own
-    if str(ckpt_path) == "last":
-        found = [p for pattern in ("runs/**/checkpoints/" + LAST, "multiruns/**/checkpoints/" + LAST)
-                 for p in output_dir.glob(pattern)]
-        if not found:
-            raise ConfigError(f"ckpt_path=last: no {LAST} under {output_dir}/runs or {output_dir}/multiruns; "
-                              f"pass ckpt_path=<file> or start the run without ckpt_path")
-        return max(found, key=lambda p: p.stat().st_mtime)
-    path = Path(ckpt_path).expanduser()
-    if path.is_dir():
-        path = path / LAST
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path} does not exist; allowed: last or a .ckpt file (or its folder)")
-    return path

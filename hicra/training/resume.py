@@ -8,6 +8,7 @@ experiment is refused in one line naming the keys; a change to a key in `SAFE_TO
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,19 +90,40 @@ def _short(value: Any, width: int = 60) -> str:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """The checkpoint with its tensors memory-mapped (reading the record copies no weights). A truncated or empty
-    file is refused in one line: the run it belongs to is left exactly as it is."""
+    """The checkpoint with its tensors memory-mapped (reading the record copies no weights), loaded with
+    `weights_only=True`: tensors, plain containers and numbers, nothing that runs code. hicra's own checkpoints hold
+    nothing else (see `config_snapshot`, `rng_state`), so a file that needs more was planted or written by other
+    code, and is refused before any of it runs. A truncated or empty file is refused in one line too: the run it
+    belongs to is left exactly as it is."""
+    import pickle
+
     import torch
 
     try:
         if path.stat().st_size == 0:
             raise EOFError("empty file")
-        # Same trust as Lightning's own resume of this file (the user's checkpoint), which loads it right after.
-        return torch.load(str(path), map_location="cpu", mmap=True, weights_only=False)
+        if not _is_torch_zip(path):
+            raise ConfigError(f"ckpt_path={path} is not a hicra checkpoint (not a file torch.save writes); it was "
+                              f"not loaded and nothing was changed")
+        return torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+    except pickle.UnpicklingError as err:
+        held = re.search(r"GLOBAL (\S+)", str(err))
+        raise ConfigError(f"ckpt_path={path} is not a hicra checkpoint: it holds objects hicra does not load "
+                          f"({held.group(1) if held else 'not tensors or plain values'}); it was not loaded and "
+                          f"nothing was changed") from None
+    except ConfigError:
+        raise
     except Exception as err:  # noqa: BLE001 - any failure to read means the file cannot be resumed
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise ConfigError(f"ckpt_path={path} is damaged ({reason}); nothing was changed: restore the file, resume "
                           f"from another checkpoint, or start a new run without ckpt_path") from None
+
+
+def _is_torch_zip(path: Path) -> bool:
+    """torch.save's format is a zip archive; a truncated one still starts with the zip header (and reads as
+    damaged), anything else is no checkpoint at all."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
 
 
 def resume_point(checkpoint: Path, cfg: DictConfig, run_json: dict[str, Any] | None) -> ResumePoint:

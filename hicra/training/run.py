@@ -47,18 +47,17 @@ from hicra.tracking.store import (
 )
 from hicra.training.callbacks import CompletionSampleLogger, CorrectCompletionsRecorder
 from hicra.training.checkpointing import (
-    LAST,
     AtomicCheckpointIO,
     RunRecord,
     checkpoint_callback,
     read_run_record,
-    resolve_checkpoint,
     write_run_record,
 )
 from hicra.training.cli import COMMAND_LINE_ENV
 from hicra.training.context_length import check_fits_context, longest_prompt_tokens
 from hicra.training.data import PromptDataModule, check_ranks_divide
 from hicra.training.distributed import full_state_dict
+from hicra.training.find_checkpoint import LAST, checkpoint_to_resume
 from hicra.training.module import PolicyGradientModule
 from hicra.training.precision import check_updates_survive
 from hicra.training.preemption import SignalWatch, StopAtSafePoint
@@ -201,21 +200,22 @@ def check_run_exists(uri: str, run_id: str) -> None:
 def find_resume_point(cfg: DictConfig, out_dir: Path, locks: RunLocks) -> ResumePoint:
     """Where the run starts: a new run, or with `ckpt_path=...` the checkpoint and the MLflow run it continues.
 
-    Locks the run folder's checkpoints and the resumed checkpoint's folder first (one process per run, see
-    run_lock.py), then checks them. Never overwrites: a run folder that already holds a checkpoint or a final model
-    is refused unless this run resumes from that very checkpoint.
+    Locks the run folder's checkpoints, finds the checkpoint (hicra/training/find_checkpoint.py: never one that
+    would overwrite what the run folder holds), locks its folder too (one process per run, see run_lock.py), then
+    checks that it may continue under `cfg`.
     """
-    own = out_dir / "checkpoints" / LAST
-    locks.acquire(own.parent)
-    ckpt = None
-    if cfg.get("ckpt_path"):
-        ckpt = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.output_dir), named_run_dir(out_dir))
-        locks.acquire(ckpt.parent)
-    for existing in (own, out_dir / "final_model"):
-        if existing.exists() and (ckpt is None or ckpt.resolve() != own.resolve()):
-            raise ConfigError(f"{existing} already exists and would be overwritten; choose another hydra.run.dir "
-                              f"(or resume it with ckpt_path={own})")
-    return resume_point(ckpt, cfg, read_run_record(ckpt)) if ckpt is not None else ResumePoint()
+    locks.acquire(out_dir / "checkpoints")
+    ckpt = checkpoint_to_resume(cfg.get("ckpt_path"), out_dir, Path(cfg.paths.output_dir), named_run_dir(out_dir),
+                                config_snapshot(cfg), sweep_job=in_sweep())
+    if ckpt is None:
+        return ResumePoint()
+    locks.acquire(ckpt.parent)
+    return resume_point(ckpt, cfg, read_run_record(ckpt))
+
+
+def in_sweep() -> bool:
+    """A job of `hicra-train -m`: with `ckpt_path=last` and no checkpoint of its own it starts instead of failing."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def named_run_dir(out_dir: Path) -> Path | None:
@@ -265,6 +265,8 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
         watch.checkpoint = resume.checkpoint  # what a stop names until this run writes its own
         if is_main and resume.checkpoint is not None:
             print(f"hicra-train: {resume_line(resume)}", flush=True)
+        elif is_main and cfg.get("ckpt_path"):  # a job of a sweep continued with ckpt_path=last, none of its own
+            print("hicra-train: ckpt_path=last: this job of the sweep has no checkpoint yet; starting it", flush=True)
         return fit_run(cfg, choices, (algorithm, sampler, task), out_dir, resume, watch, is_main)
 
 
@@ -310,8 +312,9 @@ def fit_and_summarise(cfg: DictConfig, choices: dict[str, str], out_dir: Path, r
     if resume.checkpoint is None:
         trainer.validate(module, datamodule=datamodule, verbose=False)  # step 0: the starting accuracy
         mark_running(logger)  # Lightning's validate marked the MLflow run FINISHED; it has only begun
+    # weights_only: Lightning's own load of the checkpoint takes tensors and plain values only, as hicra's check did
     trainer.fit(module, datamodule=datamodule,
-                ckpt_path=str(resume.checkpoint) if resume.checkpoint is not None else None)
+                ckpt_path=str(resume.checkpoint) if resume.checkpoint is not None else None, weights_only=True)
     if not module.val_history or module.val_history[-1]["step"] != trainer.global_step:
         trainer.validate(module, datamodule=datamodule, verbose=False)
 

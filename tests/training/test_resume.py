@@ -6,6 +6,7 @@ damaged checkpoint refused in one line with the run left as it was. Signals: tes
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -18,8 +19,9 @@ import pytest
 import torch
 from support import HICRA_TRAIN, PROJECT_ROOT, TINY_RUN, cli_env, run_cli, run_train
 
-from hicra.errors import ConfigError
-from hicra.training.checkpointing import AtomicCheckpointIO, resolve_checkpoint
+from hicra.errors import ConfigError, TrainingError
+from hicra.training.checkpointing import AtomicCheckpointIO
+from hicra.training.find_checkpoint import checkpoint_to_resume, resolve_checkpoint
 from hicra.training.resume import RUN_KEY, config_snapshot, resume_point
 from hicra.training.run_lock import RunLocks
 
@@ -107,24 +109,115 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, mon
     assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]  # no temp file left behind
 
 
+def _disk_fills_up(obj, f):
+    f.write(b"partial bytes")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    io, target = AtomicCheckpointIO(), tmp_path / "ckpt" / "last.ckpt"
+    io.save_checkpoint({"step": 1}, target)
+    monkeypatch.setattr(torch, "save", _disk_fills_up)
+    with pytest.raises(TrainingError, match=rf"^cannot write checkpoint {target} \(No space left on device\); the "
+                                            rf"previous checkpoint is intact: .*continue with ckpt_path={target}$"):
+        io.save_checkpoint({"step": 2}, target)
+    with pytest.raises(TrainingError, match="no checkpoint of this run was written yet"):
+        io.save_checkpoint({"step": 1}, tmp_path / "new" / "last.ckpt")
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True) == {"step": 1}
+    assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]  # the partial temp file is gone (its space too)
+
+
+@pytest.mark.slow  # a tiny run
+def test_a_run_whose_disk_fills_up_stops_in_one_line(tmp_path, monkeypatch):
+    saves = []
+
+    def second_save_fails(obj, f):
+        saves.append(1)
+        return _disk_fills_up(obj, f) if len(saves) == 2 else torch.serialization.save(obj, f)
+
+    monkeypatch.setattr(torch, "save", second_save_fails)
+    result = run_train([*FINISHED, "trainer.max_steps=3"], tmp_path)
+    monkeypatch.undo()
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"hicra-train: error: cannot write checkpoint {ckpt} (No space left on device); the previous checkpoint is "
+        f"intact: free space (or fix the folder) and continue with ckpt_path={ckpt}")
+    assert _state(ckpt)["global_step"] == 1
+
+
 def _checkpoints_oldest_first(*paths: Path) -> None:
     """A stand-in last.ckpt at each path, each one second newer than the one before."""
     for i, path in enumerate(paths):
-        path.parent.mkdir(parents=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
         os.utime(path, (1_000_000 + i, 1_000_000 + i))
 
 
-def test_ckpt_path_last_finds_the_newest_checkpoint(tmp_path):
-    old = tmp_path / "runs/2026-01-01/10-00-00/checkpoints/last.ckpt"
-    new = tmp_path / "multiruns/2026-01-02/09-00-00/3/checkpoints/last.ckpt"
-    _checkpoints_oldest_first(old, new)
-    assert resolve_checkpoint("last", tmp_path) == new
-    assert resolve_checkpoint(str(old.parent), tmp_path) == old
+def _checkpoint(path: Path, step: int, run_id: str | None, config: dict | None) -> Path:
+    """A small checkpoint as hicra writes one: its step and run record (the config it was trained with)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {RUN_KEY: {"mlflow_run_id": run_id, "config": config}} if config is not None else {}
+    torch.save({"global_step": step, "state_dict": {}, **record}, path)
+    os.utime(path, (1_000_000 + step, 1_000_000 + step))
+    return path
+
+
+def test_ckpt_path_names_a_file_or_a_run_folder(tmp_path):
+    ckpt = _checkpoint(tmp_path / "runs/a/checkpoints/last.ckpt", 2, "r1", {})
+    assert resolve_checkpoint(str(ckpt), tmp_path) == ckpt
+    assert resolve_checkpoint(str(ckpt.parent), tmp_path) == ckpt
+    assert resolve_checkpoint(str(ckpt.parent.parent), tmp_path) == ckpt  # the run folder
     with pytest.raises(ConfigError, match="does not exist"):
         resolve_checkpoint(str(tmp_path / "nope.ckpt"), tmp_path)
-    with pytest.raises(ConfigError, match="no last.ckpt"):
-        resolve_checkpoint("last", tmp_path / "empty")
+
+
+def test_a_folder_of_other_files_is_named_as_such(tmp_path):
+    """It was reported as "does not exist" though it does."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("x")
+    with pytest.raises(ConfigError, match=rf"^ckpt_path={tmp_path}/notes is a folder without a checkpoint "
+                                          rf"\(no last.ckpt in it or in its checkpoints/\)"):
+        resolve_checkpoint(str(tmp_path / "notes"), tmp_path)
+
+
+def test_ckpt_path_last_takes_only_your_checkpoint_of_this_experiment(compose_cfg, tmp_path, capsys):
+    """Under a shared outputs/ folder, the newest last.ckpt may be anyone's, of any experiment: never taken for that.
+    A checkpoint of the same run in two folders (a run resumed into a new folder) is one run: the later step."""
+    config = config_snapshot(compose_cfg(*TINY_RUN))
+    other_seed = config_snapshot(compose_cfg(*TINY_RUN, "seed=9"))
+    mine = _checkpoint(tmp_path / "runs/a/checkpoints/last.ckpt", 2, "r1", config)
+    _checkpoint(tmp_path / "runs/b/checkpoints/last.ckpt", 5, "r2", other_seed)  # newer, another experiment
+    _checkpoint(tmp_path / "runs/c/checkpoints/last.ckpt", 6, None, None)  # newer, no run record: unknown experiment
+    (tmp_path / "runs/d/checkpoints").mkdir(parents=True)
+    (tmp_path / "runs/d/checkpoints/last.ckpt").write_bytes(b"garbage")  # unreadable: skipped, not fatal
+    assert resolve_checkpoint("last", tmp_path, config=config) == mine
+    continued = _checkpoint(tmp_path / "multiruns/x/0/checkpoints/last.ckpt", 4, "r1", config)  # r1, resumed
+    assert resolve_checkpoint("last", tmp_path, config=config) == continued
+
+    _checkpoint(tmp_path / "runs/e/checkpoints/last.ckpt", 1, "r3", config)  # a second run of this experiment
+    with pytest.raises(ConfigError, match=r"^ckpt_path=last is ambiguous: 2 runs under .* were trained with this "
+                                          r"experiment \(.*runs/e/checkpoints/last.ckpt at step 1, .*multiruns/x/0/"
+                                          r"checkpoints/last.ckpt at step 4\); pass ckpt_path=<one of them>"):
+        resolve_checkpoint("last", tmp_path, config=config)
+
+
+def test_ckpt_path_last_never_opens_another_users_checkpoint(compose_cfg, tmp_path, monkeypatch):
+    config = config_snapshot(compose_cfg(*TINY_RUN))
+    _checkpoint(tmp_path / "runs/a/checkpoints/last.ckpt", 2, "r1", config)
+    _checkpoint(tmp_path / "multiruns/b/1/checkpoints/last.ckpt", 3, "r2", config)
+    me = os.geteuid()
+    monkeypatch.setattr(os, "geteuid", lambda: me + 1)  # every file now belongs to someone else
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("another user's checkpoint was opened"))
+    with pytest.raises(ConfigError, match=r"^ckpt_path=last: none of the 2 checkpoints under .* is yours and trained "
+                                          r"with this experiment; 2 belong to other users; pass ckpt_path=<file>"):
+        resolve_checkpoint("last", tmp_path, config=config)
+    with pytest.raises(ConfigError, match="none of the 0 checkpoints"):
+        resolve_checkpoint("last", tmp_path / "empty", config=config)
+    # A job of a sweep continued with ckpt_path=last starts when it has no checkpoint of its own
+    assert resolve_checkpoint("last", tmp_path, config=config, sweep_job=True) is None
 
 
 def test_ckpt_path_last_means_the_run_folder_the_command_names(tmp_path):
@@ -134,6 +227,20 @@ def test_ckpt_path_last_means_the_run_folder_the_command_names(tmp_path):
     assert resolve_checkpoint("last", tmp_path, run_dir=named.parent.parent) == named
     with pytest.raises(ConfigError, match=r"ckpt_path=last: no last.ckpt in the run folder the command names"):
         resolve_checkpoint("last", tmp_path, run_dir=tmp_path / "runs/new")
+    assert resolve_checkpoint("last", tmp_path, run_dir=tmp_path / "runs/new", sweep_job=True) is None
+
+
+def test_the_newest_checkpoint_of_a_run_folder_is_the_one_at_the_highest_step(tmp_path):
+    """A copied run folder resumed by an older hicra holds `last-v1.ckpt` (Lightning's version counter) beside a
+    stale `last.ckpt`; the copy's file times say nothing (cp without -p)."""
+    run = tmp_path / "copy"
+    newer = _checkpoint(run / "checkpoints/last-v1.ckpt", 3, "r1", {})
+    _checkpoint(run / "checkpoints/last.ckpt", 2, "r1", {})
+    os.utime(newer, (0, 0))
+    assert resolve_checkpoint("last", tmp_path, run_dir=run) == newer
+    assert resolve_checkpoint(str(run), tmp_path) == newer
+    # continuing it in its own folder overwrites nothing it should not: the run writes last.ckpt there
+    assert checkpoint_to_resume("last", run, tmp_path, run, {}, sweep_job=False) == newer
 
 
 # --- one process per run ----------------------------------------------------------------------------------------
@@ -231,6 +338,24 @@ def test_a_resume_may_extend_and_change_cadence_and_says_so(finished_copy):
     assert "trainer.max_steps (2 -> 3), val_every_n_steps (2 -> 1)" in run.data.tags["hicra.resume_changes"]
     assert run.data.params["algorithm.group_size"] == "4"
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/reward_mean")) == [0, 1, 2]
+
+
+@pytest.mark.slow  # two resumes of a tiny run
+def test_a_copied_run_folder_resumed_twice_continues_from_its_latest_step(finished_copy):
+    """`paths.*` may change on resume, so a run folder may be copied or moved. Resumed there, Lightning used to write
+    `last-v1.ckpt` beside the copied `last.ckpt`, and the next `ckpt_path=last` took the stale `last.ckpt`: it
+    retrained the steps since, and MLflow kept their first values."""
+    first = _resume(finished_copy, "trainer.max_steps=3")
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = _resume(finished_copy, "trainer.max_steps=4")
+    assert second.returncode == 0, second.stderr[-2000:]
+    folder = finished_copy / "run" / "checkpoints"
+    assert f"resuming {folder / 'last.ckpt'} at step 3 " in second.stdout
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == ["last.ckpt"]  # one checkpoint, not one per resume
+    assert _state(folder / "last.ckpt")["global_step"] == 4
+    client, run = _the_run(finished_copy)
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/reward_mean")) == [0, 1, 2, 3]
+    assert "dirpath has changed" not in second.stderr  # Lightning's warning about the move: nothing to act on
 
 
 @pytest.mark.parametrize("damage", ["deleted", "garbage"])
