@@ -16,10 +16,11 @@ from hicra.config.instantiate import build, build_stored
 from hicra.errors import ConfigError
 from hicra.evaluation import sources as src
 from hicra.evaluation.benchmarks import questions, skipped_count
+from hicra.evaluation.claims import claim, claim_file
 from hicra.evaluation.generation import sample_answers
 from hicra.evaluation.metrics import summarize
 from hicra.evaluation.report import format_table, write_results
-from hicra.evaluation.tracking import earlier_eval, finished_eval_runs, log_eval_run, open_store
+from hicra.evaluation.tracking import earlier_eval, finished_eval_runs, log_eval_run, open_store, signature
 from hicra.tasks import Example, Task
 from hicra.tracking.store import absolute_artifact_location, ensure_experiment, flatten, git_state
 
@@ -35,6 +36,7 @@ class Job:
     num_samples: int  # the protocol's k for this benchmark
     max_new_tokens: int  # the generation budget: eval's own, else the training run's
     earlier: object | None = None  # an eval run that already has this result (a resumed study)
+    claim: Path | None = None  # a resumed study's claim on this job (hicra.evaluation.claims)
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -124,6 +126,7 @@ def plan(cfg: DictConfig, benchmark, protocol, client, choices: dict[str, str],
                   generation_budget(source, cfg))
         if resumable:
             job.earlier = earlier_eval(earlier_runs, source.run_id, params)
+            job.claim = claim_file(source.model_path.parent, client.tracking_uri, source.run_id, signature(params))
         jobs.append(job)
     return jobs, notes
 
@@ -149,16 +152,7 @@ def evaluate(cfg: DictConfig, choices: dict[str, str], out_dir: Path) -> list[di
     for note in notes:
         print(f"hicra-eval: {note}", flush=True)
 
-    rows = []
-    for index, job in enumerate(jobs):
-        if job.earlier is not None:
-            print(f"hicra-eval: {job.source.label}: already evaluated (eval run {job.earlier.info.run_id}), skipped",
-                  flush=True)
-            rows.append(_row(job, protocol.name, {k: float(v) for k, v in job.earlier.data.metrics.items()},
-                             job.earlier.info.run_id, earlier=True))
-            continue
-        rows.append(run_job(job, index, protocol, cfg, device, client, params, config_file, out_dir))
-
+    rows = run_jobs(jobs, protocol, cfg, device, client, params, config_file, out_dir)
     table = format_table(rows, protocol.ks, protocol.greedy)
     md, js = write_results(rows, table, out_dir)
     skipped = skipped_count(jobs[0].task) if jobs else 0
@@ -166,6 +160,32 @@ def evaluate(cfg: DictConfig, choices: dict[str, str], out_dir: Path) -> list[di
     if skipped:
         print(f"({skipped} problems of {jobs[0].benchmark} have no checkable answer and were left out)")
     print(f"results: {md} and {js.name}" + (f"; MLflow store {client.tracking_uri}" if client else ""), flush=True)
+    return rows
+
+
+def run_jobs(jobs: list[Job], protocol, cfg: DictConfig, device, client, params: dict[str, str], config_file: Path,
+             out_dir: Path) -> list[dict]:
+    """The table rows: each job run, or its earlier result; a job another hicra-eval has claimed is left out."""
+    rows = []
+    for index, job in enumerate(jobs):
+        with claim(job.claim) as held:  # held for the whole job: another hicra-eval skips it meanwhile
+            if held is False:
+                print(f"hicra-eval: {job.source.label}: being evaluated by another hicra-eval (claim {job.claim}), "
+                      "skipped", flush=True)
+                continue
+            if held is None and job.claim is not None:
+                print(f"hicra-eval: {job.source.label}: cannot write a claim in {job.claim.parent}: another "
+                      "hicra-eval may evaluate it too", flush=True)
+            if held and job.earlier is None:  # another process may have finished it since plan() looked
+                job.earlier = earlier_eval(finished_eval_runs(client, [job.source.experiment_id]), job.source.run_id,
+                                           params)
+            if job.earlier is not None:
+                print(f"hicra-eval: {job.source.label}: already evaluated (eval run {job.earlier.info.run_id}), "
+                      "skipped", flush=True)
+                rows.append(_row(job, protocol.name, {k: float(v) for k, v in job.earlier.data.metrics.items()},
+                                 job.earlier.info.run_id, earlier=True))
+                continue
+            rows.append(run_job(job, index, protocol, cfg, device, client, params, config_file, out_dir))
     return rows
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from hicra.errors import ConfigError
@@ -145,19 +146,40 @@ def load_pretrained(
     """Load a causal LM and its tokenizer from a hub id, a local folder or a bundled model."""
     resolved = resolve_name_or_path(name_or_path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            resolved, dtype=_dtype(dtype), attn_implementation=attn_implementation
+        model, loading_info = AutoModelForCausalLM.from_pretrained(
+            resolved, dtype=_dtype(dtype), attn_implementation=attn_implementation, output_loading_info=True
         )
+        check_loaded_as_saved(name_or_path, loading_info)
         tokenizer = load_tokenizer(name_or_path if name_or_path.startswith(BUNDLED_SCHEME) else resolved)
     except ConfigError:
         raise
-    except (OSError, ValueError, TypeError, StrictDataclassError) as err:
+    except SafetensorError as err:  # a weights file cut short by a full disk or a broken copy, or not one at all
+        raise ConfigError(f"cannot load model '{name_or_path}': a weights file is not a complete safetensors file "
+                          f"({err}); copy or save the model again") from err
+    except torch.OutOfMemoryError:
+        raise
+    except (OSError, ValueError, TypeError, RuntimeError, StrictDataclassError) as err:
+        # RuntimeError: a weight whose shape the config.json does not give (transformers' size-mismatch refusal)
         # no weights locally and no hub access; a config.json that transformers refuses (a field of the wrong type)
         lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
         # transformers' strict config names the field on its first line and the expected type on its second
         message = " ".join(lines[:2] if isinstance(err, StrictDataclassError) else lines[:1]) or type(err).__name__
         raise ConfigError(f"cannot load model '{name_or_path}': {message}") from err
     return finish_model(model, tokenizer, gradient_checkpointing, lora, share_prompt_prefix)
+
+
+def check_loaded_as_saved(name_or_path: str, loading_info: dict) -> None:
+    """A one-line ConfigError when `from_pretrained` did not load the model as saved: weights the model has and the
+    files lack stay randomly initialised, weights the files have and the model lacks are dropped (a config.json with
+    more or fewer layers than the weights). transformers only prints a table and goes on; training or evaluating
+    that half-random model would report numbers about a model nobody saved."""
+    for kind, what in (("missing_keys", "missing from its weights files (they would stay random)"),
+                       ("unexpected_keys", "in its weights files but not in the model its config.json builds")):
+        keys = sorted(loading_info.get(kind) or ())
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            raise ConfigError(f"model '{name_or_path}' does not load as saved: {len(keys)} weights {what}: {shown}; "
+                              "allowed: a config.json and weights written together (save_pretrained)")
 
 
 def build_tiny_model(

@@ -55,14 +55,34 @@ CASES = [
     (["limit=0"], ["limit=0 is not allowed", "integer >= 1"]),
     (["limit=-3"], ["limit=-3 is not allowed"]),
     (["protocol=greedy", "protocol.num_samples=4"], ["protocol.num_samples=4", "greedy"]),
+    # a model that would not load as saved: scored half-random before, a traceback for a cut weights file
+    (["checkpoint={damaged}/more_layers"], ["{damaged}/more_layers' does not load as saved",
+                                            "weights missing from its weights files"]),
+    (["checkpoint={damaged}/truncated"], ["{damaged}/truncated'", "not a complete safetensors file"]),
 ]
 
 
+@pytest.fixture(scope="module")
+def damaged(tiny_model_dir, tmp_path_factory):
+    """Copies of the tiny model: more_layers/ (config.json says 3 layers, the weights hold 2), truncated/ (half of
+    model.safetensors)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("damaged")
+    for name in ("more_layers", "truncated"):
+        shutil.copytree(tiny_model_dir, root / name)
+    config = json.loads((root / "more_layers" / "config.json").read_text())
+    (root / "more_layers" / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
+    weights = root / "truncated" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return root
+
+
 @pytest.mark.parametrize("args,expected", CASES, ids=[" ".join(a) for a, _ in CASES])
-def test_bad_input_fails_in_one_line(args, expected, eval_cli, fake_store, tmp_path):
+def test_bad_input_fails_in_one_line(args, expected, eval_cli, fake_store, damaged, tmp_path):
     uri, runs = fake_store
     (tmp_path / "no_answer.jsonl").write_text('{"problem": "1+1?"}\n')
-    values = {"uri": uri, "tmp": tmp_path, "no_model_run": runs["hicra__strategic_grams__s0"]}
+    values = {"uri": uri, "tmp": tmp_path, "no_model_run": runs["hicra__strategic_grams__s0"], "damaged": damaged}
     args = [a.format(**values) for a in args]
     if not any(a.startswith("logger") for a in args):
         args.append("logger=none")
