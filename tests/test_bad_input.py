@@ -28,7 +28,18 @@ def bad_files(tmp_path_factory):
     (root / "ok.jsonl").write_text("".join(f'{{"question": "{i}+1?", "answer": "{i + 1}"}}\n' for i in range(20)))
     (root / "binary.jsonl").write_bytes(bytes(range(256)) * 4)
     (root / "not_a_database.db").write_text("this is not an MLflow store\n")
+    _model_with_more_layers_than_weights(root / "more_layers")
     return root
+
+
+def _model_with_more_layers_than_weights(folder: Path) -> None:
+    from hicra.models.loaders import build_tiny_model
+
+    bundle = build_tiny_model()
+    bundle.model.save_pretrained(folder)
+    bundle.tokenizer.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
 
 
 CASES = [
@@ -45,6 +56,8 @@ CASES = [
     (["task=local_file", "task.path={root}/malformed.jsonl"], ["malformed.jsonl", "line 2"]),
     (["task=local_file", "task.path={root}/no_answer.jsonl"], ["no_answer.jsonl", "answer"]),
     (["model=hf", "model.name_or_path={root}/no_such_model"], ["no_such_model", "does not exist"]),
+    (["model=hf", "model.name_or_path={root}/more_layers"], ["more_layers' does not load as saved",
+                                                            "weights missing from its weights files"]),
     (["algorithm.no_such_key=1"], ["algorithm.no_such_key"]),
     (["rollout.temperature=0"], ["rollout.temperature=0", "(0, 10]"]),
     (["rollout.max_new_tokens=0"], ["rollout.max_new_tokens=0", "an integer >= 1"]),
