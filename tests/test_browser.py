@@ -4,9 +4,15 @@ Slow tier (a browser and an MLflow server start); `make test` runs it, `make tes
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from hicra.browser import Browser, chromium_binary, mlflow_server
+
+sys.path.insert(0, str(Path(__file__).parent / "compare"))
+from hostile_store import EXPERIMENT, RUN_NAME, TITLE, completions, make_hostile_store
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(chromium_binary() is None, reason="no Chromium: `make setup` installs Debian's "
@@ -48,9 +54,11 @@ def test_reports_and_token_viewer_render_with_their_figures(browser, trained_run
     assert browser.errors == []
 
 
-@pytest.fixture
-def mlflow_ui(trained_run, tmp_path):
-    with mlflow_server(trained_run.tracking_uri, tmp_path / "mlflow.log") as url:
+@pytest.fixture(scope="module")
+def mlflow_ui(trained_run, tmp_path_factory):
+    """One server for the module (it takes ~20 s to start on 2 cores); it reads the store live, so runs that a
+    test adds show up."""
+    with mlflow_server(trained_run.tracking_uri, tmp_path_factory.mktemp("mlflow_ui") / "mlflow.log") as url:
         yield url
 
 
@@ -85,3 +93,42 @@ def test_mlflow_orders_metric_sections_by_name_as_the_readme_says(browser, train
     named = [s for s in sections if s != "Model metrics"]  # keys without a `/`, always last
     assert named == sorted(named) and {"hierarchy", "train", "val"} <= set(named), sections
     assert named.index("hierarchy") < named.index("train") < named.index("val")  # what the README says
+
+
+XSS_FIRED = f"window.__hicra_xss !== undefined || document.title === '{TITLE}'"
+SCRIPT_URLS = "[...document.querySelectorAll('[href],[src]')].filter(e => /^\\s*javascript:/i.test(" \
+              "e.getAttribute('href') || e.getAttribute('src'))).length"
+
+
+def test_text_from_runs_never_runs_as_script(browser, trained_run, mlflow_ui, tmp_path):
+    """Run names, an experiment name, a swept value and completion samples that carry markup (tests/compare/
+    hostile_store.py: each payload would set window.__hicra_xss and the title) stay text on every page hicra writes
+    from them, and on MLflow's own pages; `<missing>` shows. Added to the shared store as an experiment of its own."""
+    import mlflow
+
+    from hicra.analyze.cli import main as analyze
+    from hicra.compare.cli import main as compare
+    from hicra.training.callbacks import render_completions
+
+    uri, ids = make_hostile_store(tmp_path / "hostile", trained_run.tracking_uri)
+    assert compare(["--experiment", EXPERIMENT, "--tracking-uri", uri, "--out", str(tmp_path / "compare")]) == 0
+    assert analyze([*ids, "--tracking-uri", uri, "--out", str(tmp_path / "analysis"), "--no-log"]) == 0
+    row = completions()["rows"][0]
+    page = tmp_path / "completions_step000001.html"
+    page.write_text(render_completions(1, [{**row, "pieces": [tuple(p) for p in row["pieces"]]}], RUN_NAME))
+    pages = [tmp_path / "compare" / "report.html", tmp_path / "analysis" / "report.html",
+             tmp_path / "analysis" / "token_viewer.html", page]
+    for path in pages:
+        browser.open(path.as_uri())
+        assert not browser.evaluate(XSS_FIRED) and browser.evaluate(SCRIPT_URLS) == 0, path
+        assert RUN_NAME in browser.evaluate("document.body.innerText"), path  # the name, shown as text
+    browser.open(pages[0].as_uri())
+    assert "algorithm=<missing>" in browser.evaluate("document.body.innerText")
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(f"{EXPERIMENT}-compare").experiment_id])
+    for address, ready in ((f"#/experiments/{client.get_experiment_by_name(EXPERIMENT).experiment_id}", "plain"),
+                           (f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+                            "?workflowType=machine_learning", "Differences vs")):  # the report as run description
+        browser.open(f"{mlflow_ui}/{address}", ready=f"document.body.innerText.includes('{ready}')", timeout_s=120)
+        assert not browser.evaluate(XSS_FIRED) and browser.evaluate(SCRIPT_URLS) == 0, address

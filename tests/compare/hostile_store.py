@@ -36,14 +36,15 @@ def completions() -> dict:
                                  "token_advantages": [0.5, 0.7], "reward": 1.0, "advantage": 0.5}]}
 
 
-def make_hostile_store(root: Path) -> tuple[str, list[str]]:
-    """The store above (each run FINISHED, val/accuracy at steps 0 and 1 of trainer.max_steps 1, a completion sample
-    on the first run); returns (tracking uri, run ids in the order of RUNS)."""
+def make_hostile_store(root: Path, uri: str | None = None) -> tuple[str, list[str]]:
+    """The experiment above (each run FINISHED, val/accuracy at steps 0 and 1 of trainer.max_steps 1, a completion
+    sample on the first run) in a new store under `root`, or added to the store at `uri`; artifacts under `root`.
+    Returns (tracking uri, run ids in the order of RUNS)."""
     import mlflow
     from mlflow.entities import Metric, Param
 
     root.mkdir(parents=True, exist_ok=True)
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = uri or f"sqlite:///{root / 'mlflow.db'}"
     client = mlflow.MlflowClient(tracking_uri=uri)
     exp = client.create_experiment(EXPERIMENT, artifact_location=(root / "art").as_uri())
     ids = []
