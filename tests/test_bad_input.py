@@ -22,6 +22,7 @@ def bad_files(tmp_path_factory):
     (root / "no_answer.jsonl").write_text('{"question": "1+1?"}\n')
     (root / "bool_answer.jsonl").write_text('{"question": "1+1?", "answer": 2}\n{"question": "Odd?", "answer": true}\n')
     (root / "list_answer.jsonl").write_text('{"question": "Roots?", "answer": [1, 2]}\n')
+    (root / "surrogate.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n{"question": "\\ud800?", "answer": "3"}\n')
     (root / "one.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n')
     (root / "binary_grams.txt").write_bytes(b"wait\n\x89PNG\r\n\x1a\n\x00\x00")
     (root / "used_run" / "final_model").mkdir(parents=True)  # an earlier run's output: must not be overwritten
@@ -69,6 +70,8 @@ CASES = [
     (["task=local_file", "task.path={root}/bool_answer.jsonl"],
      ["bool_answer.jsonl' line 2: key 'answer' holds a bool (true)", "allowed: a string or a finite number"]),
     (["task=local_file", "task.path={root}/list_answer.jsonl"], ["line 1: key 'answer' holds a list ([1, 2])"]),
+    (["task=local_file", "task.path={root}/surrogate.jsonl"],
+     ["surrogate.jsonl' line 2: key 'question' holds a lone surrogate", "allowed: valid Unicode"]),
     (["task=local_file", "task.path={root}/one.jsonl", "task.val_path={root}/one.jsonl"],
      ["one.jsonl' is also in task.val_path", "nothing is left to train on"]),
     (["planner=strategic_grams", "planner.grams_path={root}/no_grams.txt"], ["planner.grams_path=",

@@ -52,7 +52,7 @@ def _read_jsonl(file: Path, path: str) -> list[tuple[str, dict]]:
             if not line.strip():
                 continue  # blank lines (e.g. a trailing newline) carry no record
             try:
-                record = json.loads(line)
+                record = json.loads(line, parse_int=_json_int)
             except json.JSONDecodeError as err:
                 raise ConfigError(f"data file '{path}' line {number}: not valid JSON ({err.msg})") from err
             if not isinstance(record, dict):
@@ -61,6 +61,15 @@ def _read_jsonl(file: Path, path: str) -> list[tuple[str, dict]]:
                 )
             records.append((f"line {number}", record))
     return records
+
+
+def _json_int(literal: str) -> int | str:
+    """A JSON integer; one longer than Python converts to int (4300 digits: `int` raises ValueError) stays its
+    digits, the text `text_value` would write for it anyway (and a reference compares as a decimal, with no limit)."""
+    try:
+        return int(literal)
+    except ValueError:
+        return literal
 
 
 def _starts_with_bracket(file: Path) -> bool:
@@ -73,7 +82,7 @@ def _starts_with_bracket(file: Path) -> bool:
 
 def _read_json_array(file: Path, path: str) -> list[tuple[str, dict]]:
     try:
-        items = json.loads(file.read_text(encoding="utf-8-sig"))
+        items = json.loads(file.read_text(encoding="utf-8-sig"), parse_int=_json_int)
     except json.JSONDecodeError as err:
         raise ConfigError(f"data file '{path}' line {err.lineno}: not valid JSON ({err.msg})") from err
     records = []
@@ -105,15 +114,31 @@ def text_value(value, path: str, where: str, key: str) -> str:
     spelling ("yes", "1, 2") would decide the reward behind the user's back.
     """
     if isinstance(value, str):
-        return value
+        return _unicode_text(value, path, where, key)
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         if isinstance(value, numbers.Integral):
             return str(int(value))
         if math.isfinite(value):
             return str(int(value)) if float(value).is_integer() else format(Decimal(repr(float(value))), "f")
+        if math.isnan(value):  # not "missing": the key is there, and holds a value that is no answer
+            raise ConfigError(f"data file '{path}' {where}: key '{key}' holds NaN, which is not an answer (an empty "
+                              "cell of a Parquet number column reads as NaN too); allowed: a string or a finite number")
     kind = "a non-finite number" if isinstance(value, numbers.Real) and not isinstance(value, bool) \
         else f"a {type(value).__name__}"
     shown = json.dumps(value, default=str)  # as the file spells it; one line whatever the value holds
     shown = shown if len(shown) <= 40 else shown[:37] + "..."
     raise ConfigError(f"data file '{path}' {where}: key '{key}' holds {kind} ({shown}); allowed: a string or a "
                       f"finite number (write any other answer as the text the model should box)")
+
+
+def _unicode_text(text: str, path: str, where: str, key: str) -> str:
+    """`text` when it is valid Unicode. A lone surrogate (JSON's "\\ud800" escape without its pair) is refused, not
+    replaced: it is no character, so neither UTF-8 nor the tokenizer can carry it, and replacing it would change a
+    question or an answer behind the user's back."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ConfigError(f"data file '{path}' {where}: key '{key}' holds a lone surrogate ({text[err.start]!r} at "
+                          f"character {err.start}), which is not text; allowed: valid Unicode (a \\ud800-\\udfff "
+                          "escape only as half of a pair)") from None
+    return text

@@ -7,7 +7,6 @@ Unlike `LocalFileTask` there is no train/validation split: nothing trains on a b
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from hicra.errors import ConfigError
@@ -53,7 +52,7 @@ class EvalFileTask(Task):
 
     def _field(self, where: str, record: dict, key: str, knob: str) -> str:
         value = record.get(key)
-        if value is None or (isinstance(value, float) and math.isnan(value)):  # Parquet marks gaps with None/NaN
+        if value is None:  # a gap in a Parquet text column; a NaN (a number column's gap) is text_value's to refuse
             keys = ", ".join(map(str, record)) or "none"
             raise ConfigError(f"data file '{self.path}' {where}: no '{key}' key (keys found: {keys}); "
                               f"name the right one with benchmark.task.{knob}=<key>")

@@ -8,7 +8,6 @@ import json
 import mlflow
 import pytest
 
-
 FAST = ["max_new_tokens=8", "batch_size=4"]
 
 
@@ -49,6 +48,8 @@ CASES = [
     (["checkpoint=experiment:broken", "logger.tracking_uri={uri}"], ["experiment 'broken' has no finished training"]),
     (["benchmark=local_file", "benchmark.task.path={tmp}/no_answer.jsonl"],
      ["no_answer.jsonl", "line 1", "'answer'", "keys found: problem"]),
+    (["benchmark=local_file", "benchmark.task.path={tmp}/nan_answer.jsonl"],
+     ["nan_answer.jsonl' line 1: key 'answer' holds NaN, which is not an answer"]),
     (["benchmark=local_file"], ["benchmark.task.path"]),
     (["protocol=foo"], ["unknown protocol 'foo'", "greedy, paper, pass_at_k"]),
     (["benchmark=bar"], ["unknown benchmark 'bar'", "champ", "held_out", "local_file"]),
@@ -82,6 +83,7 @@ def damaged(tiny_model_dir, tmp_path_factory):
 def test_bad_input_fails_in_one_line(args, expected, eval_cli, fake_store, damaged, tmp_path):
     uri, runs = fake_store
     (tmp_path / "no_answer.jsonl").write_text('{"problem": "1+1?"}\n')
+    (tmp_path / "nan_answer.jsonl").write_text('{"problem": "1+1?", "answer": NaN}\n')
     values = {"uri": uri, "tmp": tmp_path, "no_model_run": runs["hicra__strategic_grams__s0"], "damaged": damaged}
     args = [a.format(**values) for a in args]
     if not any(a.startswith("logger") for a in args):

@@ -101,6 +101,42 @@ def test_a_list_question_is_refused(tmp_path):
         LocalFileTask(path, val_size=0).train_examples()
 
 
+def test_a_nan_answer_is_named_nan_not_missing(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"question": "q", "answer": 1}, {"question": "r", "answer": float("nan")}])
+    parquet = tmp_path / "d.parquet"
+    pd.DataFrame({"question": ["a", "b"], "answer": [1.0, None]}).to_parquet(parquet)  # a number column's gap
+    for task, where in ((LocalFileTask(path, val_size=0), "line 2"), (EvalFileTask(path), "line 2"),
+                        (EvalFileTask(str(parquet)), "row 2")):
+        with pytest.raises(ConfigError) as err:
+            task.val_examples()
+        assert f"' {where}: key 'answer' holds NaN, which is not an answer" in str(err.value), err.value
+        assert "missing" not in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_an_integer_of_5000_digits_is_an_answer_like_any_other(tmp_path, suffix):
+    digits = "7" * 5000  # more than Python converts to int (4300): json.loads raised a ValueError
+    path = tmp_path / f"d{suffix}"
+    record = '{"question": "q", "answer": ' + digits + "}"
+    path.write_text(f"[{record}]" if suffix == ".json" else record + "\n")
+    task = EvalFileTask(str(path))
+    (example,) = task.val_examples()
+    assert example.answer == digits
+    assert task.score(f"\\boxed{{{digits}}}", example) == 1.0 and task.score("\\boxed{7}", example) == 0.0
+
+
+@pytest.mark.parametrize("key", ["question", "answer"])
+def test_a_lone_surrogate_is_refused_naming_file_line_and_key(tmp_path, key):
+    """A JSON "\\ud800" escape without its pair decodes to no character: the tokenizer (and UTF-8) cannot carry it."""
+    record = {"question": "What is 1 + 1?", "answer": "2"} | {key: "before \ud800 after"}
+    path = write_jsonl(tmp_path / "d.jsonl", [{"question": "ok", "answer": "1"}, record])
+    for task in (LocalFileTask(path, val_size=0), EvalFileTask(path)):
+        with pytest.raises(ConfigError) as err:
+            task.val_examples()
+        assert str(err.value).startswith(f"data file '{path}' line 2: key '{key}' holds a lone surrogate ('\\ud800' "
+                                         "at character 7), which is not text; allowed: valid Unicode"), err.value
+
+
 # --- encodings ---
 
 
