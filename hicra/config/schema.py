@@ -109,7 +109,8 @@ TRAINER = {
 }
 
 LOGGER = {"experiment_name": text(), "tracking_uri": text(), "artifact_location": text(null=True),
-          "run_name": text(null=True), "tags": mapping(SCALAR), "log_model": either(flag(), one_of("all"))}
+          "run_name": text(null=True), "tags": mapping(SCALAR), "log_model": either(flag(), one_of("all")),
+          "outage_timeout_s": number(0, lo_open=True)}
 
 DIAGNOSTICS = {"grams_path": text(null=True), "top_entropy_fraction": FRACTION, "following_words": integer(0),
                "semantic_entropy_occurrences": integer(1), "seed": SEED}

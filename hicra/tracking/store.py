@@ -264,7 +264,11 @@ def store_lock(uri: str):
     except OSError as err:
         raise ConfigError(f"logger.tracking_uri '{uri}' cannot be used: {err.strerror} ({lock.parent})") from None
     with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        except OSError as err:  # a filesystem without flock (NFS without lockd, Lustre without -o flock)
+            print(f"hicra-train: {lock} cannot be locked ({err.strerror}); going on without the lock: parallel jobs "
+                  f"creating this store at once may clash", file=sys.stderr, flush=True)
         yield
 
 

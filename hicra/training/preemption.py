@@ -62,22 +62,22 @@ class SignalWatch:
             if isinstance(exc, SIGTERMException):  # Lightning's loops saw the signal first
                 exc = Preempted(signal.SIGTERM)
             if isinstance(exc, Preempted):
-                mark_killed(self.logger)
-                raise Preempted(exc.signum, self.describe(exc.signum)) from None
+                marked = mark_killed(self.logger)  # or why not: a tracking server that does not answer
+                raise Preempted(exc.signum, self.describe(exc.signum, marked)) from None
             return False
         finally:  # after marking: a second SIGTERM meanwhile must not kill the process half-way
             for signum, handler in self._previous.items():
                 signal.signal(signum, handler)
 
-    def describe(self, signum: int) -> str:
+    def describe(self, signum: int, marked: str = "") -> str:
         parts = [f"stopped by {signal.Signals(signum).name}"]
         if self.checkpoint is not None and self.checkpoint.is_file():
             saved = f"saved at step {self.step}" if self.step is not None else "from an earlier step"
             parts.append(f"checkpoint {self.checkpoint} ({saved}); continue with ckpt_path={self.checkpoint}")
         else:
             parts.append("no checkpoint to continue from (stopped before the first one, or checkpointing is off)")
-        if self.logger is not None:
-            parts.append(f"MLflow run {self.logger.run_id} marked KILLED")
+        if marked:
+            parts.append(marked)
         return "; ".join(parts)
 
 

@@ -31,16 +31,20 @@ from hicra.config.values import check_config
 from hicra.errors import ConfigError
 from hicra.models.lora import merged_for_save
 from hicra.models.reference import build_reference
+from hicra.tracking.outage import StopOnOutage
 from hicra.tracking.run_end import ended_on_failure
 from hicra.tracking.store import (
     absolute_artifact_location,
     absolute_tracking_uri,
+    check_run_resumable,
+    check_store,
     check_tracking_uri,
     default_run_name,
     describe_run,
     ensure_experiment,
     log_run_metadata,
     mark_running,
+    not_stored_note,
     quiet_mlflow,
     run_description,
     store_lock,
@@ -180,21 +184,10 @@ def build_logger(cfg: DictConfig, choices: dict[str, str], resume_run_id: str | 
         check_tracking_uri(uri)
         ensure_experiment(uri, cfg.logger.experiment_name, artifact_location)
         if resume_run_id is not None:
-            check_run_exists(uri, resume_run_id)
+            check_run_resumable(uri, resume_run_id)
     name = cfg.logger.get("run_name") or default_run_name(choices, cfg.seed, swept_overrides(), uses_planner)
     return build(cfg.logger, tracking_uri=uri, artifact_location=artifact_location, run_id=resume_run_id,
                  run_name=name)
-
-
-def check_run_exists(uri: str, run_id: str) -> None:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:
-        MlflowClient(tracking_uri=uri).get_run(run_id)
-    except MlflowException:
-        raise ConfigError(f"the checkpoint belongs to MLflow run {run_id}, which is not in logger.tracking_uri={uri}; "
-                          f"pass the tracking URI the run was logged to") from None
 
 
 def find_resume_point(cfg: DictConfig, out_dir: Path, locks: RunLocks) -> ResumePoint:
@@ -262,6 +255,8 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     is_main = rank_zero_only.rank == 0
     with RunLocks(enabled=is_main) as locks, SignalWatch() as watch:
         resume = find_resume_point(cfg, out_dir, locks)
+        if is_main and cfg.logger.get("_target_"):  # a deleted experiment or run: said before the model loads
+            check_store(cfg.logger, resume.mlflow_run_id)
         watch.checkpoint = resume.checkpoint  # what a stop names until this run writes its own
         if is_main and resume.checkpoint is not None:
             print(f"hicra-train: {resume_line(resume)}", flush=True)
@@ -331,8 +326,11 @@ def fit_and_summarise(cfg: DictConfig, choices: dict[str, str], out_dir: Path, r
                           "experiment": cfg.logger.experiment_name, "experiment_id": logger.experiment_id}
                if logger is not None else None}
     if logger is not None:
+        if hasattr(logger, "deliver"):  # a tracking server away at the end: wait for it, bounded
+            logger.deliver(watch.raise_if_signalled, out_dir)
         describe_run(logger.experiment, logger.run_id,
-                     description(logger, name, cfg, choices, trainer.global_step, module.val_history, out_dir))
+                     description(logger, name, cfg, choices, trainer.global_step, module.val_history, out_dir)
+                     + not_stored_note(logger))
         logger.finalize("success")
     if is_main:
         print(format_summary(summary), flush=True)
@@ -393,6 +391,7 @@ def checkpointing(cfg: DictConfig, out_dir: Path, callbacks: list, logger, watch
     saves = folder / LAST if every > 0 else None
     watch.checkpoint = saves or watch.checkpoint
     callbacks.append(StopAtSafePoint(watch, saves))  # a Checkpoint too: Lightning then wants this flag on
+    callbacks.append(StopOnOutage(logger if hasattr(logger, "outage") else None, saves, out_dir))
     return {"enable_checkpointing": True, "plugins": [AtomicCheckpointIO()]}
 
 

@@ -1,4 +1,4 @@
-"""A real MLflow tracking server, as a team shares it, for the tests of this folder."""
+"""A real MLflow tracking server, as a team shares it, and what MLflow raises once one is gone."""
 
 from __future__ import annotations
 
@@ -63,3 +63,21 @@ def mlflow_server(tmp_path):
         yield server
     finally:
         server.stop()
+
+
+def _unreachable(*args, **kwargs):
+    from mlflow.exceptions import MlflowException
+    from requests import ConnectionError
+
+    try:
+        raise ConnectionError("[Errno 111] Connection refused")
+    except ConnectionError as err:
+        raise MlflowException(f"API request to http://team:5000/api/2.0/mlflow/runs/log-batch failed with "
+                              f"exception {err}") from None
+
+
+@pytest.fixture
+def unreachable():
+    """A stand-in for an MlflowClient method: raises what MLflow's HTTP client raises once it gives up on a server
+    that is gone (it wraps the network error)."""
+    return _unreachable

@@ -10,7 +10,6 @@ import socket
 import time
 
 import pytest
-import requests
 from support import seed_store
 
 from hicra.tracking.outage import HTTP_LIMITS, StopOnOutage, TrackingUnavailable
@@ -23,17 +22,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def unreachable(*args, **kwargs):
-    """What MLflow's HTTP client raises once it gives up on a server that is gone (it wraps the network error)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        raise requests.ConnectionError("[Errno 111] Connection refused")
-    except requests.ConnectionError as err:
-        raise MlflowException(f"API request to http://team:5000/api/2.0/mlflow/runs/log-batch failed with "
-                              f"exception {err}") from None
 
 
 @pytest.fixture
@@ -58,7 +46,7 @@ def _log(logger, steps) -> None:
         logger.log_metrics({"train/reward_mean": step / 10, "loss/policy": -step}, step=step)
 
 
-def test_a_short_outage_loses_no_metric_and_says_when_it_starts_and_ends(store, monkeypatch, capsys):
+def test_a_short_outage_loses_no_metric_and_says_when_it_starts_and_ends(store, unreachable, monkeypatch, capsys):
     from mlflow import MlflowClient
 
     clock = Clock()
@@ -80,7 +68,7 @@ def test_a_short_outage_loses_no_metric_and_says_when_it_starts_and_ends(store, 
     assert "answers again after 10 s; 10 kept metric values sent" in err
 
 
-def test_a_checkpoint_keeps_the_unsent_values_and_a_resume_sends_each_once(store, monkeypatch):
+def test_a_checkpoint_keeps_the_unsent_values_and_a_resume_sends_each_once(store, unreachable, monkeypatch):
     from mlflow import MlflowClient
 
     clock = Clock()
@@ -111,7 +99,7 @@ def test_an_absent_server_costs_seconds_not_minutes_of_retries(monkeypatch, caps
     assert "does not answer" in capsys.readouterr().err
 
 
-def test_the_end_of_a_run_waits_for_the_store_only_as_long_as_the_setting_says(store, tmp_path, monkeypatch):
+def test_the_end_of_a_run_waits_for_the_store_only_as_long_as_the_setting_says(store, unreachable, tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
     clock = Clock()
@@ -151,3 +139,17 @@ def test_an_artifact_the_store_refuses_is_said_and_named_not_raised(store, tmp_p
     line = capsys.readouterr().err.strip()
     assert line.startswith("hicra-train: could not store artifact completions/completions_step000001.html")
     assert "No space left on device" in line and "training goes on" in line
+
+
+def test_a_store_lock_on_a_filesystem_without_flock_warns_and_goes_on(tmp_path, monkeypatch, capsys):
+    import fcntl
+
+    from hicra.tracking.store import store_lock
+
+    def no_flock(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with store_lock(f"sqlite:///{tmp_path}/mlflow.db"):
+        entered = True
+    assert entered and "cannot be locked (No locks available); going on without the lock" in capsys.readouterr().err
