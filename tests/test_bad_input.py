@@ -93,6 +93,15 @@ CASES = [
                                                                                   "cannot be used"]),
     (["trainer=gpu"], ["trainer.accelerator=gpu", "trainer=cpu"]),
     (["+trainer.strategy=fsdp"], ["FSDP", "strategy=auto"]),
+    # processes: a one-process sampler with ranks, before vLLM or a model loads (hicra/config/placement.py)
+    (["rollout=vllm", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"],
+     ["rollout=vllm samples in one training process only", "trainer.devices=2", "allowed: rollout=hf"]),
+    (["rollout=vllm", "trainer=fsdp"], ["rollout=vllm samples in one training process only",
+                                        "fully_sharded_strategy", "trainer=gpu trainer.devices=1"]),
+    (["rollout=vllm", "trainer.num_nodes=2"], ["rollout=vllm", "trainer.num_nodes=2"]),
+    (["-m", "hydra/launcher=slurm_gpu", "hydra.launcher.partition=gpu", "experiment=paper/qwen2_5_7b_base",
+      "task.path={root}/ok.jsonl", "hydra.launcher.tasks_per_node=1"],
+     ["hydra.launcher.tasks_per_node=1 but trainer.devices=4", "allowed: hydra.launcher.tasks_per_node=4"]),
     # typed values, checked before anything is instantiated (hicra/config/schema.py)
     (["checkpoint_every_n_steps=abc"], ["checkpoint_every_n_steps='abc' is not allowed", "an integer >= 0"]),
     (["trainer.precision=bogus"], ["trainer.precision='bogus' is not allowed", "bf16-mixed"]),

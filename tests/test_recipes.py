@@ -62,6 +62,24 @@ def test_paper_recipe_needs_the_data_path_and_says_what_is_unstated(stem, compos
     assert "dynamic" not in OmegaConf.to_yaml(cfg).lower()  # no invented key: Llama's dynamic sampling is a comment
 
 
+@pytest.mark.parametrize("stem", PAPER)
+def test_paper_recipe_runs_under_the_slurm_preset_as_it_stands(stem, data_file):
+    """`hicra-train -m experiment=paper/<stem> hydra/launcher=slurm_gpu ...` passes the command line's checks, and
+    SLURM is asked for a task and a GPU per device on trainer.num_nodes nodes (Lightning's SLURMEnvironment
+    refuses anything else, after the model has loaded)."""
+    from hicra.config.checks import check_composes, check_every_job
+    from hicra.config.schema import TRAIN
+
+    args = ["-m", f"experiment=paper/{stem}", f"task.path={data_file}", "hydra/launcher=slurm_gpu",
+            "hydra.launcher.partition=gpu"]
+    cfg = check_composes(args, CONF_DIR, "train")
+    check_every_job(args, cfg, CONF_DIR, "train", TRAIN)
+    launcher, devices = cfg.hydra.launcher, cfg.trainer.devices
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (devices, devices,
+                                                                                 cfg.trainer.num_nodes)
+    assert launcher.mem_gb is None and launcher.mem_per_gpu == "64G"  # host RAM grows with the ranks
+
+
 def test_paper_recipes_differ_only_in_the_model_and_its_gpus(compose_cfg):
     def comparable(stem):
         cfg = OmegaConf.to_container(compose_cfg(f"experiment=paper/{stem}"))

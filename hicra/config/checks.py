@@ -62,9 +62,10 @@ def _first_of_each_sweep(args: list[str]) -> list[str]:
     candidates = [a for a in args if "=" in a and not a.startswith("-") or a.startswith("~")]
     single = []
     for override in OverridesParser.create().parse_overrides(candidates):
-        if override.key_or_group.startswith("hydra") and override.key_or_group not in ("hydra.run.dir",
-                                                                                          "hydra.sweep.dir"):
-            continue  # hydra.* and hydra/launcher are Hydra's own business; output folders are checked here
+        key = override.key_or_group
+        if key.startswith("hydra") and key not in ("hydra.run.dir", "hydra.sweep.dir") and \
+                not key.startswith(("hydra/launcher", "hydra.launcher.")):
+            continue  # hydra.* are Hydra's own business; output folders and the launcher's allocation are checked here
         if override.is_sweep_override():
             single.append(f"{override.get_key_element()}={next(iter(override.sweep_string_iterator()))}")
         else:
@@ -108,6 +109,7 @@ def check_every_job(args: list[str], cfg, conf_dir: Path, config_name: str, sche
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf.errors import OmegaConfBaseException
 
+    from hicra.config.placement import check_placement
     from hicra.config.sweep import jobs, varying
     from hicra.config.values import check_keys, check_target_arguments, check_values
 
@@ -123,9 +125,13 @@ def check_every_job(args: list[str], cfg, conf_dir: Path, config_name: str, sche
         finally:
             GlobalHydra.instance().clear()
 
+    # The launcher only runs a multirun's jobs; its node is the main composition's (Hydra builds it once per sweep).
+    launcher = cfg.hydra.get("launcher") if multirun else None
+
     def keys_and_values(job_cfg) -> None:
         check_keys(job_cfg, schema)
         check_values(job_cfg, schema)
+        check_placement(job_cfg, launcher)  # the processes a job starts: sampler, SLURM allocation
 
     # A `_target_`'s arguments need its import (torch, Lightning: seconds): checked here for a sweep, whose jobs must
     # all pass before the first starts; a single run's job checks them itself before its model loads (`preflight`).
@@ -136,8 +142,8 @@ def check_every_job(args: list[str], cfg, conf_dir: Path, config_name: str, sche
             except ConfigError as err:
                 if not multirun:
                     raise
-                raise ConfigError(f"job {number} of {len(configs)} ({' '.join(varying(job, overrides))}): "
-                                  f"{err}") from None
+                named = " ".join(varying(job, overrides))
+                raise ConfigError(f"job {number} of {len(configs)}{f' ({named})' if named else ''}: {err}") from None
 
 
 def check_output_folder(cfg, multirun: bool) -> None:

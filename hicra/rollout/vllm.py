@@ -119,6 +119,9 @@ class VLLMSampler(HFSampler):
     """
 
     supports_lora = False  # read by hicra-train's preflight: refused before any model loads
+    # One engine in this process, fed the whole policy: no DDP/FSDP ranks (hicra/config/placement.py refuses them on
+    # the command line, by this class's `_target_`).
+    one_process_only = True
 
     def __init__(
         self,

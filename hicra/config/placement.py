@@ -1,0 +1,80 @@
+"""Where a run's processes go, checked on the command line before anything loads (hicra.config.checks runs it for
+every job): combinations that would otherwise fail minutes in, once the model has loaded.
+
+- A sampler that lives in one process (`rollout=vllm`: one in-process engine, fed the policy's whole `state_dict`)
+  cannot serve several training processes: each rank would build its own engine, and under FSDP it would be handed
+  sharded DTensors.
+- A SLURM launcher must allocate what Lightning will ask for: one task per device on every node (Lightning's
+  SLURMEnvironment refuses any other `--ntasks-per-node` or `--nodes` at Trainer construction), and a GPU per task.
+
+Plain config values only: nothing is imported here, so a mistake is answered before torch loads.
+"""
+
+from __future__ import annotations
+
+from hicra.errors import ConfigError
+
+# Samplers whose class sets `one_process_only = True`, by `_target_` (read without importing them), with the
+# option that names them; tests/config/test_placement.py checks this table against the classes.
+ONE_PROCESS_ROLLOUTS = {"hicra.rollout.vllm.VLLMSampler": "vllm"}
+SINGLE_PROCESS_STRATEGIES = ("auto", "single_device")  # Lightning's names of strategies that start no other rank
+SLURM_LAUNCHER = "SlurmLauncher"  # hydra-submitit's class: its jobs run under SLURM, whose settings Lightning checks
+
+
+def devices_per_node(trainer) -> int | None:
+    """How many processes Lightning starts on each node; None when it decides on the machine (devices=auto or -1)."""
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, bool):
+        return None
+    if isinstance(devices, int):
+        return devices if devices >= 0 else None
+    return len(devices) if hasattr(devices, "__len__") and not isinstance(devices, str) else None
+
+
+def _strategy(trainer) -> str:
+    strategy = trainer.get("strategy", "auto")
+    return str(strategy.get("_target_")) if hasattr(strategy, "get") else str(strategy)
+
+
+def check_rollout_processes(cfg) -> None:
+    """A one-process sampler with a trainer that may start several processes (or shard the policy) is refused."""
+    name = ONE_PROCESS_ROLLOUTS.get(str(cfg.get("rollout", {}).get("_target_")))
+    trainer = cfg.get("trainer") or {}
+    if name is None:
+        return
+    devices, nodes, strategy = devices_per_node(trainer), trainer.get("num_nodes", 1), _strategy(trainer)
+    if devices == 1 and nodes == 1 and strategy in SINGLE_PROCESS_STRATEGIES:
+        return
+    raise ConfigError(f"rollout={name} samples in one training process only (one in-process engine fed the whole "
+                      f"policy), not with trainer.devices={trainer.get('devices', 1)}, trainer.num_nodes={nodes}, "
+                      f"trainer.strategy={strategy}; allowed: rollout=hf with this trainer, or rollout={name} with "
+                      f"trainer=gpu trainer.devices=1")
+
+
+def check_slurm_allocation(trainer, launcher) -> None:
+    """Under a SLURM launcher: tasks per node = trainer.devices, nodes = trainer.num_nodes, and at least one GPU per
+    task unless the trainer runs on CPU. `launcher` is the composed `hydra.launcher` node (or None)."""
+    if launcher is None or SLURM_LAUNCHER not in str(launcher.get("_target_", "")):
+        return
+    devices, nodes = devices_per_node(trainer), trainer.get("num_nodes", 1)
+    if devices is None:  # checked first: the slurm_gpu preset's typed task count interpolates it
+        raise ConfigError(f"trainer.devices={trainer.get('devices')} under a SLURM launcher: SLURM must know how many "
+                          f"tasks to start; allowed: trainer.devices=<GPUs per node> (an integer)")
+    tasks, gpus = launcher.get("tasks_per_node"), launcher.get("gpus_per_node")
+    if tasks != devices:
+        raise ConfigError(f"hydra.launcher.tasks_per_node={tasks} but trainer.devices={devices}: Lightning runs one "
+                          f"SLURM task per device; allowed: hydra.launcher.tasks_per_node={devices} (hydra/launcher="
+                          f"slurm_gpu sets it from trainer.devices)")
+    if launcher.get("nodes") != nodes:
+        raise ConfigError(f"hydra.launcher.nodes={launcher.get('nodes')} but trainer.num_nodes={nodes}; allowed: "
+                          f"hydra.launcher.nodes={nodes} (hydra/launcher=slurm_gpu sets it from trainer.num_nodes)")
+    if isinstance(gpus, int) and str(trainer.get("accelerator", "auto")) != "cpu" and gpus < devices:
+        raise ConfigError(f"hydra.launcher.gpus_per_node={gpus} but trainer.devices={devices}: each task needs its "
+                          f"own GPU; allowed: hydra.launcher.gpus_per_node >= {devices} (hydra/launcher=slurm_gpu "
+                          f"sets it from trainer.devices)")
+
+
+def check_placement(cfg, launcher=None) -> None:
+    """One job's config (`cfg`, without its hydra node) against its sampler and, in a multirun, its launcher."""
+    check_rollout_processes(cfg)
+    check_slurm_allocation(cfg.get("trainer") or {}, launcher)
