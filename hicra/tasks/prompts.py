@@ -17,7 +17,7 @@ _MAX_CHARS_PER_TOKEN = 32
 
 
 def build_chat_prompt(tokenizer, question: str, instruction: str, system_prompt: str | None = None,
-                      max_tokens: int | None = None) -> str:
+                      max_tokens: int | None = None, budget_key: str = "rollout.max_prompt_tokens") -> str:
     """Render one user turn (question, blank line, instruction) ready for generation.
 
     Uses the tokenizer's chat template with the assistant generation prompt appended, so the completion is
@@ -30,7 +30,8 @@ def build_chat_prompt(tokenizer, question: str, instruction: str, system_prompt:
     refused: prompts are rendered batch by batch, so refusing would stop a run at whichever step first draws a long
     question; and the tokenizer's own truncation cuts from the right, which removes the instruction and the
     assistant header (the model then continues the user's text and is scored on a format it was never asked for).
-    The end of a question is where its ask usually is ("... What is x?").
+    The end of a question is where its ask usually is ("... What is x?"). `budget_key` is the setting that gave
+    `max_tokens`, as the warning and the error name it (hicra-eval's own is `max_prompt_tokens`).
     """
     if max_tokens is None:
         return _render(tokenizer, question, instruction, system_prompt)
@@ -38,18 +39,19 @@ def build_chat_prompt(tokenizer, question: str, instruction: str, system_prompt:
         prompt = _render(tokenizer, question, instruction, system_prompt)
         if count_tokens(tokenizer, prompt) <= max_tokens:
             return prompt
-    warnings.warn("a question longer than rollout.max_prompt_tokens allows was cut from the left to fit (the chat "
+    warnings.warn(f"a question longer than {budget_key} allows was cut from the left to fit (the chat "
                   "template and the instruction are kept whole)", stacklevel=2)
-    return _render(tokenizer, _question_tail(tokenizer, question, instruction, system_prompt, max_tokens),
+    return _render(tokenizer, _question_tail(tokenizer, question, instruction, system_prompt, max_tokens, budget_key),
                    instruction, system_prompt)
 
 
-def check_prompt_room(tokenizer, instruction: str, system_prompt: str | None, max_tokens: int) -> int:
+def check_prompt_room(tokenizer, instruction: str, system_prompt: str | None, max_tokens: int,
+                      budget_key: str = "rollout.max_prompt_tokens") -> int:
     """Tokens left for a question once the template, system prompt, instruction and `CUT_MARKER` take theirs;
     a one-line ConfigError when none are."""
     frame = count_tokens(tokenizer, _render(tokenizer, CUT_MARKER, instruction, system_prompt))
     if frame >= max_tokens:
-        raise ConfigError(f"rollout.max_prompt_tokens={max_tokens} leaves no room for a question: the chat template, "
+        raise ConfigError(f"{budget_key}={max_tokens} leaves no room for a question: the chat template, "
                           f"system prompt and instruction alone take {frame} tokens; allowed: a value above {frame}")
     return max_tokens - frame
 
@@ -69,9 +71,10 @@ def _render(tokenizer, question: str, instruction: str, system_prompt: str | Non
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def _question_tail(tokenizer, question: str, instruction: str, system_prompt: str | None, max_tokens: int) -> str:
+def _question_tail(tokenizer, question: str, instruction: str, system_prompt: str | None, max_tokens: int,
+                   budget_key: str) -> str:
     """`CUT_MARKER` + the longest tail of `question` whose rendered prompt fits `max_tokens`."""
-    room = check_prompt_room(tokenizer, instruction, system_prompt, max_tokens)
+    room = check_prompt_room(tokenizer, instruction, system_prompt, max_tokens, budget_key)
     ids = tokenizer(question[-room * _MAX_CHARS_PER_TOKEN:], add_special_tokens=False).input_ids
     keep = min(len(ids), room)
     while True:  # tokens can merge across the marker and the template: shorten until the whole prompt fits

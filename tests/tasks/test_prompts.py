@@ -76,3 +76,11 @@ def test_a_budget_the_template_alone_overflows_is_a_one_line_config_error(tokeni
     assert str(err.value) == (f"rollout.max_prompt_tokens={frame} leaves no room for a question: the chat template, "
                               f"system prompt and instruction alone take {frame} tokens; allowed: a value above "
                               f"{frame}")
+
+
+def test_the_cut_and_its_error_name_the_caller_s_setting(tokenizer):
+    """hicra-eval's budget is `max_prompt_tokens`, not training's `rollout.max_prompt_tokens`."""
+    with pytest.warns(UserWarning, match="^a question longer than max_prompt_tokens allows"):
+        build_chat_prompt(tokenizer, "x " * 2000, DEFAULT_INSTRUCTION, max_tokens=128, budget_key="max_prompt_tokens")
+    with pytest.raises(ConfigError, match="^max_prompt_tokens=8 leaves no room for a question"):
+        build_chat_prompt(tokenizer, "x " * 2000, DEFAULT_INSTRUCTION, max_tokens=8, budget_key="max_prompt_tokens")
