@@ -1,9 +1,10 @@
 """Which runs a comparison reads: the training runs (finished or not, each flagged) and the eval runs linked to them.
 
 A training run is "unfinished" when its MLflow status is not FINISHED (RUNNING, FAILED, KILLED) or when its last
-logged step, over every metric, is below its `trainer.max_steps` param. hicra-train logs the final validation at
-step = trainer.max_steps, so a run that stopped early (crash, kill, a deliberately short override) is caught even
-if MLflow marked it FINISHED.
+logged step, over every training metric, is below its `trainer.max_steps` param. hicra-train logs the final
+validation at step = trainer.max_steps, so a run that stopped early (crash, kill, a deliberately short override) is
+caught even if MLflow marked it FINISHED. MLflow's system metrics (`system/*`) do not count: they are sampled every
+few seconds on a step counter of their own (29 samples in a 5-step run), which would read as steps trained.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from hicra.tracking.html_report import md_text
 EVAL_KIND, COMPARE_KIND = "eval", "compare"
 SOURCE_TAG, BENCHMARK_TAG, PROTOCOL_TAG = "hicra.source_run_id", "hicra.benchmark", "hicra.protocol"
 EVAL_SCORE = "eval/score"
+NOT_TRAINING_STEPS = ("system/",)  # metric prefixes whose step is not a training step (MLflow's own sampler)
 
 
 @dataclass
 class TrainRun:
     info: RunInfo
-    last_step: int | None          # largest step of any logged metric; None when the run logged nothing
+    last_step: int | None          # largest step of any training metric; None when the run logged none
     max_steps: int | None          # the run's `trainer.max_steps` param (None when absent or not a positive int)
     unfinished_reason: str | None  # None: finished
 
@@ -71,7 +73,8 @@ def positive_int_param(params: dict[str, str], key: str) -> int | None:
 
 def completion(runs: list[RunInfo], frame: pd.DataFrame) -> list[TrainRun]:
     """Flag each run finished / unfinished, with the reason in words."""
-    last = frame.groupby("run_id").step.max().to_dict() if not frame.empty else {}
+    trained = frame[~frame.key.str.startswith(NOT_TRAINING_STEPS)] if not frame.empty else frame
+    last = trained.groupby("run_id").step.max().to_dict() if not trained.empty else {}
     out = []
     for run in runs:
         last_step = int(last[run.run_id]) if run.run_id in last else None

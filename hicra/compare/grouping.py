@@ -12,6 +12,12 @@ everything under `logger.`, `paths.`, `hydra.`; tags other than `choice.*` (git,
 
 A run without a key is grouped under `key=<missing>` and named in a note. An automatic param key absent from a
 whole cell of choices (grpo has no `algorithm.alpha`) is "not applicable" there: left out of that group's label.
+
+A label says what the runs used. The planner (`choice.planner`, `planner.*`) only reaches training through the
+planning mask, which an algorithm with `algorithm.needs_planning_mask` false (GRPO) never reads: for those runs it is
+left out of the label, as run names leave it out (hicra.tracking.store.default_run_name), unless it differs between
+them (a planner swept on purpose, which also changes their planning diagnostics). Runs logged without that param
+(older ones) keep it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ MISSING = "<missing>"
 DEFAULT_KEYS = ("choice.algorithm", "choice.planner")
 IGNORED_CHOICES = ("choice.logger", "choice.paths", "choice.hydra")  # where outputs go, not what was trained
 PER_RUN_PREFIXES = ("logger.", "paths.", "hydra.")
+READS_PLANNER = "algorithm.needs_planning_mask"  # a logged param; false: the planner does not change training
 
 
 @dataclass
@@ -96,45 +103,75 @@ def explicit_keys(infos: list[RunInfo], names: list[str]) -> list[str]:
     return keys
 
 
+def _not_applicable(infos: list[RunInfo], keys: list[str], cell_of: dict) -> set[tuple]:
+    """(cell, key): an automatic param key that no run of the cell of choices has."""
+    out = set()
+    for key in (k for k in keys if not k.startswith("choice.")):
+        for cell in set(cell_of.values()):
+            if all(lookup(i, key) is None for i in infos if cell_of[i.run_id] == cell):
+                out.add((cell, key))
+    return out
+
+
+def reads_planner(info: RunInfo) -> bool:
+    """False only when the run says its algorithm never reads the planning mask (GRPO); unknown counts as read."""
+    return info.params.get(READS_PLANNER, "").strip().lower() not in ("false", "0")
+
+
+def unused_planner_keys(infos: list[RunInfo], keys: list[str]) -> set[tuple[str, str]]:
+    """(run id, key): a planner key of a run that does not read the planner, unless it differs between such runs."""
+    blind = [i for i in infos if not reads_planner(i)]
+    out = set()
+    for key in (k for k in keys if k == "choice.planner" or k.startswith("planner.")):
+        if len({lookup(i, key) for i in blind}) == 1:
+            out |= {(i.run_id, key) for i in blind}
+    return out
+
+
 def make_grouping(runs: list[TrainRun], group_by: list[str] | None) -> Grouping:
     infos = [r.info for r in runs]
     keys = explicit_keys(infos, group_by) if group_by else automatic_keys(infos)
     choice_keys = [k for k in keys if k.startswith("choice.")]
     cell_of = {i.run_id: tuple(lookup(i, k) for k in choice_keys) for i in infos}
-    not_applicable = set()  # (cell, key): an automatic param key that no run of the cell has
-    if not group_by:
-        for key in (k for k in keys if not k.startswith("choice.")):
-            for cell in set(cell_of.values()):
-                if all(lookup(i, key) is None for i in infos if cell_of[i.run_id] == cell):
-                    not_applicable.add((cell, key))
+    not_applicable = set() if group_by else _not_applicable(infos, keys, cell_of)
+    unused = unused_planner_keys(infos, keys)
 
     by_label: dict[str, Group] = {}
     for run in runs:
-        values = {k: lookup(run.info, k) for k in keys if (cell_of[run.info.run_id], k) not in not_applicable}
+        rid = run.info.run_id
+        values = {k: lookup(run.info, k) for k in keys
+                  if (cell_of[rid], k) not in not_applicable and (rid, k) not in unused}
         label = " ".join(f"{short_name(k)}={MISSING if v is None else v}" for k, v in values.items()) or "all runs"
         by_label.setdefault(label, Group(label, values, [])).runs.append(run)
     groups = sorted(by_label.values(), key=lambda g: g.label)
-    return Grouping(keys, "--group-by" if group_by else "automatic", groups, _notes(runs, keys, groups,
-                                                                                     not_applicable, cell_of))
+    notes = _notes(runs, keys, groups, lambda i, k: (cell_of[i.run_id], k) in not_applicable, unused)
+    return Grouping(keys, "--group-by" if group_by else "automatic", groups, notes)
 
 
 def _names(infos: list[RunInfo]) -> str:
     return ", ".join(f"{md_text(i.name)} ({i.run_id})" for i in infos)
 
 
-def _notes(runs, keys, groups, not_applicable, cell_of) -> list[str]:
-    """The notes, as Markdown: what came from the runs is escaped here (report.md shows them as they are)."""
+def _notes(runs, keys, groups, not_applicable, unused) -> list[str]:
+    """The notes, as Markdown: what came from the runs is escaped here (report.md shows them as they are).
+    `not_applicable(info, key)`: the key is not in the config of the run's cell; `unused`: (run id, key) pairs."""
     notes = []
     for key in keys:
-        lacking = [r.info for r in runs if lookup(r.info, key) is None
-                   and (cell_of[r.info.run_id], key) not in not_applicable]
+        lacking = [r.info for r in runs if lookup(r.info, key) is None and not not_applicable(r.info, key)
+                   and (r.info.run_id, key) not in unused]
         if lacking:
             notes.append(f"{len(lacking)} run(s) have no {md_code(key)} and are grouped under "
                          f"{md_code(f'{short_name(key)}={MISSING}')}: {_names(lacking)}")
     for key in keys:
-        absent = [md_code(g.label) for g in groups if key not in g.values]
-        if absent:
-            notes.append(f"{md_code(key)} is not in the config of group(s) {', '.join(absent)}: not applicable to "
+        absent = [g for g in groups if key not in g.values]
+        blind = [md_code(g.label) for g in absent if (g.runs[0].info.run_id, key) in unused]
+        if blind:
+            notes.append(f"{md_code(key)} is left out of the label of group(s) {', '.join(blind)}: their algorithm "
+                         f"does not read the planning mask ({md_code(READS_PLANNER + ' false')}), so the planner did "
+                         "not change their training")
+        other = [md_code(g.label) for g in absent if (g.runs[0].info.run_id, key) not in unused]
+        if other:
+            notes.append(f"{md_code(key)} is not in the config of group(s) {', '.join(other)}: not applicable to "
                          "their Hydra choices, so left out of their labels")
     for group in groups:
         counted = [r for r in group.runs if not r.unfinished] or group.runs  # the runs statistics are drawn from

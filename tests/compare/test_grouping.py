@@ -67,3 +67,25 @@ def test_group_by_key_that_no_run_has_is_an_error():
     with pytest.raises(AnalyzeError, match=r"alpah not found in any of the 1 runs; available: tags "
                                            r"choice.algorithm, choice.logger, choice.planner"):
         make_grouping([run(0, "grpo", "none", 0)], ["choice.algorithm", "algorithm.alpah"])
+
+
+def test_planner_is_left_out_of_the_label_of_runs_that_do_not_read_it():
+    """A user's 2x2 sweep (algorithm=grpo,hicra x 2 seeds, the default planner): GRPO never reads the planning mask,
+    so its group is `algorithm=grpo`, not `algorithm=grpo planner=strategic_grams`, as its run names say."""
+    runs = [run(2 * a + s, algo, "strategic_grams", s, algorithm__needs_planning_mask=algo == "hicra",
+                planner__top_fraction=0.3) for a, algo in enumerate(("grpo", "hicra")) for s in (0, 1)]
+    for group_by in (None, ["algorithm", "planner", "planner.top_fraction"]):
+        grouping = make_grouping(runs, group_by)
+        hicra = "algorithm=hicra planner=strategic_grams" + (" planner.top_fraction=0.3" if group_by else "")
+        assert [g.label for g in grouping.groups] == ["algorithm=grpo", hicra]
+        assert [len(g.runs) for g in grouping.groups] == [2, 2]
+        assert any("`choice.planner` is left out of the label of group(s) `algorithm=grpo`: their algorithm does not "
+                   "read the planning mask" in n for n in grouping.notes), grouping.notes
+        assert not any("<missing>" in n or "not applicable" in n for n in grouping.notes), grouping.notes
+
+
+def test_a_planner_swept_under_an_algorithm_that_does_not_read_it_still_names_the_arms():
+    runs = [run(i, "grpo", planner, 0, algorithm__needs_planning_mask=False)
+            for i, planner in enumerate(("strategic_grams", "random"))]
+    assert [g.label for g in make_grouping(runs, None).groups] == ["algorithm=grpo planner=random",
+                                                                   "algorithm=grpo planner=strategic_grams"]
