@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +151,10 @@ def final_value(frame: pd.DataFrame, run_id: str, key: str) -> float | None:
 
 
 def fetch_completions(client, run_id: str, max_steps: int = 30) -> list[dict]:
-    """The run's completion samples (`completions/completions_stepNNNNNN.json`), the latest `max_steps`, by step."""
+    """The run's completion samples (`completions/completions_stepNNNNNN.json`), the latest `max_steps`, by step.
+    A file that is not JSON, or not shaped as the viewer needs (completion_samples.py), is skipped with one line."""
+    from hicra.analyze.completion_samples import checked_sample
+
     try:
         files = [f.path for f in client.list_artifacts(run_id, "completions") if f.path.endswith(".json")]
     except Exception:  # noqa: BLE001 - an unreachable artifact store only loses the viewer
@@ -160,10 +164,13 @@ def fetch_completions(client, run_id: str, max_steps: int = 30) -> list[dict]:
         for path in sorted(files)[-max_steps:]:
             try:
                 local = client.download_artifacts(run_id, path, tmp)
-                data = json.loads(Path(local).read_text(encoding="utf-8"))
+                sample, problem = checked_sample(json.loads(Path(local).read_text(encoding="utf-8")))
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                sample, problem = None, f"not valid JSON text ({first_line(err)})"
             except Exception as err:  # noqa: BLE001 - a broken sample file is skipped, not fatal
-                print(f"hicra-analyze: skipping {path} of run {run_id[:8]}: {first_line(err)}")
+                sample, problem = None, first_line(err)
+            if sample is None:
+                print(f"hicra-analyze: skipping {path} of run {run_id[:8]}: {problem}", file=sys.stderr)
                 continue
-            if isinstance(data, dict) and isinstance(data.get("rows"), list):
-                samples.append(data)
-    return sorted(samples, key=lambda d: int(d.get("step", 0)))
+            samples.append(sample)
+    return sorted(samples, key=lambda d: d["step"])

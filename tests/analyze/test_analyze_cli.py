@@ -127,3 +127,41 @@ def test_bad_argument_is_one_line(capsys):
     assert run_main(["--bogus"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("hicra-analyze: error: ")
+
+
+@pytest.mark.parametrize("data, problem", [
+    ([1, 2], "holds a JSON list, not an object with 'step' and 'rows'"),
+    ({"rows": []}, "has no 'step'"),
+    ({"step": "x", "rows": []}, "'step' is 'x', not an integer"),
+    ({"step": 5, "rows": "x"}, "'rows' is not a list"),
+    ({"step": 5, "rows": ["x"]}, "row 0 is a str, not an object"),
+    ({"step": 5, "rows": [{"pieces": 5}]}, "row 0: 'pieces' is not a list of [token text, is planning] pairs"),
+    ({"step": 5, "rows": [{"pieces": [["a", False]], "token_advantages": ["x"]}]},
+     "row 0: 'token_advantages' is not a list of numbers"),
+    ({"step": 5, "rows": [{"pieces": [], "reward": None}]}, "row 0: 'reward' is not a number"),
+])
+def test_a_completion_sample_the_viewer_cannot_show_says_why(data, problem):
+    from hicra.analyze.completion_samples import checked_sample
+
+    assert checked_sample(data) == (None, problem)
+    good = {"step": "7", "rows": [{"pieces": [["a", True]], "token_advantages": [None], "reward": 1}]}
+    assert checked_sample(good) == ({**good, "step": 7}, None)
+
+
+def test_a_malformed_completions_file_is_one_line_naming_it(stores, tmp_path, capsys):
+    """A completions JSON that parses but is not shaped as hicra writes it (hand-edited, another tool's) used to end
+    hicra-analyze in a traceback from the token viewer; now that file is skipped with one line, the rest is written."""
+    import mlflow
+
+    uri = stores[0]
+    _, (run_id, _) = make_store(Path(uri.removeprefix("sqlite:///")).parent, experiment="malformed")
+    bad = tmp_path / "completions_step000005.json"
+    bad.write_text('{"step": 5, "rows": [{"pieces": 5}]}')
+    mlflow.MlflowClient(tracking_uri=uri).log_artifact(run_id, str(bad), "completions")
+    capsys.readouterr()
+    assert run_main([run_id, "--tracking-uri", uri, "--out", str(tmp_path / "out"), "--no-log"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"hicra-analyze: skipping completions/completions_step000005.json of run {run_id[:8]}: row 0: "
+                   "'pieces' is not a list of [token text, is planning] pairs"], err
+    viewer = (tmp_path / "out" / "token_viewer.html").read_text()
+    assert "data-step='2'" in viewer and "data-step='5'" not in viewer
