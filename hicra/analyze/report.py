@@ -15,8 +15,8 @@ def _fmt(value: float | None) -> str:
 
 def render_report(runs: list[RunInfo], frame, figures: FigureResult, viewer: str | None, tracking_uri: str) -> str:
     lines = ["# hicra analysis", "",
-             f"Generated {datetime.now().isoformat(timespec='seconds')} by `hicra-analyze` from "
-             f"{md_code(tracking_uri)}.", "",
+             (f"Generated {datetime.now().isoformat(timespec='seconds')} by `hicra-analyze` from "
+             f"{md_code(tracking_uri)}."), "",
              "## Runs", "",
              "| run | run id | algorithm | planner | seed | status | final val/accuracy | final train/accuracy |",
              "|---|---|---|---|---|---|---|---|"]

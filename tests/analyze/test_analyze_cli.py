@@ -161,7 +161,7 @@ def test_a_malformed_completions_file_is_one_line_naming_it(stores, tmp_path, ca
     capsys.readouterr()
     assert run_main([run_id, "--tracking-uri", uri, "--out", str(tmp_path / "out"), "--no-log"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"hicra-analyze: skipping completions/completions_step000005.json of run {run_id[:8]}: row 0: "
-                   "'pieces' is not a list of [token text, is planning] pairs"], err
+    assert err == [(f"hicra-analyze: skipping completions/completions_step000005.json of run {run_id[:8]}: row 0: "
+                   "'pieces' is not a list of [token text, is planning] pairs")], err
     viewer = (tmp_path / "out" / "token_viewer.html").read_text()
     assert "data-step='2'" in viewer and "data-step='5'" not in viewer
