@@ -127,8 +127,8 @@ def test_text_from_runs_never_runs_as_script(browser, trained_run, mlflow_ui, tm
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name(f"{EXPERIMENT}-compare").experiment_id])
-    for address, ready in ((f"#/experiments/{client.get_experiment_by_name(EXPERIMENT).experiment_id}", "plain"),
-                           (f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-                            "?workflowType=machine_learning", "Differences vs")):  # the report as run description
+    runs_table = f"#/experiments/{client.get_experiment_by_name(EXPERIMENT).experiment_id}"
+    run_page = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning"
+    for address, ready in ((runs_table, "plain"), (run_page, "Differences vs")):  # run page: the report as description
         browser.open(f"{mlflow_ui}/{address}", ready=f"document.body.innerText.includes('{ready}')", timeout_s=120)
         assert not browser.evaluate(XSS_FIRED) and browser.evaluate(SCRIPT_URLS) == 0, address
