@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import time
+
 import mlflow
 import pytest
 import yaml
@@ -10,7 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import OmegaConf
-from support import CONF_DIR, TINY_RUN, run_cli, run_train
+from support import CONF_DIR, HICRA_TRAIN, PROJECT_ROOT, TINY_RUN, cli_env, run_cli, run_train
 
 from hicra.algorithms import Algorithm
 from hicra.config.checks import check_group_choices
@@ -127,14 +133,100 @@ def test_submitit_slurm_shows_in_cfg_hydra(tmp_path):
     assert launcher["partition"] == "gpu" and launcher["gpus_per_node"] == 1
 
 
+JOBLIB_SWEEP = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY_RUN, "seed=3", "algorithm.alpha=0.1,0.2,0.3",
+                "trainer.max_steps=3", "checkpoint_every_n_steps=1", "val_every_n_steps=3"]
+
+
+def _session_processes(sid: int) -> list[str]:
+    import psutil
+
+    alive = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if os.getsid(process.pid) == sid:
+                alive.append(" ".join(process.info["cmdline"] or [])[:120])
+        except (ProcessLookupError, PermissionError):
+            pass
+    return alive
+
+
 @pytest.mark.slow
-def test_joblib_runs_two_jobs_at_once_into_one_sqlite_store(tmp_path):
-    """Two processes open a fresh sqlite store at the same time: the store lock keeps its creation serial (the real
-    console script: joblib's worker processes are the point)."""
-    result = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY_RUN, "seed=3",
-                      "algorithm.alpha=0.1,0.3", "trainer.max_steps=1"], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_ctrl_c_on_a_joblib_sweep_then_the_same_command_continues_it(tmp_path):
+    """The real console script, joblib's worker processes being the point. Two jobs train at once (into one fresh
+    sqlite store: the store lock keeps its creation serial), the third waits. Ctrl-C (SIGINT to the whole process
+    group, as a terminal sends it) used to print a KeyboardInterrupt traceback, SIGKILL the workers and leave their
+    runs RUNNING; now each job stops at a safe point with a checkpoint, KILLED, the third never starts, one line ends
+    the sweep and no process is left. The same command with ckpt_path=last then continues jobs 0 and 1 and starts
+    job 2 (it used to be refused at job 2, after job 1 had trained): three runs, each step logged once."""
+    store = [f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"logger.artifact_location={tmp_path}/art"]
+    command = [str(HICRA_TRAIN), *JOBLIB_SWEEP, f"hydra.sweep.dir={tmp_path}/sweep", *store]
+    with open(tmp_path / "stderr", "w") as stderr:
+        sweep = subprocess.Popen(command, cwd=PROJECT_ROOT, env=cli_env(), stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not all((tmp_path / f"sweep/{job}/checkpoints/last.ckpt").exists() for job in (0, 1)):
+            assert sweep.poll() is None and time.monotonic() < deadline, (tmp_path / "stderr").read_text()[-3000:]
+            time.sleep(0.1)
+        os.killpg(sweep.pid, signal.SIGINT)
+        sweep.wait(timeout=300)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    stderr = (tmp_path / "stderr").read_text()
+    assert sweep.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("hicra-train: sweep stopped by SIGINT: the jobs in progress "
+                                                      "stopped at a safe point")
+    time.sleep(2)  # joblib's resource tracker leaves as its parent's pipe closes
+    assert _session_processes(sweep.pid) == []  # no orphaned worker
     runs = _runs(tmp_path)
-    # the swept key in the names, though joblib's workers never saw the command line (hicra-train passes it on)
-    assert sorted(r.info.run_name for r in runs) == ["s3 hicra grams alpha=0.1", "s3 hicra grams alpha=0.3"]
-    assert all(r.info.status == "FINISHED" for r in runs)
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [("s3 hicra grams alpha=0.1", "KILLED"),
+                                                                        ("s3 hicra grams alpha=0.2", "KILLED")]
+
+    resumed = run_cli([*JOBLIB_SWEEP, f"hydra.sweep.dir={tmp_path}/sweep", *store, "ckpt_path=last"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert re.search(r"ckpt_path=last: job 0 continues step [12], job 1 continues step [12], job 2 starts$",
+                     resumed.stdout, re.MULTILINE), resumed.stdout[-3000:]
+    runs = _runs(tmp_path)
+    assert sorted(r.info.run_name for r in runs) == [f"s3 hicra grams alpha=0.{i}" for i in (1, 2, 3)]  # no duplicate
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/reward_mean")) == [0, 1, 2]
+
+
+# --- continuing a sweep: which job resumes and which starts, decided for every job before the first starts ---
+
+def test_a_continued_sweep_checks_every_job_before_the_first_starts(tmp_path):
+    """Job 1's checkpoint is unusable: refused in one line naming the job, before job 0 (no checkpoint: it would
+    start) runs; it used to be refused only after job 0 had trained."""
+    damaged = tmp_path / "sweep" / "1" / "checkpoints" / "last.ckpt"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"not a checkpoint")
+    result = run_train(["-m", *TINY_RUN, "algorithm.alpha=0.1,0.3", "ckpt_path=last"], tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"hicra-train: error: job 1 of 2 (algorithm.alpha=0.3): ckpt_path={damaged} is not a hicra checkpoint (not a "
+        f"file torch.save writes); it was not loaded and nothing was changed")
+    assert not (tmp_path / "sweep" / "0").exists()  # job 0 never started
+    assert _runs(tmp_path) == []
+
+
+def test_two_jobs_of_a_continued_sweep_may_not_continue_one_run(tmp_path, compose_cfg):
+    """Jobs that differ only in keys a resume may change find the same checkpoint: one run would be trained twice."""
+    import torch
+
+    from hicra.training.resume import RUN_KEY, config_snapshot
+
+    ckpt = tmp_path / "outputs" / "runs" / "a" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"global_step": 1, "state_dict": {},
+                RUN_KEY: {"mlflow_run_id": "r1", "config": config_snapshot(compose_cfg(*TINY_RUN))}}, ckpt)
+    result = run_train(["-m", *TINY_RUN, "trainer.max_steps=3,4", "ckpt_path=last", f"paths.output_dir={tmp_path}/outputs",
+                        f"hydra.run.dir={tmp_path}/unused"], tmp_path)  # the sweep folder is not named: a search
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"hicra-train: error: job 1 of 2 (trainer.max_steps=4) and job 0 of 2 (trainer.max_steps=3) would both continue "
+        f"{ckpt} (they differ only in keys a resume may change); sweep those keys in separate commands")

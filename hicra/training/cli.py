@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from hicra.config.checks import run_checked
 from hicra.config.schema import TRAIN
 from hicra.errors import Preempted, UserError
 from hicra.tracking.store import PROJECT_ROOT
+from hicra.training import sweep_signals
 
 CONF_DIR = PROJECT_ROOT / "conf"
 JOB_NAME = Path(__file__).stem  # hydra.job.name, as Hydra's main names it
@@ -30,6 +33,10 @@ COMMAND_LINE_ENV = "HICRA_TRAIN_ARGV"
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     """Returns `optimized_metric` so that `hparams_search=...` (the Optuna sweeper) can optimise it."""
+    if sweep_signals.stopped_by() is not None:  # a joblib worker of a stopped sweep: its remaining jobs never start
+        print(f"hicra-train: job skipped: the sweep was stopped by "
+              f"{signal.Signals(sweep_signals.stopped_by()).name}", file=sys.stderr, flush=True)
+        return None
     from hicra.training.run import objective, train  # torch, Lightning, transformers: only for a checked config
 
     try:
@@ -39,6 +46,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         sys.exit(2)
     except Preempted as stop:  # SIGTERM/SIGUSR1: stopped at a safe point; 128 + signal number, as a shell reports it
         print(f"hicra-train: {stop}", file=sys.stderr, flush=True)
+        if sweep_signals.in_pool_worker():  # the launching process ends the sweep (sweep_signals.py): no exit here,
+            sweep_signals.mark_stopped(stop.signum)  # which joblib would answer by killing the other workers
+            return None
         sys.exit(128 + stop.signum)
 
 
@@ -48,7 +58,24 @@ def main() -> None:
     in an option or a value, or `--help`, is answered before they load."""
     # The command line, for jobs that run in other processes (joblib, submitit): run names show the swept keys.
     os.environ[COMMAND_LINE_ENV] = json.dumps(sys.argv[1:])  # this command's own, never one inherited
-    run_checked("hicra-train", _hydra_main, CONF_DIR, "train", JOB_NAME, output_folder=True, schema=TRAIN)
+    multirun = bool({"-m", "--multirun"} & set(sys.argv[1:]))
+    with sweep_signals.SweepSignals() if multirun else contextlib.nullcontext():
+        run_checked("hicra-train", _launch if multirun else _hydra_main, CONF_DIR, "train", JOB_NAME,
+                    output_folder=True, schema=TRAIN)
+
+
+def _launch() -> None:
+    """A sweep continued with `ckpt_path=...`: which job resumes which checkpoint and which starts, checked for every
+    job before the first starts (hicra/training/sweep_resume.py); then Hydra's main."""
+    if any(arg.startswith("ckpt_path=") for arg in sys.argv[1:]):
+        from hicra.training.sweep_resume import check_sweep_resume
+
+        try:
+            print(f"hicra-train: {check_sweep_resume(sys.argv[1:], CONF_DIR, 'train')}", flush=True)
+        except UserError as err:
+            print(f"hicra-train: error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from hicra.errors import Preempted
 from hicra.tracking.store import mark_killed
+from hicra.training.sweep_signals import stopped_by
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -47,6 +48,7 @@ class SignalWatch:
     def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
             self._previous = {signum: signal.signal(signum, self._receive) for signum in STOP_SIGNALS}
+        self.signum = stopped_by()  # a joblib worker whose sweep was stopped while this job was being set up
         return self
 
     def _receive(self, signum, frame) -> None:

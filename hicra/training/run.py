@@ -217,7 +217,8 @@ def named_run_dir(out_dir: Path) -> Path | None:
     if not HydraConfig.initialized():
         return None
     named = {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.hydra}
-    return out_dir if named & {"hydra.run.dir", "hydra.sweep.dir"} else None
+    folder = "hydra.sweep.dir" if in_sweep() else "hydra.run.dir"  # the other one does not place this job
+    return out_dir if folder in named else None
 
 
 def run_dir(cfg: DictConfig) -> Path:
