@@ -117,20 +117,40 @@ def _dedupe_labels(runs: list[RunInfo]) -> None:
             run.name = f"{run.name} ({run.run_id[:6]})"
 
 
-def fetch_metrics(client, runs: list[RunInfo]) -> pd.DataFrame:
+def logged_value(value: float) -> float:
+    """A metric value as it was logged: MLflow's SQL stores keep +-inf as +-1.797e308 (the largest float), which
+    would pass as finite and overflow any statistic; read back as the infinity it was."""
+    return math.copysign(math.inf, value) if abs(value) == sys.float_info.max else value
+
+
+def fetch_metric_points(client, runs: list[RunInfo]) -> pd.DataFrame:
     """Long frame (run_id, key, step, value): every logged metric under its current name (metric_names.py), last
-    value per step, non-finite dropped."""
+    value per step, NaN and +-inf kept (split_non_finite separates them)."""
     import pandas as pd
 
     rows = []
     for run in runs:
         for key in client.get_run(run.run_id).data.metrics:
             for m in client.get_metric_history(run.run_id, key):
-                if m.value is not None and math.isfinite(m.value):
-                    rows.append((run.run_id, current_name(key), int(m.step), float(m.value), m.timestamp))
+                if m.value is not None:
+                    rows.append((run.run_id, current_name(key), int(m.step), logged_value(float(m.value)),
+                                 m.timestamp))
     frame = pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
     frame = frame.sort_values(["run_id", "key", "step", "timestamp"])
     return frame.groupby(["run_id", "key", "step"], as_index=False).last().drop(columns="timestamp")
+
+
+def split_non_finite(points: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the finite points, the NaN / +-inf ones): figures and statistics use the first; the second is reported."""
+    import numpy as np
+
+    finite = np.isfinite(points.value.to_numpy(dtype=float))
+    return points[finite].reset_index(drop=True), points[~finite].reset_index(drop=True)
+
+
+def fetch_metrics(client, runs: list[RunInfo]) -> pd.DataFrame:
+    """fetch_metric_points without the non-finite points (NaN, +-inf)."""
+    return split_non_finite(fetch_metric_points(client, runs))[0]
 
 
 def series(frame: pd.DataFrame, run_id: str, key: str) -> pd.Series:

@@ -146,7 +146,7 @@ def _write(out: Path, frame, summary: dict) -> list[str]:
 
 
 def compare(args: argparse.Namespace) -> Path:
-    from hicra.analyze.runs import fetch_metrics, open_client
+    from hicra.analyze.runs import fetch_metric_points, open_client, split_non_finite
     from hicra.compare.collect import completion, eval_results, training_runs
 
     group_by = _group_by(args.group_by)
@@ -163,9 +163,10 @@ def compare(args: argparse.Namespace) -> Path:
     from hicra.compare.summary import build_summary
 
     experiment, artifact_location, notes = _experiment(client, infos)
-    frame = fetch_metrics(client, infos)
-    _check_metric(frame, args.metric, len(infos))
-    runs = completion(infos, frame)
+    points = fetch_metric_points(client, infos)
+    _check_metric(points, args.metric, len(infos))
+    runs = completion(infos, points)  # a step that logged NaN is still a step the run got to
+    frame, bad = split_non_finite(points)
     grouping = make_grouping(runs, group_by)
     evals, eval_notes = eval_results(client, [i.run_id for i in infos])
     now = datetime.now()
@@ -173,7 +174,7 @@ def compare(args: argparse.Namespace) -> Path:
     meta = {"tool": PROG, "generated": now.isoformat(timespec="seconds"), "tracking_uri": uri,
             "experiment": experiment}
     summary = build_summary(grouping, frame, evals, metric=args.metric, threshold=args.threshold,
-                            baseline=args.baseline, meta=meta, notes=[*notes, *eval_notes])
+                            baseline=args.baseline, meta=meta, notes=[*notes, *eval_notes], bad=bad)
 
     out = args.out or PROJECT_ROOT / "outputs" / "compare" / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', experiment)}-{stamp}"
     figures = _write(out, frame, summary)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from hicra.analyze.runs import RUN_KIND_TAG, AnalyzeError, RunInfo, first_line, resolve_runs
+from hicra.analyze.runs import RUN_KIND_TAG, AnalyzeError, RunInfo, first_line, logged_value, resolve_runs
 from hicra.tracking.html_report import md_text
 
 EVAL_KIND, COMPARE_KIND = "eval", "compare"
@@ -109,7 +109,8 @@ def eval_results(client, train_ids: list[str]) -> tuple[list[EvalResult], list[s
         if source not in wanted:
             continue
         key = (source, tags.get(BENCHMARK_TAG, "<missing>"), tags.get(PROTOCOL_TAG, "<missing>"))
-        metrics = {k: float(v) for k, v in run.data.metrics.items() if k.startswith("eval/") and math.isfinite(v)}
+        metrics = {k: float(v) for k, v in run.data.metrics.items()
+                   if k.startswith("eval/") and math.isfinite(logged_value(v))}  # a stored inf is not a score
         if key in kept or EVAL_SCORE not in metrics:
             if key in kept:
                 kept[key].ignored.append(run.info.run_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hicra.compare import non_finite
 from hicra.compare.metric_bounds import MIN_CI_RUNS
 from hicra.tracking.html_report import md_code, md_text
 
@@ -23,6 +24,8 @@ def _stat_cell(group: dict, field: str, digits: int = 3) -> str:
     text = fmt_ci(ci, digits)
     if ci["mean"] is not None and ci["n"] < group["n_used"]:
         text += f" [{ci['n']} of {group['n_used']} runs]"  # some runs never logged this metric
+    if group.get("non_finite_runs", {}).get(field):
+        text += f" [NaN/inf in {group['non_finite_runs'][field]} run(s), left out]"
     return text + (" (partial)" if group["partial"] and ci["mean"] is not None else "")
 
 
@@ -101,13 +104,22 @@ FOOTNOTES = [
     ("Semantic entropy (`hierarchy/semantic_entropy`, bits) and response length (`train/response_length`, tokens) are "
      "each run's mean over its last 3 logged steps (rollout metrics are noisy from step to step)."),
     "`[m of n runs]`: only m of the n runs logged that metric.",
+    ("`[NaN/inf in k run(s), left out]`: k runs logged non-finite values of that metric; those points are left out "
+     "of every number and curve (which run, metric and steps: Notes). A run whose last value is non-finite has no "
+     "final value."),
 ]
+
+
+def _final_cell(run: dict) -> str:
+    if run.get("final_non_finite"):
+        return f"{run['final_non_finite']} (last logged value)"
+    return "n/a" if run["final"] is None else f"{run['final']:.3f}"
 
 
 def _run_rows(group: dict) -> list[list[str]]:
     return [[md_text(r["name"]), md_code(r["run_id"]), md_text(r["seed"]), md_text(r["status"]),
              f"{_or_dash(r['last_step'])} / {_or_dash(r['max_steps'])}",
-             "n/a" if r["final"] is None else f"{r['final']:.3f}", "n/a" if r["best"] is None else f"{r['best']:.3f}",
+             _final_cell(r), "n/a" if r["best"] is None else f"{r['best']:.3f}",
              "never" if r["steps_to_threshold"] is None else str(r["steps_to_threshold"]),
              md_text(r["unfinished_reason"] or "-")] for r in group["runs"]]
 
@@ -154,6 +166,9 @@ def render_stdout(summary: dict) -> str:
     if summary["n_unfinished"]:
         parts.append(f"{summary['n_unfinished']} unfinished run(s): counted in curves only; statistics use finished "
                      "runs (see report.md)")
+    flagged = non_finite.stdout_lines([r for g in summary["groups"] for r in g["runs"]])
+    if flagged:
+        parts.append("\n".join(["NaN/inf values left out of every number (steps: notes of report.md):", *flagged]))
     if summary["comparisons"]:
         parts.append("\n".join([f"Differences vs baseline `{summary['baseline']}` (Welch 95% CI):"] +
                                [f"- {c['group']}, {c['quantity']}: {c['verdict']}" for c in summary["comparisons"]]))

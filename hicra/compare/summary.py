@@ -14,6 +14,7 @@ from dataclasses import asdict, replace
 import pandas as pd
 
 from hicra.analyze.runs import AnalyzeError, series
+from hicra.compare import non_finite
 from hicra.compare.collect import EVAL_SCORE, EvalResult, TrainRun, positive_int_param
 from hicra.compare.grouping import Group
 from hicra.compare.metric_bounds import bounds
@@ -39,15 +40,19 @@ def first_step_reaching(s: pd.Series, threshold: float) -> int | None:
 
 
 def run_numbers(run: TrainRun, frame: pd.DataFrame, metric: str, threshold: float,
-                evals: dict[str, EvalResult]) -> dict:
-    """One run's row of summary.json; `evals`: benchmark/protocol -> the eval kept for this run."""
+                evals: dict[str, EvalResult], bad: pd.DataFrame) -> dict:
+    """One run's row of summary.json; `evals`: benchmark/protocol -> the eval kept for this run; `bad`: the
+    non-finite points (non_finite.py). A run whose last value of `metric` is NaN or inf has no final value."""
     m = series(frame, run.info.run_id, metric)
+    flagged = non_finite.points_of(bad, run.info.run_id)
+    final_non_finite = non_finite.last_is_non_finite(flagged.get(metric, []), m)
     return {
         "run_id": run.info.run_id, "name": run.info.name, "seed": run.info.seed, "status": run.info.status,
         "unfinished": run.unfinished, "unfinished_reason": run.unfinished_reason,
         "last_step": run.last_step, "max_steps": run.max_steps,
         "max_new_tokens": positive_int_param(run.info.params, "rollout.max_new_tokens"),
-        "final": _last(m), "best": None if m.empty else float(m.max()),
+        "final": None if final_non_finite else _last(m), "final_non_finite": final_non_finite,
+        "best": None if m.empty else float(m.max()), "non_finite": flagged,
         "steps_to_threshold": first_step_reaching(m, threshold),
         "semantic_entropy_final": _tail_mean(series(frame, run.info.run_id, SEMANTIC_ENTROPY)),
         "response_length_final": _tail_mean(series(frame, run.info.run_id, RESPONSE_LENGTH)),
@@ -65,10 +70,13 @@ def _values(rows: list[dict], field: str) -> list[float]:
     return [r[field] for r in rows if r[field] is not None]
 
 
-def group_numbers(group: Group, rows: list[dict], eval_keys: list[str]) -> dict:
+def group_numbers(group: Group, rows: list[dict], eval_keys: list[str], metric: str) -> dict:
     """Group statistics from its finished runs (all runs, marked partial, when none finished)."""
     finished = [r for r in rows if not r["unfinished"]]
     used = finished or rows
+    keys = {"final": metric, "best": metric, "semantic_entropy_final": SEMANTIC_ENTROPY,
+            "response_length_final": RESPONSE_LENGTH}
+    flagged = {field: sum(key in r["non_finite"] for r in used) for field, key in keys.items()}
     steps = _values(used, "steps_to_threshold")
     evals = {}
     for key in eval_keys:
@@ -84,6 +92,7 @@ def group_numbers(group: Group, rows: list[dict], eval_keys: list[str]) -> dict:
         "semantic_entropy_final": _mean_ci(_values(used, "semantic_entropy_final")),
         "response_length_final": _mean_ci(_values(used, "response_length_final")),
         "evals": evals,
+        "non_finite_runs": {field: n for field, n in flagged.items() if n},  # used runs with NaN/inf there
         "runs": rows,
     }
 
@@ -164,14 +173,16 @@ def unfinished_notes(runs: list[TrainRun]) -> list[str]:
 
 
 def build_summary(grouping, frame: pd.DataFrame, evals: list[EvalResult], *, metric: str, threshold: float,
-                  baseline: str | None, meta: dict, notes: list[str]) -> dict:
-    """Everything summary.json holds; report.md and stdout are rendered from it. `meta`: experiment, uri, time."""
+                  baseline: str | None, meta: dict, notes: list[str], bad: pd.DataFrame | None = None) -> dict:
+    """Everything summary.json holds; report.md and stdout are rendered from it. `meta`: experiment, uri, time;
+    `frame`: the finite metric points, `bad`: the NaN / inf ones (reported, never averaged)."""
+    bad = frame.iloc[:0] if bad is None else bad
     eval_keys = sorted({e.key for e in evals})
     by_run: dict[str, dict[str, EvalResult]] = {}
     for e in evals:
         by_run.setdefault(e.source_run_id, {})[e.key] = e
-    groups = [group_numbers(g, [run_numbers(r, frame, metric, threshold, by_run.get(r.info.run_id, {}))
-                                for r in g.runs], eval_keys) for g in grouping.groups]
+    groups = [group_numbers(g, [run_numbers(r, frame, metric, threshold, by_run.get(r.info.run_id, {}), bad)
+                                for r in g.runs], eval_keys, metric) for g in grouping.groups]
     chosen, baseline_notes = pick_baseline(groups, baseline)
     groups.sort(key=lambda g: (g["label"] != chosen, g["label"]))  # baseline first, then by label
     runs = [r for g in grouping.groups for r in g.runs]
@@ -180,4 +191,5 @@ def build_summary(grouping, frame: pd.DataFrame, evals: list[EvalResult], *, met
             "n_runs": len(runs), "n_unfinished": sum(r.unfinished for r in runs), "baseline": chosen,
             "eval_keys": eval_keys, "groups": groups,
             "comparisons": comparisons(groups, chosen, metric, eval_keys),
-            "notes": [*grouping.notes, *unfinished_notes(runs), *baseline_notes, *notes]}
+            "notes": [*grouping.notes, *unfinished_notes(runs),
+                      *non_finite.notes([r for g in groups for r in g["runs"]]), *baseline_notes, *notes]}

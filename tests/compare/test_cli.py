@@ -4,6 +4,7 @@ report.md, eval runs linked by tag, the compare run logged to MLflow, one-line e
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -113,9 +114,10 @@ def test_report_files_and_mlflow_run(compared, capsys):
     report = (out / "report.md").read_text()
     for text in ["| 3 (1 unfinished) |", "0.200 ± 0.248", "0.400 ± n/a", "(partial)", "finished runs only",
                  "last 3 logged steps", "status RUNNING; last logged step 2 < trainer.max_steps 4", "status KILLED",
-                 "not applicable", "CI excludes 0", "0.450 [range 0.400, 0.500] (2/2 evaluated)", *ids.values()]:
+                 "not applicable", "CI excludes 0", "0.450 [range 0.400, 0.500] (2/2 evaluated)", *ids.values(),
+                 "hierarchy/semantic_entropy NaN at step 3", "2.500 ± 1.242 [NaN/inf in 1 run(s), left out]"]:
         assert text in report, text
-    assert "nan" not in report.lower().replace("planner", "")
+    assert "nan" not in report.replace("NaN", "").lower().replace("planner", "")  # no number printed as nan
     for name in ("learning_curves.png", "eval_scores.png"):
         image = mpimg.imread(out / name)
         assert image.shape[0] > 300 and image.std() > 0.01
@@ -201,3 +203,37 @@ def test_empty_experiment_through_the_real_cli(study, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines == ["hicra-compare: error: experiment 'empty' has no training runs"], lines
     assert not (tmp_path / "o").exists()
+
+
+def test_nan_and_inf_are_flagged_not_dropped_or_a_traceback(tmp_path, capsys):
+    """An inf (MLflow's SQL store keeps it as the largest float) overflowed the statistics into a traceback, and a
+    NaN point vanished: both are now left out of the numbers and named, run by run."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("nonfinite", artifact_location=(tmp_path / "art").as_uri())
+    ids = []
+    for seed, val in enumerate([{0: 0.0, 2: math.inf, 4: 0.5}, {0: 0.0, 2: 0.3, 4: math.nan}, {0: 0.0, 4: 0.2}]):
+        run = client.create_run(exp, run_name=f"s{seed}", tags={"choice.algorithm": "grpo", "choice.planner": "none",
+                                                                "seed": str(seed)})
+        client.log_param(run.info.run_id, "trainer.max_steps", "4")
+        client.log_batch(run.info.run_id, metrics=[Metric("val/accuracy", v, 0, step) for step, v in val.items()])
+        client.set_terminated(run.info.run_id, "FINISHED")
+        ids.append(run.info.run_id)
+    out = tmp_path / "cmp"
+    capsys.readouterr()
+    assert run_main(["--experiment", "nonfinite", "--tracking-uri", uri, "--out", str(out), "--no-log"]) == 0
+    printed = capsys.readouterr().out
+    assert f"s0 ({ids[0][:8]}): val/accuracy" in printed and f"s1 ({ids[1][:8]}): val/accuracy" in printed
+
+    (group,) = no_nan((out / "summary.json").read_text())["groups"]
+    runs = {r["name"]: r for r in group["runs"]}
+    assert runs["s0"]["non_finite"] == {"val/accuracy": [[2, "inf"]]} and runs["s0"]["best"] == 0.5
+    assert (runs["s1"]["final"], runs["s1"]["final_non_finite"]) == (None, "NaN")  # its last value: no final
+    assert group["final"]["mean"] == pytest.approx(0.35) and group["non_finite_runs"] == {"final": 2, "best": 2}
+    report = (out / "report.md").read_text()
+    for text in ["0.350 [range 0.200, 0.500] [2 of 3 runs] [NaN/inf in 2 run(s), left out]", "NaN (last logged value)",
+                 f"s0 ({ids[0]}): val/accuracy inf at step 2", f"s1 ({ids[1]}): val/accuracy NaN at step 4"]:
+        assert text in report, text
