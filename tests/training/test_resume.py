@@ -331,6 +331,9 @@ def test_a_resume_that_changes_the_experiment_is_refused(finished_copy, override
 
 
 def test_a_resume_may_extend_and_change_cadence_and_says_so(finished_copy):
+    """Also: the run folder here is a copy (`paths.*` may change on resume), resumed twice. Lightning used to write
+    `last-v1.ckpt` beside the copied `last.ckpt` at the first resume, and the second `ckpt_path=last` took the stale
+    `last.ckpt`: it retrained the steps since, and MLflow kept their first values."""
     result = _resume(finished_copy, "trainer.max_steps=3", "val_every_n_steps=1")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "trainer.max_steps (2 -> 3), val_every_n_steps (2 -> 1)" in result.stdout  # and logger.*: a copied store
@@ -339,23 +342,14 @@ def test_a_resume_may_extend_and_change_cadence_and_says_so(finished_copy):
     assert run.data.params["algorithm.group_size"] == "4"
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/reward_mean")) == [0, 1, 2]
 
-
-@pytest.mark.slow  # two resumes of a tiny run
-def test_a_copied_run_folder_resumed_twice_continues_from_its_latest_step(finished_copy):
-    """`paths.*` may change on resume, so a run folder may be copied or moved. Resumed there, Lightning used to write
-    `last-v1.ckpt` beside the copied `last.ckpt`, and the next `ckpt_path=last` took the stale `last.ckpt`: it
-    retrained the steps since, and MLflow kept their first values."""
-    first = _resume(finished_copy, "trainer.max_steps=3")
-    assert first.returncode == 0, first.stderr[-2000:]
     second = _resume(finished_copy, "trainer.max_steps=4")
     assert second.returncode == 0, second.stderr[-2000:]
     folder = finished_copy / "run" / "checkpoints"
     assert f"resuming {folder / 'last.ckpt'} at step 3 " in second.stdout
     assert sorted(p.name for p in folder.glob("*.ckpt")) == ["last.ckpt"]  # one checkpoint, not one per resume
     assert _state(folder / "last.ckpt")["global_step"] == 4
-    client, run = _the_run(finished_copy)
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/reward_mean")) == [0, 1, 2, 3]
-    assert "dirpath has changed" not in second.stderr  # Lightning's warning about the move: nothing to act on
+    assert "dirpath has changed" not in result.stderr + second.stderr  # Lightning's warning about the move
 
 
 @pytest.mark.parametrize("damage", ["deleted", "garbage"])
