@@ -23,6 +23,9 @@ STEP_LABEL = "step (policy updates)"
 ALGO_COLOURS = {"grpo": "tab:blue", "hicra": "tab:orange", "entropy_reg": "tab:green"}
 SPARE_COLOURS = ["tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:red", "tab:gray"]
 SEED_STYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3))]
+# Run names, tags and metric names are drawn as they are: `$...$` in a run name is text, not mathtext (an unknown
+# `\foo` in it made matplotlib raise and the whole report end in a traceback).
+PLAIN_TEXT = {"text.parse_math": False}
 
 
 @dataclass
@@ -173,6 +176,7 @@ def mark_token_budget(ax, budgets: set[int]) -> None:
                     textcoords="offset points", xytext=(-2, -10), ha="right", fontsize=8, color="0.25")
 
 
+@matplotlib.rc_context(PLAIN_TEXT)
 def render_figures(frame, runs: list[RunInfo], out_dir: Path) -> FigureResult:
     result, styles = FigureResult(), RunStyles(runs)
     for spec in figure_specs(frame):

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from hicra.analyze.figures import mark_token_budget
+from hicra.analyze.figures import PLAIN_TEXT, mark_token_budget
 from hicra.compare.metric_bounds import MIN_CI_RUNS, bounds
 from hicra.compare.summary import CONFIDENCE
 from hicra.metrics.stats import mean_ci
@@ -140,6 +140,7 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+@matplotlib.rc_context(PLAIN_TEXT)  # group labels and benchmark tags come from runs: text, never mathtext
 def learning_curves(frame: pd.DataFrame, groups: list[dict], metric: str, threshold: float,
                     path: Path) -> list[str] | None:
     """One multi-panel PNG; returns the metrics drawn (None: nothing to draw, no file written)."""
@@ -162,6 +163,7 @@ def learning_curves(frame: pd.DataFrame, groups: list[dict], metric: str, thresh
     return drawn
 
 
+@matplotlib.rc_context(PLAIN_TEXT)
 def eval_bars(groups: list[dict], eval_keys: list[str], path: Path) -> bool:
     """Grouped bars: x = benchmark/protocol, one bar per group, error bar = 95% CI half-width (none when n < 2), each
     run's score a dot on its bar."""

@@ -8,7 +8,7 @@ neither happens (tests/test_browser.py) and that the HTML written holds no such 
     run            name                                     choices                 algorithm.alpha
     grpo           <img src=x onerror=...>                  grpo / none             -
     hicra svg      [click](javascript:...) a|b *x*          hicra / strategic_grams <svg onload=...>
-    hicra 0.1      plain                                    hicra / strategic_grams 0.1
+    hicra 0.1      plain $\\foo{$ (mathtext for matplotlib)    hicra / strategic_grams 0.1
     legacy         legacy                                   (no choice tags)        -
 """
 
@@ -23,11 +23,12 @@ EXPERIMENT = f"<script>{SET}</script>study"
 RUN_NAME = f'<img src=x onerror="{SET}">'
 LINK_NAME = f"[click](javascript:{SET}) a|b *x*"
 OVERRIDE = f'<svg onload="{SET}">'
+MATH_NAME = "plain $\\foo{$"  # matplotlib parsed it as mathtext and raised: the figures (and report) were lost
 PROMPT = f"<script>{SET}</script> What is 1 + 1?"
 TOKEN = f'<img src=x onerror="{SET}">'
 RUNS = [(RUN_NAME, {"choice.algorithm": "grpo", "choice.planner": "none"}, {}),
         (LINK_NAME, {"choice.algorithm": "hicra", "choice.planner": "strategic_grams"}, {"algorithm.alpha": OVERRIDE}),
-        ("plain", {"choice.algorithm": "hicra", "choice.planner": "strategic_grams"}, {"algorithm.alpha": "0.1"}),
+        (MATH_NAME, {"choice.algorithm": "hicra", "choice.planner": "strategic_grams"}, {"algorithm.alpha": "0.1"}),
         ("legacy", {}, {})]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+import hostile_store
 from hostile_store import EXPERIMENT, LINK_NAME, OVERRIDE, PROMPT, RUN_NAME, TOKEN, completions, make_hostile_store
 from support import exit_code
 
@@ -113,7 +114,8 @@ def test_compare_report_shows_run_text_as_text(hostile, tmp_path):
     assert exit_code(main, ["--experiment", EXPERIMENT, "--tracking-uri", uri, "--out", str(out), "--no-log"]) == 0
     page = assert_report(out / "report.html")
     text = page.visible
-    for value in (EXPERIMENT, RUN_NAME, LINK_NAME, f"algorithm.alpha={OVERRIDE}", "algorithm=<missing>", *ids):
+    for value in (EXPERIMENT, RUN_NAME, LINK_NAME, hostile_store.MATH_NAME, f"algorithm.alpha={OVERRIDE}", "algorithm=<missing>",
+                  *ids):
         assert value in text, value
     assert len(page.tables) >= 4
 
@@ -127,6 +129,7 @@ def test_analyze_report_token_viewer_and_completions_page_show_run_text_as_text(
     assert exit_code(main, [*ids, "--tracking-uri", uri, "--out", str(out), "--no-log"]) == 0
     page = assert_report(out / "report.html")
     assert RUN_NAME in page.visible and LINK_NAME in page.visible and page.tables[0] == [8] * (1 + len(ids))
+    assert hostile_store.MATH_NAME in page.visible and (out / "validation.png").is_file()  # `$...$` drawn as text
 
     viewer = Page((out / "token_viewer.html").read_text(encoding="utf-8"))
     assert_inert(viewer, own_scripts=1)  # the step and colouring switch (tests/test_browser.py)
