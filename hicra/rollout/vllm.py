@@ -181,8 +181,9 @@ class VLLMSampler(HFSampler):
         if greedy:
             return [SamplingParams(n=1, temperature=0.0, max_tokens=self.val_max_new_tokens, **common)
                     for _ in range(num_prompts)]
-        # Per-request seeds drawn from torch's RNG (seeded by `seed`, saved in checkpoints): every request its own
-        # stream, reproducible for a seed as far as vLLM's kernels are deterministic.
+        # Per-request seeds drawn from torch's RNG (the rank's sampling stream, hicra/rollout/sampling_stream.py,
+        # saved in checkpoints): every request its own stream, reproducible for a seed as far as vLLM's kernels are
+        # deterministic.
         first = int(torch.randint(0, 2**31 - 1 - num_prompts, ()))
         return [SamplingParams(n=group_size, temperature=self.temperature, top_p=self.top_p,
                                top_k=self.top_k if self.top_k > 0 else -1, max_tokens=self.max_new_tokens,

@@ -21,11 +21,13 @@ from torch import Tensor
 from hicra.algorithms import Algorithm, aggregate_denominator, masked_mean
 from hicra.errors import TrainingError
 from hicra.rollout.hf import HFSampler, RolloutBatch, sequence_logprobs
+from hicra.rollout.sampling_stream import SamplingStream
 from hicra.tasks.scoring import ScoredBatch, score_completions, shaped_rewards
 from hicra.training.checkpointing import restore_rng_state, rng_state
 from hicra.training.distributed import (
     clip_gradients,
     full_weights_for_generation,
+    gather_objects,
     global_sum,
     gradient_sync,
     reduce_metrics,
@@ -44,7 +46,7 @@ class PolicyGradientModule(pl.LightningModule):
     def __init__(self, policy, tokenizer, algorithm: Algorithm, detector, task, sampler: HFSampler, optimizer_factory,
                  micro_batch_size: int = 8, max_grad_norm: float | None = 1.0, diagnostics=None,
                  max_skipped_updates_in_a_row: int = 5, reference=None, format_reward: float = 0.0,
-                 score_truncated: bool = False):
+                 score_truncated: bool = False, sampling_seed: int | None = None):
         super().__init__()
         self.automatic_optimization = False  # several updates per rollout batch, micro-batching, our own clipping
         if algorithm.needs_reference and reference is None:
@@ -63,6 +65,10 @@ class PolicyGradientModule(pl.LightningModule):
         self.train_history: list[dict[str, float]] = []
         self.val_history: list[dict[str, float]] = []
         self._validation = ValidationTally()
+        # Each rank samples from its own stream, seeded from this seed and its rank (None: the seed the process was
+        # seeded with, seed_everything's); made on first use, once the rank is known (`sampling_stream`).
+        self.sampling_seed = torch.initial_seed() if sampling_seed is None else sampling_seed
+        self._sampling: SamplingStream | None = None
 
     def configure_model(self) -> None:
         """trainer=fsdp (Lightning's ModelParallelStrategy) hands over a device mesh: shard the policy (and a
@@ -143,9 +149,17 @@ class PolicyGradientModule(pl.LightningModule):
 
     # --- rollout ---------------------------------------------------------------------------------------------
 
+    @property
+    def sampling_stream(self) -> SamplingStream:
+        """This rank's random stream for sampling (hicra/rollout/sampling_stream.py): ranks draw different numbers,
+        while the shared, seed_everything-seeded stream stays the same on every rank."""
+        if self._sampling is None:
+            self._sampling = SamplingStream(self.sampling_seed, self.global_rank)
+        return self._sampling
+
     def _generate(self, prompts: list[str], group_size: int, greedy: bool = False) -> RolloutBatch:
         try:
-            with full_weights_for_generation(self.policy):
+            with full_weights_for_generation(self.policy), self.sampling_stream.active(self.device):
                 return self.sampler.generate(self.policy, self.tokenizer, prompts, group_size, greedy=greedy)
         except torch.OutOfMemoryError as err:
             setting = "val_batch_size" if greedy else "prompts_per_step, algorithm.group_size"
@@ -275,6 +289,8 @@ class PolicyGradientModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Everything besides weights/optimizer/loops that a resumed run needs to continue exactly."""
         checkpoint["hicra"] = {"rng": rng_state(), "faults": dict(self.faults.counts),
+                               # every rank's sampling stream (a collective: Lightning asks every rank for its dict)
+                               "sampling": gather_objects(self.sampling_stream.state_dict(), self._trainer),
                                "train_history": self.train_history, "val_history": self.val_history,
                                "detector": self.detector.state_dict() if hasattr(self.detector, "state_dict") else None,
                                "diagnostics": self.diagnostics.state_dict() if self.diagnostics is not None else None}
@@ -284,12 +300,22 @@ class PolicyGradientModule(pl.LightningModule):
         if state is None:  # a plain Lightning checkpoint: weights and optimizer only
             return
         restore_rng_state(state["rng"])
+        self._restore_sampling_stream(state.get("sampling"), int(checkpoint.get("global_step", 0)))
         self.faults.counts.update(state["faults"])
         self.train_history, self.val_history = list(state["train_history"]), list(state["val_history"])
         if state["detector"] is not None:
             self.detector.load_state_dict(state["detector"])
         if state.get("diagnostics") is not None and self.diagnostics is not None:  # absent in older checkpoints
             self.diagnostics.load_state_dict(state["diagnostics"])
+
+    def _restore_sampling_stream(self, streams: list[dict] | None, step: int) -> None:
+        """This rank continues its own saved stream. A checkpoint from another number of ranks (or from before
+        per-rank streams) has none for it: the rank begins a new stream, seeded with the step too, so that it does
+        not replay the draws of the run's first steps."""
+        if streams is not None and len(streams) == world_size(self._trainer):
+            self.sampling_stream.load_state_dict(streams[self.global_rank])
+        else:
+            self._sampling = SamplingStream(self.sampling_seed, self.global_rank, restart=1 + step)
 
     def transfer_batch_to_device(self, batch: dict, device, dataloader_idx: int) -> dict:
         return batch  # prompts are strings; the sampler tokenizes them onto the policy's device

@@ -78,3 +78,29 @@ def test_prompts_not_divisible_by_ranks_fail_in_one_line(devices, tmp_path, monk
 def _two_ranks(sampler_class):
     return lambda num_batches, batch_size, skip=0, rank=0, num_ranks=1: sampler_class(num_batches, batch_size, skip,
                                                                                       rank, 2)
+
+
+def _sampling_probe(out, seed: int, steps: int, ckpt=None) -> list[list[dict]]:
+    """[rank 0's per-step records, rank 1's] of tests/training/ddp_sampling_probe.py (2 DDP ranks, gloo)."""
+    out.mkdir(parents=True)
+    subprocess.run([sys.executable, str(PROJECT_ROOT / "tests" / "training" / "ddp_sampling_probe.py"), str(out),
+                    str(seed), str(steps), *([str(ckpt)] if ckpt else [])], cwd=out, env=cli_env(), check=True,
+                   timeout=600, stdin=subprocess.DEVNULL, capture_output=True)
+    return [torch.load(out / f"rank{rank}.pt") for rank in (0, 1)]
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and torch.equal(a, b)
+
+
+def test_each_rank_samples_its_own_stream_which_checkpoints_keep(tmp_path):
+    """Same prompts, same weights on both ranks: their responses differ only through their sampling streams; the
+    shared stream (init, data order) stays the same on both; a resumed run continues each rank's own stream."""
+    ranks = _sampling_probe(tmp_path / "run", seed=5, steps=2)
+    for step in (0, 1):
+        assert not _same(ranks[0][step]["responses"], ranks[1][step]["responses"]), step
+        assert torch.equal(ranks[0][step]["shared"], ranks[1][step]["shared"])
+    resumed = _sampling_probe(tmp_path / "resumed", seed=5, steps=2, ckpt=tmp_path / "run" / "step=1.ckpt")
+    for rank in (0, 1):
+        (record,) = resumed[rank]  # only the second step ran
+        assert record["step"] == 1 and _same(record["responses"], ranks[rank][1]["responses"]), rank

@@ -1,0 +1,59 @@
+"""What each rank samples, run by Lightning as 2 CPU ranks (gloo) with DDP: every rank samples the same prompts with the
+same weights each step, so only its sampling stream can tell its responses apart. Each rank saves its responses and a
+draw from the shared (seed_everything) stream per step; a checkpoint is written after every step.
+
+    python tests/training/ddp_sampling_probe.py OUT_DIR SEED STEPS [CKPT]   # CKPT: resume from that checkpoint
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from hicra.algorithms import Algorithm, group_advantages, identity_token_advantages
+from hicra.models.loaders import build_tiny_model
+from hicra.planning import NullDetector
+from hicra.rollout.hf import HFSampler
+from hicra.training.module import PolicyGradientModule
+
+PROMPTS = ["What is 1 + 1?", "Name three primes."]
+
+
+class SamplingProbe(PolicyGradientModule):
+    def __init__(self, out: Path, **kwargs):
+        super().__init__(**kwargs)
+        self.out, self.record = out, []
+
+    def training_step(self, batch, batch_idx):
+        rollout = self._generate(PROMPTS, 4)  # the module's own rollout path, with this rank's stream
+        self.record.append({"step": self.global_step, "responses": rollout.response_ids, "shared": torch.rand(2)})
+        self.optimizers().zero_grad(set_to_none=True)
+        self.optimizers().step()  # lr 0 and no gradient: nothing moves, but the step counts
+
+    def on_train_end(self) -> None:
+        torch.save(self.record, self.out / f"rank{self.global_rank}.pt")
+
+
+def main(out: str, seed: int, steps: int, ckpt: str | None) -> None:
+    pl.seed_everything(seed, verbose=False)  # as hicra-train does, on every rank
+    bundle = build_tiny_model(seed=0)
+    module = SamplingProbe(Path(out), policy=bundle.model, tokenizer=bundle.tokenizer,
+                           algorithm=Algorithm(partial(group_advantages, group_size=4), identity_token_advantages,
+                                               group_size=4), detector=NullDetector(), task=None,
+                           sampler=HFSampler(max_new_tokens=8),
+                           optimizer_factory=lambda params: torch.optim.SGD(params, lr=0.0))
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=steps, max_epochs=1, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+                         callbacks=[ModelCheckpoint(dirpath=out, filename="{step}", every_n_train_steps=1,
+                                                    save_top_k=-1)])
+    trainer.fit(module, train_dataloaders=DataLoader(list(range(steps)), batch_size=1), ckpt_path=ckpt)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None)
