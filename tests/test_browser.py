@@ -116,19 +116,22 @@ def test_text_from_runs_never_runs_as_script(browser, trained_run, mlflow_ui, tm
     row = completions()["rows"][0]
     page = tmp_path / "completions_step000001.html"
     page.write_text(render_completions(1, [{**row, "pieces": [tuple(p) for p in row["pieces"]]}], RUN_NAME))
-    pages = [tmp_path / "compare" / "report.html", tmp_path / "analysis" / "report.html",
+    files = [tmp_path / "compare" / "report.html", tmp_path / "analysis" / "report.html",
              tmp_path / "analysis" / "token_viewer.html", page]
-    for path in pages:
+    for path in files:
         browser.open(path.as_uri())
         assert not browser.evaluate(XSS_FIRED) and browser.evaluate(SCRIPT_URLS) == 0, path
         assert RUN_NAME in browser.evaluate("document.body.innerText"), path  # the name, shown as text
-    browser.open(pages[0].as_uri())
+    browser.open(files[0].as_uri())
     assert "algorithm=<missing>" in browser.evaluate("document.body.innerText")
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name(f"{EXPERIMENT}-compare").experiment_id])
-    runs_table = f"#/experiments/{client.get_experiment_by_name(EXPERIMENT).experiment_id}"
-    run_page = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning"
-    for address, ready in ((runs_table, "plain"), (run_page, "Differences vs")):  # run page: the report as description
+    named = client.get_run(ids[0])  # the run whose name is an <img onerror=...>
+    pages = [(named.info.experiment_id, named.info.run_id, "onerror="),  # its name in the page header, as text
+             (run.info.experiment_id, run.info.run_id, "Differences vs")]  # the report as the compare run's description
+    for experiment_id, run_id, ready in pages:
+        address = f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+        browser.open("about:blank")  # a fresh load: a hash change inside MLflow's app can stay on "loading"
         browser.open(f"{mlflow_ui}/{address}", ready=f"document.body.innerText.includes('{ready}')", timeout_s=120)
         assert not browser.evaluate(XSS_FIRED) and browser.evaluate(SCRIPT_URLS) == 0, address
