@@ -11,6 +11,7 @@ Layout of every batch (B = prompts x G, rows ordered group by group):
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +59,24 @@ def eos_token_ids(tokenizer, model) -> list[int]:
     eos = model.generation_config.eos_token_id
     ids = eos if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_token_id]
     return [i for i in ids if i is not None]
+
+
+@contextlib.contextmanager
+def cast_once(device: torch.device):
+    """Under autocast, cast each fp32 weight to the compute dtype once per generation, not once per decoded token.
+
+    Lightning's bf16-mixed autocast turns the cast cache off (right for training, where weights change every step),
+    so every decoding step would read each fp32 weight and write and read its bf16 copy again. The weights do not
+    change during a generation: the cache is turned on for it and cleared after it, so that the next rollout casts
+    the weights the optimizer has updated (in place, under the same tensors the cache is keyed on)."""
+    if not torch.is_autocast_enabled(device.type) or torch.is_autocast_cache_enabled():
+        yield
+        return
+    try:
+        with torch.autocast(device.type, dtype=torch.get_autocast_dtype(device.type), cache_enabled=True):
+            yield
+    finally:
+        torch.clear_autocast_cache()
 
 
 class HFSampler:
@@ -122,7 +141,7 @@ class HFSampler:
         max_new_tokens = self.val_max_new_tokens if greedy else self.max_new_tokens
         # greedy validation checks answers: forcing length there would only cost time
         min_new_tokens = 0 if greedy else self.min_new_tokens
-        with packed_linears(model, len(prompt_ids), enabled=self.packed_linears):
+        with packed_linears(model, len(prompt_ids), enabled=self.packed_linears), cast_once(device):
             if self.cache_implementation is None:
                 response_ids = decode(model, distinct_ids, distinct_mask, group_size, max_new_tokens,
                                       eos_token_ids(tokenizer, model), tokenizer.pad_token_id, greedy=not sample,

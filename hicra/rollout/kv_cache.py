@@ -5,10 +5,16 @@ decoding step: O(L) bytes per step, O(L^2) per reply. On the cpu benchmark prese
 new tokens, 30 layers) that copy was ~30% of a decoding step. Here appending writes one column into the buffer and
 the layer hands attention a view of the filled part; the values attended to are the same tensors, so decoding is
 unchanged (tests/rollout/test_decode.py: greedy tokens equal `generate`'s).
+
+The buffers hold the compute dtype: under bf16 autocast (trainer.precision=bf16-mixed, fp32 weights) RoPE multiplies
+the bf16 keys by fp32 cos/sin tables, so keys arrive in fp32 and a cache allocated like them would take twice the
+memory (and autocast would cast the whole K cache back to bf16 for attention at every step, per layer). Attention
+casts keys to bf16 under autocast anyway, so storing them in bf16 changes no token.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 from transformers.cache_utils import DynamicLayer
 
@@ -16,13 +22,13 @@ from transformers.cache_utils import DynamicLayer
 class PreallocatedLayer(DynamicLayer):
     """A DynamicLayer whose `keys`/`values` are views of (B, kv_heads, capacity, head_dim) buffers."""
 
-    def __init__(self, keys: Tensor, values: Tensor, capacity: int):
+    def __init__(self, keys: Tensor, values: Tensor, capacity: int, dtype: torch.dtype | None = None):
         super().__init__()
         batch, heads, length, head_dim = keys.shape  # (B, kv, L, d)
         if capacity < length:
             raise ValueError(f"capacity={capacity} is smaller than the {length} cached positions")
-        self._keys = keys.new_empty(batch, heads, capacity, head_dim)
-        self._values = values.new_empty(batch, heads, capacity, values.shape[-1])
+        self._keys = keys.new_empty(batch, heads, capacity, head_dim, dtype=dtype or keys.dtype)
+        self._values = values.new_empty(batch, heads, capacity, values.shape[-1], dtype=dtype or values.dtype)
         self._keys[:, :, :length] = keys
         self._values[:, :, :length] = values
         self.length, self.device, self.is_initialized = length, keys.device, True
@@ -60,10 +66,20 @@ class PreallocatedLayer(DynamicLayer):
         self._expose()
 
 
+def compute_dtype(tensor: Tensor) -> torch.dtype | None:
+    """The autocast dtype when autocast is on for `tensor`'s device and `tensor` is a wider float; None otherwise."""
+    device = tensor.device.type
+    if not torch.is_autocast_enabled(device):
+        return None
+    dtype = torch.get_autocast_dtype(device)
+    return dtype if tensor.is_floating_point() and tensor.element_size() > dtype.itemsize else None
+
+
 def preallocate(cache, capacity: int):
     """Swap every plain DynamicLayer of `cache` (a transformers Cache) for a PreallocatedLayer with room for `capacity`
-    positions; other layer kinds (sliding windows, static layers) are kept as they are. Returns the cache."""
+    positions, in the compute dtype (`compute_dtype`); other layer kinds (sliding windows, static layers) are kept as
+    they are. Returns the cache."""
     for i, layer in enumerate(cache.layers):
         if type(layer) is DynamicLayer and layer.is_initialized:
-            cache.layers[i] = PreallocatedLayer(layer.keys, layer.values, capacity)
+            cache.layers[i] = PreallocatedLayer(layer.keys, layer.values, capacity, compute_dtype(layer.keys))
     return cache
