@@ -23,6 +23,8 @@ import torch
 from torch import Tensor
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from hicra.models.cache_compat import output_cache
+
 log = logging.getLogger(__name__)
 
 ATTENTION = "hicra_shared_prefix_sdpa"
@@ -150,7 +152,7 @@ def prefilled_cache(model, prompt_ids: Tensor, prompt_mask: Tensor, group_size: 
     prompt_ids, prompt_mask (U, Lp) left-padded, Lp >= 2 -> transformers cache of U x group_size rows, Lp - 1 tokens.
     """
     ids, mask = prompt_ids[:, :-1], prompt_mask[:, :-1]  # (U, Lp-1)
-    cache = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions(mask), use_cache=True,
-                  logits_to_keep=1).cache
+    cache = output_cache(model(input_ids=ids, attention_mask=mask.long(), position_ids=positions(mask), use_cache=True,
+                               logits_to_keep=1))
     cache.batch_repeat_interleave(group_size)  # rows grouped like repeat_interleave(prompt_ids, G)
     return cache

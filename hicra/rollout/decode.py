@@ -22,6 +22,7 @@ from torch import Tensor
 from transformers import DynamicCache
 
 from hicra.models import prefix_sharing
+from hicra.models.cache_compat import cache_kwargs
 from hicra.rollout.kv_cache import preallocate
 
 NUCLEUS_CANDIDATES = (64, 1024)  # top-p tries these candidate counts before sorting the whole vocabulary
@@ -109,8 +110,8 @@ def decode(model, prompt_ids: Tensor, prompt_mask: Tensor, group_size: int, max_
     eos = torch.tensor(eos_ids, device=device)
     length = 0
     for t in range(max_new_tokens):
-        logits = model(input_ids=feed, attention_mask=mask[:, :Lp + t], position_ids=position, cache=cache,
-                       use_cache=True).logits[:, -1].float()  # (b, V)
+        logits = model(input_ids=feed, attention_mask=mask[:, :Lp + t], position_ids=position,
+                       use_cache=True, **cache_kwargs(cache)).logits[:, -1].float()  # (b, V)
         if t < min_new_tokens:
             logits[:, eos] = float("-inf")
         token = next_tokens(logits, greedy, temperature, top_k, top_p)  # (b,)
