@@ -81,17 +81,33 @@ def _is_block(module) -> bool:
     return type(module).__name__.endswith(("DecoderLayer", "Block"))
 
 
-def shard_model(model, mesh) -> None:
+def mixed_precision_policy(precision: str | None):
+    """FSDP2's precision for a Lightning `trainer.precision`: under bf16 ("bf16-mixed", "bf16-true") weights are
+    gathered in bf16 and gradients reduced in fp32, as verl does; the sharded master weights keep their own dtype
+    (fp32 with model.dtype=float32) and so does the optimizer. Gathering fp32 weights only for autocast to cast them
+    again would double the all-gather traffic and the gathered memory, and decoding would re-cast every weight at
+    every token. None (FSDP2's default: everything in the parameters' dtype) for other precisions."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    if not str(precision).startswith("bf16"):
+        return None
+    return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+
+
+def shard_model(model, mesh, precision: str | None = None) -> None:
     """FSDP2 (`fully_shard`): one unit per transformer block, any architecture, then the rest of the model (embeddings,
     final norm, head) as the root unit. Parameters, gradients and AdamW state are sharded over `mesh`; a block's
-    weights are gathered only while it runs, and the model stays a plain module (`generate` works on it)."""
+    weights are gathered only while it runs (in bf16 under a bf16 `precision`: `mixed_precision_policy`), and the
+    model stays a plain module (`generate` works on it)."""
     from torch.distributed.fsdp import FSDPModule, fully_shard
 
     if isinstance(model, FSDPModule):  # Lightning calls configure_model for validate and again for fit
         return
+    policy = mixed_precision_policy(precision)
+    options = {"mp_policy": policy} if policy is not None else {}
     for block in [m for m in model.modules() if _is_block(m)]:
-        fully_shard(block, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(block, mesh=mesh, **options)
+    fully_shard(model, mesh=mesh, **options)
 
 
 @contextlib.contextmanager

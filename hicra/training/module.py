@@ -78,7 +78,7 @@ class PolicyGradientModule(pl.LightningModule):
             return
         for model in (self.policy, self.reference):
             if isinstance(model, torch.nn.Module):
-                shard_model(model, mesh["data_parallel"])
+                shard_model(model, mesh["data_parallel"], precision=self.trainer.precision)
 
     def configure_optimizers(self):
         return self.optimizer_factory(params=[p for p in self.policy.parameters() if p.requires_grad])

@@ -79,3 +79,18 @@ def test_fsdp_run_validates_under_lightnings_nccl_inference_mode(compose_cfg, tm
     summary = run.train(cfg, choices={"trainer": "fsdp"})
     assert summary["steps"] == 1 and [row["step"] for row in summary["val_history"]] == [0, 1]
     assert seen[0]  # the step-0 validation (`trainer.validate`) ran under inference mode, as on NCCL
+
+
+def test_bf16_precision_gathers_bf16_weights_over_fp32_masters(one_rank_mesh):
+    """trainer.precision=bf16-mixed: FSDP2 gathers the weights in bf16 and reduces gradients in fp32 (verl's policy);
+    the sharded master weights, their gradients (what AdamW reads) and so the optimizer state stay fp32."""
+    bundle = build_tiny_model(seed=0)
+    shard_model(bundle.model, one_rank_mesh, precision="bf16-mixed")
+    assert {p.dtype for p in bundle.model.parameters()} == {torch.float32}  # sharded masters
+    with full_weights_for_generation(bundle.model):
+        assert {p.dtype for p in bundle.model.parameters()} == {torch.bfloat16}  # gathered for the rollout
+    assert {p.dtype for p in bundle.model.parameters()} == {torch.float32}
+    logits = bundle.model(input_ids=torch.tensor([[1, 2, 3]])).logits
+    assert logits.dtype == torch.bfloat16  # computed on the gathered bf16 weights
+    logits.float().logsumexp(-1).mean().backward()
+    assert {p.grad.dtype for p in bundle.model.parameters()} == {torch.float32}
