@@ -87,8 +87,23 @@ def sample_variance(values: Sequence[float]) -> float | None:
     xs = _checked(values, "values")
     if len(xs) < 2:
         return None
-    mean = math.fsum(xs) / len(xs)
-    return math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
+    scale = _power_of_two_scale(xs)
+    ys = [x / scale for x in xs]
+    mean = math.fsum(ys) / len(ys)
+    # A float product overflows to inf where `**` raises: a variance too large for a float reads inf.
+    return math.fsum((y - mean) * (y - mean) for y in ys) / (len(ys) - 1) * scale * scale
+
+
+def _mean(xs: list[float]) -> float:
+    scale = _power_of_two_scale(xs)
+    return math.fsum(x / scale for x in xs) / len(xs) * scale
+
+
+def _power_of_two_scale(xs: list[float]) -> float:
+    """1, or for values above 1e100 the power of two that brings the largest to [1, 2): a sum or square of such values
+    would overflow (fsum and `**` raise), and dividing by a power of two loses no bits, so results are unchanged."""
+    largest = max((abs(x) for x in xs), default=0.0)
+    return 2.0 ** (math.frexp(largest)[1] - 1) if largest > 1e100 else 1.0  # <= 2**1023, itself a float
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> MeanCI:
@@ -98,7 +113,7 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> MeanCI:
     n = len(xs)
     if n == 0:
         return MeanCI(0, None, None, None, None, None, confidence)
-    mean = math.fsum(xs) / n
+    mean = _mean(xs)
     var = sample_variance(xs)
     if var is None:
         return MeanCI(1, mean, None, None, None, None, confidence)
@@ -128,8 +143,13 @@ def welch_dof(var_a: float, n_a: int, var_b: float, n_b: int) -> float | None:
     if n_a < 2 or n_b < 2:
         raise ValueError(f"welch_dof needs n >= 2 in both samples, got n_a={n_a}, n_b={n_b}")
     va, vb = var_a / n_a, var_b / n_b
-    denom = va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1)
-    return None if denom == 0.0 else (va + vb) ** 2 / denom
+    if math.isinf(va) or math.isinf(vb):  # a variance past float range: Welch's conservative bound
+        return float(min(n_a, n_b) - 1)
+    top = max(va, vb)  # the dof is scale-free: dividing by the larger keeps the squares in range
+    if top == 0.0:
+        return None
+    va, vb = va / top, vb / top
+    return (va + vb) * (va + vb) / (va * va / (n_a - 1) + vb * vb / (n_b - 1))
 
 
 def welch_diff_ci(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> DiffCI:
@@ -144,7 +164,7 @@ def welch_diff_ci(a: Sequence[float], b: Sequence[float], confidence: float = 0.
     n_a, n_b = len(xa), len(xb)
     if n_a == 0 or n_b == 0:
         return DiffCI(n_a, n_b, None, None, None, None, None, None, confidence)
-    diff = math.fsum(xa) / n_a - math.fsum(xb) / n_b
+    diff = _mean(xa) - _mean(xb)
     if n_a < 2 or n_b < 2:
         return DiffCI(n_a, n_b, diff, None, None, None, None, None, confidence)
     var_a, var_b = sample_variance(xa), sample_variance(xb)

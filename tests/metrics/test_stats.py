@@ -124,3 +124,16 @@ def test_wilson_interval_edges_stay_in_unit_range_and_are_not_degenerate():
     assert b[1] - b[0] < a[1] - a[0]  # more questions, narrower
     with pytest.raises(ValueError, match="successes=5 of n=4"):
         wilson_interval(5, 4)
+
+
+def test_values_past_the_square_root_of_float_range_give_wide_intervals_not_an_overflow():
+    """hicra-compare reads what runs logged: a diverged metric of 1e200 made `x ** 2` and fsum raise OverflowError."""
+    from hicra.metrics.stats import sample_variance
+
+    ci = mean_ci([1e200, -1e200, 0.0])
+    assert ci.mean == 0.0 and ci.sd == math.inf and ci.low == -math.inf and ci.high == math.inf
+    assert sample_variance([1e150, 3e150]) == pytest.approx(2e300)  # in range: the exact value, scaled and back
+    assert mean_ci([1e308, 1e308]).mean == 1e308  # fsum alone overflows on the sum
+    diff = welch_diff_ci([1e200, -1e200], [1.0, 2.0])
+    assert diff.diff == pytest.approx(-1.5) and diff.dof == 1.0 and diff.high == math.inf
+    assert welch_dof(1e200, 2, 1e200, 2) == pytest.approx(welch_dof(1.0, 2, 1.0, 2))  # scale-free
