@@ -6,11 +6,13 @@ Then every job's keys and values are checked against the schema (hicra.config.sc
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
+from hicra.config.placement import check_one_run_folder
 from hicra.errors import ConfigError
 
 # Hydra's flags that print (help, the config, ...) instead of running a job: they show a config with bad values too.
@@ -168,6 +170,13 @@ def check_output_folder(cfg, multirun: bool) -> None:
 
 
 
+def run_dir_template(cfg) -> str:
+    """hydra.run.dir as composed, its interpolations (`${now:...}`) not resolved."""
+    from omegaconf import OmegaConf
+
+    return str(OmegaConf.to_container(cfg.hydra.run, resolve=False).get("dir", ""))
+
+
 def run_checked(prog: str, hydra_main, conf_dir: Path, config_name: str, job_name: str,
                 output_folder: bool = False, schema=None) -> None:
     """A console script's whole entry point: check the command line (options, composition, the run folder for a
@@ -187,6 +196,8 @@ def run_checked(prog: str, hydra_main, conf_dir: Path, config_name: str, job_nam
         help_text = app_help(cfg, args, conf_dir) if wants_help(args) else None
         if help_text is None and output_folder:
             check_output_folder(cfg, multirun=bool({"-m", "--multirun"} & set(args)))
+            if not {"-m", "--multirun"} & set(args):  # a sweep's jobs get the sweep folder Hydra resolved once
+                check_one_run_folder(args, run_dir_template(cfg), os.environ)
         if schema is not None and not set(args) & set(PRINTS_ONLY):
             check_every_job(args, cfg, conf_dir, config_name, schema)
     except ConfigError as err:

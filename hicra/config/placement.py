@@ -74,6 +74,35 @@ def check_slurm_allocation(trainer, launcher) -> None:
                           f"sets it from trainer.devices)")
 
 
+def outside_launcher(environ) -> str | None:
+    """The launcher that started this process as one of several, when it is not Lightning's own: "torchrun" (or any
+    torch.distributed launcher: WORLD_SIZE > 1) or "srun" (SLURM_NTASKS > 1, outside the interactive shells that
+    Lightning's SLURMEnvironment also ignores); None for a single process."""
+    if int(environ.get("WORLD_SIZE") or 1) > 1:
+        return "torchrun"
+    if int(environ.get("SLURM_NTASKS") or 1) > 1 and environ.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+        return "srun"
+    return None
+
+
+def check_one_run_folder(args: list[str], run_dir_template: str, environ) -> None:
+    """Every rank must write to one run folder. A time-based `hydra.run.dir` (the default `${now:...}`) is read from
+    each process's own clock; Lightning's launcher hands its ranks rank 0's folder, but torchrun and srun start every
+    rank as a separate command, and ranks started a second apart would write (checkpoints, run.json, corpus) to
+    different folders. No shared value can stand in for the time (TORCHELASTIC_RUN_ID is "none" unless --rdzv-id is
+    given; SLURM_JOB_ID is not a time), and a broadcast after the process group exists comes after Hydra has made each
+    rank's folder and the run's lock and resume point were taken in it: so the command must name the folder.
+    `run_dir_template`: the composed hydra.run.dir, unresolved."""
+    launcher = outside_launcher(environ)
+    named = [a.split("=", 1)[1] for a in args if a.lstrip("+~").startswith("hydra.run.dir=")]
+    template = named[-1] if named else run_dir_template
+    if launcher is None or "${now:" not in template:
+        return
+    raise ConfigError(f"hydra.run.dir={template} is read from each rank's own clock under {launcher}, so ranks can "
+                      f"write to different run folders; name one folder for all ranks: hydra.run.dir=<folder>, e.g. "
+                      f"hydra.run.dir=outputs/runs/$SLURM_JOB_ID")
+
+
 def check_placement(cfg, launcher=None) -> None:
     """One job's config (`cfg`, without its hydra node) against its sampler and, in a multirun, its launcher."""
     check_rollout_processes(cfg)

@@ -9,6 +9,7 @@ import json
 import pytorch_lightning as pl
 
 from hicra.tracking.artifacts import cap_text, cut_marker, log_artifacts
+from hicra.training.distributed import gather_objects
 from hicra.training.step_output import step_output
 
 # Per-field caps of the completion samples, so that one step cannot log megabytes (a 10 MB question once made a
@@ -134,7 +135,9 @@ class CompletionSampleLogger(pl.Callback):
 class CorrectCompletionsRecorder(pl.Callback):
     """Appends every correct completion (correctness 1, whatever the format term) to `corpus/correct_completions.jsonl`, logged at the end.
 
-    This is the corpus of successful solutions that Strategic-Gram mining reads from a run.
+    This is the corpus of successful solutions that Strategic-Gram mining reads from a run. Under DDP/FSDP every rank
+    samples its own share: rank 0 gathers them and is the only writer (appends from several nodes to one file on NFS
+    are not atomic). Every rank takes part in the gather at every step, with nothing to send too, so none waits.
     """
 
     def __init__(self, out_dir):
@@ -142,14 +145,16 @@ class CorrectCompletionsRecorder(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         out = step_output(outputs)
-        if out is None:
+        lines = [] if out is None else [json.dumps({"step": out.step, "text": text})
+                                        for text, score in zip(out.texts, out.correctness.tolist()) if score >= 1.0]
+        per_rank = gather_objects(lines, trainer)  # a collective: before any rank returns
+        lines = [line for rank_lines in per_rank for line in rank_lines]
+        if not trainer.is_global_zero or not lines:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as corpus:
-            for text, score in zip(out.texts, out.correctness.tolist()):
-                if score >= 1.0:
-                    corpus.write(json.dumps({"step": out.step, "text": text}) + "\n")
+            corpus.write("".join(line + "\n" for line in lines))
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if self.path.is_file():
+        if trainer.is_global_zero and self.path.is_file():
             log_artifacts(trainer.loggers, [self.path], "corpus")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -100,6 +101,11 @@ def test_each_rank_samples_its_own_stream_which_checkpoints_keep(tmp_path):
     for step in (0, 1):
         assert not _same(ranks[0][step]["responses"], ranks[1][step]["responses"]), step
         assert torch.equal(ranks[0][step]["shared"], ranks[1][step]["shared"])
+    # the corpus recorder: rank 0 gathers and writes both ranks' correct replies in its folder; rank 1 writes nothing
+    assert not (tmp_path / "run" / "folder_of_rank1").exists()
+    corpus = (tmp_path / "run" / "folder_of_rank0" / "corpus" / "correct_completions.jsonl").read_text()
+    texts = [json.loads(line)["text"] for line in corpus.splitlines()]
+    assert sorted({t.rsplit(" row", 1)[0] for t in texts}) == ["rank 0 step 0", "rank 0 step 1", "rank 1 step 1"]
     resumed = _sampling_probe(tmp_path / "resumed", seed=5, steps=2, ckpt=tmp_path / "run" / "step=1.ckpt")
     for rank in (0, 1):
         (record,) = resumed[rank]  # only the second step ran
