@@ -110,6 +110,38 @@ def merged_for_save(model):
     return copy.deepcopy(model).merge_and_unload()
 
 
+def merged_state_dict(model, full_weights: dict) -> dict:
+    """A LoRA policy's whole weights (`full_weights`, its state dict gathered from FSDP shards) with every adapter
+    merged into its base layer (W + scaling * B @ A, what peft's `merge_and_unload` computes), under the plain model's
+    names: what a LoRA run's `final_model/` holds when the policy is sharded and cannot be deep-copied and merged."""
+    weights = dict(full_weights)
+    for name, module in model.named_modules():
+        if not (hasattr(module, "base_layer") and hasattr(module, "lora_A")):
+            continue
+        base = f"{name}.base_layer.weight"
+        merged = weights[base].clone()
+        for adapter in module.active_adapters:
+            delta = weights.pop(f"{name}.lora_B.{adapter}.weight").float() @ \
+                weights.pop(f"{name}.lora_A.{adapter}.weight").float()  # (out, in)
+            delta = delta.T if getattr(module, "fan_in_fan_out", False) else delta  # GPT-2's Conv1D layout
+            merged += (delta * module.scaling[adapter]).to(merged.dtype)
+        weights[base] = merged
+    prefix = "base_model.model."
+    return {key.removeprefix(prefix).replace(".base_layer.", "."): value for key, value in weights.items()
+            if ".lora_" not in key}
+
+
+def save_final_model(model, folder, full_weights: dict | None = None) -> None:
+    """`final_model/`: a plain transformers model, LoRA adapters merged. `full_weights`: the whole weights gathered
+    from FSDP shards (hicra.training.distributed.full_state_dict), for a sharded model; None for a whole one."""
+    if full_weights is None:
+        merged_for_save(model).save_pretrained(folder)
+    elif is_lora(model):  # PeftModel.save_pretrained would write the adapters alone
+        model.get_base_model().save_pretrained(folder, state_dict=merged_state_dict(model, full_weights))
+    else:
+        model.save_pretrained(folder, state_dict=full_weights)
+
+
 class _AdaptersOff:
     """Calls `policy` with its adapters switched off and no graph. Not an nn.Module on purpose: as an attribute of
     the LightningModule it registers no second copy of the weights (state_dict, device moves, optimizer)."""

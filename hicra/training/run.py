@@ -29,7 +29,7 @@ from hicra.config.instantiate import build
 from hicra.config.schema import TRAIN
 from hicra.config.values import check_config
 from hicra.errors import ConfigError
-from hicra.models.lora import merged_for_save
+from hicra.models.lora import save_final_model
 from hicra.models.reference import build_reference
 from hicra.tracking.outage import StopOnOutage
 from hicra.tracking.run_end import ended_on_failure
@@ -315,11 +315,8 @@ def fit_and_summarise(cfg: DictConfig, choices: dict[str, str], out_dir: Path, r
         trainer.validate(module, datamodule=datamodule, verbose=False)
 
     sharded_weights = full_state_dict(bundle.model) if cfg.save_final_model else None  # FSDP: all ranks gather
-    if cfg.save_final_model and is_main:
-        if sharded_weights is not None:
-            bundle.model.save_pretrained(out_dir / "final_model", state_dict=sharded_weights)
-        else:
-            merged_for_save(bundle.model).save_pretrained(out_dir / "final_model")  # LoRA: merged, a plain model
+    if cfg.save_final_model and is_main:  # a plain model, LoRA merged, sharded or not
+        save_final_model(bundle.model, out_dir / "final_model", sharded_weights)
         bundle.tokenizer.save_pretrained(out_dir / "final_model")
     summary = {"choices": choices, "seed": cfg.seed, "steps": trainer.global_step, "run_dir": str(out_dir),
                "train_history": module.train_history, "val_history": module.val_history,

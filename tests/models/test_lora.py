@@ -198,3 +198,27 @@ def test_cli_run_with_lora_saves_a_plain_model(tmp_path):
     assert not (final / "adapter_config.json").exists()
     bundle = load_pretrained(str(final))  # as hicra-eval loads a checkpoint: from_pretrained + its tokenizer
     assert not is_lora(bundle.model) and not any("lora" in n for n, _ in bundle.model.named_parameters())
+
+
+def test_a_sharded_lora_policy_is_saved_merged(lora_model, tmp_path):
+    """trainer=fsdp with lora=default: final_model/ is the merged plain model (it held the adapters alone), built
+    from the weights gathered from FSDP2 shards; on a 1-rank gloo mesh."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from hicra.models.lora import save_final_model
+    from hicra.training.distributed import full_state_dict, shard_model
+
+    _step(lora_model)  # non-zero adapters
+    ids = _input_ids(lora_model.config.vocab_size)
+    expected = _logits(lora_model, ids)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        shard_model(lora_model, init_device_mesh("cpu", (1,)))
+        save_final_model(lora_model, tmp_path / "final_model", full_state_dict(lora_model))
+    finally:
+        dist.destroy_process_group()
+    assert not (tmp_path / "final_model" / "adapter_config.json").exists()
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "final_model").eval()
+    assert not any("lora" in n for n, _ in loaded.named_parameters())
+    torch.testing.assert_close(_logits(loaded, ids), expected, atol=1e-5, rtol=0)
