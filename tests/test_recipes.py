@@ -80,17 +80,39 @@ def test_paper_recipe_runs_under_the_slurm_preset_as_it_stands(stem, data_file):
     assert launcher.mem_gb is None and launcher.mem_per_gpu == "64G"  # host RAM grows with the ranks
 
 
+# GPUs each paper recipe states (its comment and device_memory_gib): count x GiB per device as torch reports it.
+STATED_GPUS = {"qwen3_4b_base": (1, 139), "qwen3_4b_instruct": (1, 139), "qwen2_5_7b_base": (4, 79),
+               "llama3_1_8b_instruct": (4, 79)}
+
+
+@pytest.mark.parametrize("stem", PAPER)
+def test_paper_recipe_memory_plan_fits_the_gpus_it_states(stem, compose_cfg, data_file):
+    """The plan hicra-train checks before the model loads (hicra/training/memory_check.py), with the dtypes the code
+    uses under the recipe's bf16-mixed: it must fit the GPUs the recipe names, at every phase."""
+    from hicra.training.memory_check import plan_run
+    from hicra.training.memory_plan import GIB, USABLE_FRACTION
+
+    cfg = compose_cfg(f"experiment=paper/{stem}", f"task.path={data_file}")
+    count, memory = STATED_GPUS[stem]
+    text = (CONF_DIR / "experiment" / "paper" / f"{stem}.yaml").read_text()
+    assert cfg.trainer.get("devices", 1) == count and cfg.device_memory_gib == memory
+    assert f"GPU{'s' if count > 1 else ''}: {count} x " in text  # the comment says which cards
+    planned = plan_run(cfg, build(cfg.algorithm), build(cfg.rollout), build(cfg.task))  # raises if it does not fit
+    assert planned.record["device_bytes"] == memory * GIB
+    assert all(planned.plan.phase_bytes(p) <= USABLE_FRACTION * memory * GIB for p in planned.plan.phases)
+
+
 def test_paper_recipes_differ_only_in_the_model_and_its_gpus(compose_cfg):
     def comparable(stem):
         cfg = OmegaConf.to_container(compose_cfg(f"experiment=paper/{stem}"))
         cfg["model"].pop("name_or_path"), cfg["logger"].pop("experiment_name")
-        return cfg, (cfg.pop("trainer"), cfg.pop("prompts_per_step"))
+        return cfg, (cfg.pop("trainer"), cfg.pop("prompts_per_step"), cfg.pop("device_memory_gib"))
 
     reference, _ = comparable(PAPER[0])
     for stem in PAPER[1:]:
         assert comparable(stem)[0] == reference, stem
     for stem in ("qwen2_5_7b_base", "llama3_1_8b_instruct"):  # 16 bytes per parameter do not fit one GPU: FSDP
-        trainer, prompts = comparable(stem)[1]
+        trainer, prompts, _ = comparable(stem)[1]
         assert "fully_sharded" in trainer["strategy"]["_target_"] and trainer["devices"] == 4 and prompts == 4
     assert "dynamic-sampling option" in (CONF_DIR / "experiment" / "paper" / "llama3_1_8b_instruct.yaml").read_text()
 
@@ -116,9 +138,11 @@ def test_paper_recipe_without_weights_fails_in_one_line(tmp_path, data_file, mon
     """The real console script: HF_HUB_OFFLINE / HF_HOME are read when transformers is imported."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))  # no cached weights, whatever this machine holds
-    # trainer=cpu: this machine may have no GPU, and the missing GPU would be reported first (tested in test_bad_input)
-    result = run_cli(["experiment=paper/qwen3_4b_base", f"task.path={data_file}", "trainer=cpu", "logger=none"],
-                     tmp_path, timeout=300)
+    # trainer=cpu: this machine may have no GPU, and the missing GPU would be reported first (tested in test_bad_input);
+    # device_memory_gib: the 4B model in fp32 on a CPU would not fit the H200 the recipe states, and the memory plan
+    # would refuse it first (tests/training/test_memory_plan.py)
+    result = run_cli(["experiment=paper/qwen3_4b_base", f"task.path={data_file}", "trainer=cpu", "logger=none",
+                      "device_memory_gib=4096"], tmp_path, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("hicra-train: error:")]
     assert len(errors) == 1 and "cannot load model 'Qwen/Qwen3-4B-Base'" in errors[0], result.stderr[-2000:]

@@ -133,6 +133,8 @@ TRAIN: dict[str, Rule] = {
     # below a correct answer's 1, so a right answer always outscores a well-formatted wrong one
     "format_reward": number(0, 1, hi_open=True),
     "score_truncated": flag(),
+    # GiB one device may hold, for the memory plan (hicra/training/memory_check.py); null = the GPU's own memory
+    "device_memory_gib": number(0, lo_open=True, null=True),
     "faults.max_skipped_updates_in_a_row": integer(1),
     "paths.output_dir": text(),
     **_under("algorithm", ALGORITHM), **_under("planner", PLANNER), **_under("model", MODEL),

@@ -62,6 +62,7 @@ from hicra.training.context_length import check_fits_context, longest_prompt_tok
 from hicra.training.data import PromptDataModule, check_ranks_divide
 from hicra.training.distributed import full_state_dict
 from hicra.training.find_checkpoint import LAST, checkpoint_to_resume
+from hicra.training.memory_check import log_plan, plan_run
 from hicra.training.module import PolicyGradientModule
 from hicra.training.precision import check_updates_survive
 from hicra.training.preemption import SignalWatch, StopAtSafePoint
@@ -250,6 +251,7 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     when SIGTERM or SIGUSR1 stops it (hicra/training/preemption.py)."""
     choices = choices if choices is not None else hydra_choices()
     algorithm, sampler, task = preflight(cfg, choices)
+    memory = plan_run(cfg, algorithm, sampler, task)  # refuses, in one line, a run that cannot fit the device
     out_dir = run_dir(cfg)
     # Under DDP/FSDP Lightning starts this same command once per rank; only rank 0 owns the MLflow run and the files
     # (and so holds the run's locks).
@@ -263,13 +265,15 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
             print(f"hicra-train: {resume_line(resume)}", flush=True)
         elif is_main and cfg.get("ckpt_path"):  # a job of a sweep continued with ckpt_path=last, none of its own
             print("hicra-train: ckpt_path=last: this job of the sweep has no checkpoint yet; starting it", flush=True)
-        return fit_run(cfg, choices, (algorithm, sampler, task), out_dir, resume, watch, is_main)
+        if is_main and memory is not None:
+            print(f"hicra-train: {memory.text}", flush=True)
+        return fit_run(cfg, choices, (algorithm, sampler, task, memory), out_dir, resume, watch, is_main)
 
 
 def fit_run(cfg: DictConfig, choices: dict[str, str], parts: tuple, out_dir: Path, resume: ResumePoint,
             watch: SignalWatch, is_main: bool) -> dict:
     """The run itself, once it may start: the model, the MLflow run, step-0 validation, fit, the final model."""
-    algorithm, sampler, task = parts
+    algorithm, sampler, task, memory = parts
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     num_batches = math.ceil(cfg.trainer.max_steps / algorithm.num_iterations)
@@ -283,15 +287,17 @@ def fit_run(cfg: DictConfig, choices: dict[str, str], parts: tuple, out_dir: Pat
         build_logger(cfg, choices, resume.mlflow_run_id, algorithm.needs_planning_mask) if is_main else None
     with ended_on_failure(logger):  # from here on, a failure ends the MLflow run instead of leaving it RUNNING
         return fit_and_summarise(cfg, choices, out_dir, resume, watch, is_main, num_batches, bundle, datamodule,
-                                 module, logger)
+                                 module, logger, memory)
 
 
 def fit_and_summarise(cfg: DictConfig, choices: dict[str, str], out_dir: Path, resume: ResumePoint,
-                      watch: SignalWatch, is_main: bool, num_batches: int, bundle, datamodule, module, logger) -> dict:
+                      watch: SignalWatch, is_main: bool, num_batches: int, bundle, datamodule, module, logger,
+                      memory=None) -> dict:
     """What the run does once its MLflow run exists: metadata, trainer, step-0 validation, fit, final model."""
     if logger is not None:
         log_run_metadata(logger, cfg, choices, out_dir, resumed_from=resume.checkpoint,
                          resume_changes=describe_changes(resume.changes, limit=50)[:5000])
+        log_plan(logger, memory)  # memory_plan.json and the memory_plan tag
     # The run's own name (a resumed or `logger.run_name` run's), read once for the pages and the description.
     name = logger.experiment.get_run(logger.run_id).info.run_name if logger is not None else None
     callbacks = [CorrectCompletionsRecorder(out_dir), TQDMProgressBar(refresh_rate=1),  # every rank's successes
@@ -322,7 +328,7 @@ def fit_and_summarise(cfg: DictConfig, choices: dict[str, str], out_dir: Path, r
                "train_history": module.train_history, "val_history": module.val_history,
                "mlflow": {"tracking_uri": logger._tracking_uri, "run_id": logger.run_id,
                           "experiment": cfg.logger.experiment_name, "experiment_id": logger.experiment_id}
-               if logger is not None else None}
+               if logger is not None else None, "memory_plan": memory.record if memory is not None else None}
     if logger is not None:
         if hasattr(logger, "deliver"):  # a tracking server away at the end: wait for it, bounded
             logger.deliver(watch.raise_if_signalled, out_dir)

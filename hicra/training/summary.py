@@ -32,6 +32,11 @@ def format_summary(summary: dict) -> str:
         for key, label in (("val/boxed_frac", "val boxed"), ("val/truncated_frac", "val truncated")):
             if key in before and key in after:
                 lines.append(f"  {label:<16} {before[key]:.3f} -> {after[key]:.3f}")
+    plan = summary.get("memory_plan")  # hicra/training/memory_check.py: checked before the model loaded
+    if plan:
+        device = f" of {plan['device_bytes'] / 2**30:.1f} GiB" if plan.get("device_bytes") else ""
+        lines.append(f"  memory plan      {plan['peak_bytes'] / 2**30:.1f} GiB per device at {plan['peak_phase']}"
+                     f"{device} (memory_plan.json)")
     lines.append(f"  run directory    {summary['run_dir']}")
     mlflow = summary.get("mlflow")
     if mlflow:

@@ -1,0 +1,213 @@
+"""Per-device memory of a run, by arithmetic, before any model loads: config numbers in, named byte counts out.
+
+Pure: no torch, no config objects (hicra/training/memory_check.py reads the run's config and the model's
+transformers config into the two shapes below, and refuses a run whose plan does not fit).
+
+Notation: P parameters (all weights), P_t the trainable ones (LoRA: the adapters only), R ranks sharing the state
+(R = devices x nodes under FSDP, 1 otherwise), b_w / b_f / b_c bytes per element of the weights (model.dtype), of the
+weights the forward runs on (FSDP: its gathered dtype, bf16 under bf16 precision; else b_w) and of the compute (bf16
+under bf16-mixed), b_k / b_v of the cached keys / values,
+n_layers, kv_heads, d_head, V the vocabulary, H the hidden size, I the MLP width, L = prompt + new tokens.
+
+What one device holds, term by term (bytes):
+  weights           P   * b_w / R          the master weights (fp32 under bf16-mixed: no separate master copy)
+  gradients         P_t * b_w / R          kept from one update to the next (zero_grad(set_to_none) runs at the
+                                           start of the update, hicra/training/module.py), so every phase holds them
+  optimizer         P_t * b_opt / R        AdamW: 2 moments in the weights' dtype; optimi's Kahan AdamW adds a buffer
+  reference         P   * b_w / R          the KL term's frozen copy (hicra/models/reference.py); 0 without KL or
+                                           under LoRA (the policy with its adapters off)
+  gathered_weights  P   * b_f              FSDP: the whole model, unsharded for a whole generation
+                                           (distributed.full_weights_for_generation)
+  weight_casts      P   * b_c              autocast's cast cache kept for a generation, when b_f != b_c
+  kv_cache_*        rows * L * n_layers * kv_heads * d_head * (b_k + b_v)
+                                           preallocated for the whole reply of every row (hicra/rollout/kv_cache.py)
+  sampling_*        rows * V * 18          one step's logits: model output (b_c) widened to fp32 (4), probabilities
+                                           (4) and their float64 cumulative sum (8), ~18 bytes per entry
+  block_gather      2 * P_block * b_f      FSDP in the update: the running block and the prefetched next one
+  update_logits     m * T * V * 2 * b_c + chunk_temps
+                                           the micro-batch's logits kept for the backward and their gradient;
+                                           m = micro_batch_size rows, T = new tokens
+  scoring_logits    m * T * V * b_c + chunk_temps (no graph: old / reference log-probs)
+  chunk_temps       4 * C * V * 4          fp32 temporaries of hicra/algorithms/functional.py, C = 1,024 rows
+  activations       an estimate: per token and layer a Llama-style block saves ~(7 H + 4 I) * b_c (norm outputs,
+                    q/k/v, attention output, gate, up, their product) + 2 H * b_f (the residual stream's norm
+                    inputs) + its weights cast to b_c when b_f != b_c. Without gradient checkpointing every layer keeps
+                    that; with it (non-reentrant, per layer) each layer keeps its input m * L * H * b_f and one layer
+                    at a time recomputes the rest. SDPA is assumed memory-efficient (no L x L scores).
+
+Phases (what is alive at the same time); the plan is the largest:
+  generation   weights + gradients + optimizer + reference + gathered_weights + weight_casts + kv/sampling (rollout)
+  validation   the same with the validation batch's rows and budget
+  log-probs    state + block_gather + scoring_logits + one layer's activations (only when a pass runs)
+  update       state + block_gather + update_logits + activations
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+GIB = 2**30
+CHUNK_ROWS = 1024  # hicra/algorithms/functional.py DEFAULT_CHUNK_SIZE (GPUs)
+SAMPLING_BYTES = 18  # per logit entry while sampling one token (see the module docstring)
+# Share of a device's memory the plan may fill: the rest is the CUDA context, NCCL buffers and the caching
+# allocator's fragmentation, which no tensor count sees.
+USABLE_FRACTION = 0.9
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The model's numbers (its transformers config, and a parameter count taken on the meta device)."""
+    parameters: int
+    trainable: int
+    block_parameters: int  # one decoder block (what FSDP gathers at a time in the update)
+    layers: int
+    hidden: int
+    intermediate: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """The run's numbers, per rank. Byte sizes are what the code does with the run's model.dtype and precision."""
+    ranks: int  # ranks sharing the state: devices x nodes under FSDP, else 1
+    sharded: bool  # FSDP
+    weight_bytes: int
+    gather_bytes: int  # bytes per weight the forward runs on: FSDP's gathered dtype, else weight_bytes
+    compute_bytes: int
+    key_bytes: int
+    value_bytes: int
+    optimizer_bytes: int  # per trainable parameter
+    cast_cache: bool  # generation keeps autocast's weight casts
+    reference: bool
+    gradient_checkpointing: bool
+    rollout_rows: int  # prompts per rank x group size
+    val_rows: int  # rows of one validation generate call on one rank
+    prompt_tokens: int
+    new_tokens: int
+    val_new_tokens: int
+    micro_batch_size: int
+    scoring_pass: bool  # a no-graph log-prob pass runs (old log-probs, entropies, or the reference)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    terms: dict[str, int]  # name -> bytes
+    phases: dict[str, tuple[str, ...]]  # phase -> the terms alive in it
+
+    def phase_bytes(self, phase: str) -> int:
+        return sum(self.terms[t] for t in self.phases[phase])
+
+    @property
+    def peak_phase(self) -> str:
+        return max(self.phases, key=self.phase_bytes)
+
+    @property
+    def peak(self) -> int:
+        return self.phase_bytes(self.peak_phase)
+
+    def biggest(self, n: int = 3) -> list[str]:
+        """The largest terms of the peak phase, largest first."""
+        return sorted(self.phases[self.peak_phase], key=lambda t: -self.terms[t])[:n]
+
+
+def kv_cache_bytes(model: ModelShape, rows: int, tokens: int, key_bytes: int, value_bytes: int) -> int:
+    """rows x tokens x n_layers x kv_heads x d_head x (b_k + b_v): a cache preallocated for `tokens` positions."""
+    return rows * tokens * model.layers * model.kv_heads * model.head_dim * (key_bytes + value_bytes)
+
+
+def layer_activation_bytes(model: ModelShape, run: RunShape, rows: int, tokens: int) -> int:
+    """What one decoder layer saves for its backward over rows x tokens (an estimate, see the module docstring)."""
+    per_token = (7 * model.hidden + 4 * model.intermediate) * run.compute_bytes + 2 * model.hidden * run.gather_bytes
+    casts = model.block_parameters * run.compute_bytes if run.gather_bytes != run.compute_bytes else 0
+    return rows * tokens * per_token + casts
+
+
+def activation_bytes(model: ModelShape, run: RunShape) -> int:
+    rows, tokens = run.micro_batch_size, run.prompt_tokens + run.new_tokens
+    one_layer = layer_activation_bytes(model, run, rows, tokens)
+    if not run.gradient_checkpointing:
+        return model.layers * one_layer
+    return model.layers * rows * tokens * model.hidden * run.gather_bytes + one_layer
+
+
+def state_terms(model: ModelShape, run: RunShape) -> dict[str, int]:
+    """What every phase holds: the (sharded) weights, gradients, optimizer state and reference."""
+    shard = run.ranks if run.sharded else 1
+    return {
+        "weights": model.parameters * run.weight_bytes // shard,
+        "gradients": model.trainable * run.weight_bytes // shard,
+        "optimizer": model.trainable * run.optimizer_bytes // shard,
+        "reference": model.parameters * run.weight_bytes // shard if run.reference else 0,
+    }
+
+
+def generation_terms(model: ModelShape, run: RunShape) -> dict[str, int]:
+    rollout_tokens, val_tokens = run.prompt_tokens + run.new_tokens, run.prompt_tokens + run.val_new_tokens
+    return {
+        "gathered_weights": model.parameters * run.gather_bytes if run.sharded else 0,
+        "weight_casts": model.parameters * run.compute_bytes if run.cast_cache else 0,
+        "kv_cache_rollout": kv_cache_bytes(model, run.rollout_rows, rollout_tokens, run.key_bytes, run.value_bytes),
+        "sampling_rollout": run.rollout_rows * model.vocab * SAMPLING_BYTES,
+        "kv_cache_validation": kv_cache_bytes(model, run.val_rows, val_tokens, run.key_bytes, run.value_bytes),
+        "sampling_validation": run.val_rows * model.vocab * SAMPLING_BYTES,
+    }
+
+
+def update_terms(model: ModelShape, run: RunShape) -> dict[str, int]:
+    logits = run.micro_batch_size * run.new_tokens * model.vocab * run.compute_bytes  # (m, T, V)
+    chunk_temps = 4 * min(CHUNK_ROWS, run.micro_batch_size * run.new_tokens) * model.vocab * 4
+    tokens = run.prompt_tokens + run.new_tokens
+    return {
+        "block_gather": 2 * model.block_parameters * run.gather_bytes if run.sharded else 0,
+        "update_logits": 2 * logits + chunk_temps,
+        "activations": activation_bytes(model, run),
+        "scoring_logits": logits + chunk_temps if run.scoring_pass else 0,
+        "scoring_activations": layer_activation_bytes(dataclasses.replace(model, block_parameters=0), run,
+                                                      run.micro_batch_size, tokens) if run.scoring_pass else 0,
+    }
+
+
+def memory_plan(model: ModelShape, run: RunShape) -> MemoryPlan:
+    """Every term (bytes per device) and the phases that hold them at once."""
+    terms = state_terms(model, run) | generation_terms(model, run) | update_terms(model, run)
+    state = ("weights", "gradients", "optimizer", "reference")
+    phases = {
+        "generation": state + ("gathered_weights", "weight_casts", "kv_cache_rollout", "sampling_rollout"),
+        "validation": state + ("gathered_weights", "weight_casts", "kv_cache_validation", "sampling_validation"),
+        "update": state + ("block_gather", "update_logits", "activations"),
+    }
+    if run.scoring_pass:
+        phases["log-probs"] = state + ("block_gather", "scoring_logits", "scoring_activations")
+    return MemoryPlan(terms, phases)
+
+
+def fits(plan: MemoryPlan, device_bytes: int) -> bool:
+    return plan.peak <= USABLE_FRACTION * device_bytes
+
+
+def gib(n: float) -> str:
+    """`68.6 GiB`, or `12 MiB` under a GiB (a tiny model's terms would all read 0.0 GiB)."""
+    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / 2**20:.0f} MiB"
+
+
+def format_plan(plan: MemoryPlan, device_bytes: int | None, where: str) -> str:
+    """The table printed at startup: each term, each phase's total, the peak against the device."""
+    lines = [f"memory plan per device ({where}):"]
+    lines += [f"  {name:<20} {gib(size):>10}" for name, size in plan.terms.items() if size]
+    lines += [f"  = {phase:<18} {gib(plan.phase_bytes(phase)):>10}" for phase in plan.phases]
+    if device_bytes:
+        lines.append(f"  peak {gib(plan.peak)} ({plan.peak_phase}) of {gib(device_bytes)} "
+                     f"({USABLE_FRACTION:.0%} usable): {'fits' if fits(plan, device_bytes) else 'DOES NOT FIT'}")
+    return "\n".join(lines)
+
+
+def as_record(plan: MemoryPlan, device_bytes: int | None) -> dict:
+    """What memory_plan.json holds: bytes per term and phase, the peak and the device it was checked against."""
+    return {"terms_bytes": dict(plan.terms),
+            "phases_bytes": {phase: plan.phase_bytes(phase) for phase in plan.phases},
+            "phase_terms": {phase: list(terms) for phase, terms in plan.phases.items()},
+            "peak_phase": plan.peak_phase, "peak_bytes": plan.peak, "device_bytes": device_bytes,
+            "usable_fraction": USABLE_FRACTION}

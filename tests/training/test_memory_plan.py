@@ -1,0 +1,176 @@
+"""The preflight memory plan (hicra/training/memory_plan.py, memory_check.py): hand-computed values for a known
+config, the plan's parameter / gradient / optimizer / KV terms against the real tensors of a tiny model, the one-line
+refusal, and what a run prints and logs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from omegaconf import OmegaConf
+from support import run_train
+
+from hicra.config.instantiate import build
+from hicra.errors import ConfigError
+from hicra.models.loaders import build_tiny_model
+from hicra.rollout import decode as decode_module
+from hicra.rollout import kv_cache
+from hicra.rollout.hf import HFSampler
+from hicra.training.memory_check import check_memory, model_shape, run_dtypes, transformers_config
+from hicra.training.memory_plan import GIB, RunShape, fits, memory_plan
+
+QWEN25_7B = OmegaConf.create({"_target_": "hicra.models.loaders.load_pretrained", "name_or_path": "Qwen/Qwen2.5-7B"})
+
+
+def qwen25_7b_parameters() -> int:
+    """Qwen2 by hand: embeddings and an untied head (V x H each), per layer q/k/v (with biases), o, a gated MLP and
+    two norms, one final norm."""
+    V, H, I, L, kv = 152064, 3584, 18944, 28, 4 * 128
+    layer = (H * H + H) + 2 * (H * kv + kv) + H * H + 3 * H * I + 2 * H
+    return 2 * V * H + L * layer + H
+
+
+def fsdp_run(**dtypes) -> RunShape:
+    """The 7B recipe's shape: 4 ranks, 1 prompt x 8 rows per rank, 2K prompt + 16K reply, micro-batch 1."""
+    return RunShape(ranks=4, sharded=True, **dtypes, optimizer_bytes=8, reference=False,
+                    gradient_checkpointing=True, rollout_rows=8, val_rows=16, prompt_tokens=2048, new_tokens=16384,
+                    val_new_tokens=16384, micro_batch_size=1, scoring_pass=False)
+
+
+def test_plan_of_qwen2_5_7b_by_hand_and_the_review_s_out_of_memory():
+    model = model_shape(transformers_config(QWEN25_7B))
+    P = qwen25_7b_parameters()
+    assert model.parameters == model.trainable == P == 7_615_616_512  # the published 7.61B
+    # Before the bf16 fixes: fp32 gathered weights, K cached in fp32 (RoPE), V in bf16, 16 validation rows per rank.
+    old = memory_plan(model, fsdp_run(weight_bytes=4, gather_bytes=4, compute_bytes=2, key_bytes=4, value_bytes=2,
+                                      cast_cache=False))
+    assert old.terms["weights"] == old.terms["gradients"] == P * 4 // 4 and old.terms["optimizer"] == P * 8 // 4
+    assert old.terms["gathered_weights"] == P * 4
+    assert old.terms["kv_cache_rollout"] == 8 * (2048 + 16384) * 28 * 4 * 128 * (4 + 2)
+    assert old.terms["kv_cache_validation"] == 2 * old.terms["kv_cache_rollout"]
+    assert old.peak_phase == "validation" and not fits(old, 79 * GIB)  # out of memory at the first validation
+    # What the code does now under bf16-mixed with FSDP: bf16 gather, bf16 K and V, no weight casts.
+    now = run_dtypes("float32", "bf16-mixed", sharded=True)
+    assert now == {"weight_bytes": 4, "compute_bytes": 2, "gather_bytes": 2, "key_bytes": 2, "value_bytes": 2,
+                   "cast_cache": False}
+    new = memory_plan(model, fsdp_run(**now))
+    assert new.terms["gathered_weights"] == P * 2 and new.terms["kv_cache_rollout"] == 8 * 18432 * 28 * 512 * 4
+    assert fits(new, 79 * GIB)
+    # the update: one 16K-token row's bf16 logits and their gradient, plus four fp32 (1024, V) temporaries
+    assert new.terms["update_logits"] == 2 * 16384 * 152064 * 2 + 4 * 1024 * 152064 * 4
+
+
+def tiny_shape_and_model(lora=None):
+    cfg = OmegaConf.load("conf/model/tiny.yaml")
+    cfg.lora = lora
+    shape = model_shape(transformers_config(cfg), lora)
+    return shape, build_tiny_model(seed=0, lora=OmegaConf.to_container(lora) if lora else None).model
+
+
+def tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def tiny_run(shape, **overrides) -> RunShape:
+    base = dict(ranks=1, sharded=False, **run_dtypes("float32", "32-true", False), optimizer_bytes=8,
+                reference=False, gradient_checkpointing=False, rollout_rows=4, val_rows=2, prompt_tokens=8,
+                new_tokens=6, val_new_tokens=6, micro_batch_size=2, scoring_pass=False)
+    return RunShape(**base | overrides)
+
+
+def test_parameters_gradients_and_adamw_state_equal_the_tensors_of_a_tiny_model():
+    shape, model = tiny_shape_and_model()
+    plan = memory_plan(shape, tiny_run(shape))
+    assert shape.parameters == sum(p.numel() for p in model.parameters())  # tied embeddings counted once
+    assert plan.terms["weights"] == tensor_bytes(model.parameters())
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(input_ids=torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, 2, 3]])).loss.backward()
+    optimizer.step()
+    assert plan.terms["gradients"] == tensor_bytes(p.grad for p in model.parameters())
+    moments = [v for state in optimizer.state.values() for k, v in state.items() if k != "step"]  # not the counters
+    assert plan.terms["optimizer"] == tensor_bytes(moments)
+
+
+def test_lora_plan_counts_the_adapters_as_trainable():
+    pytest.importorskip("peft")
+    lora = OmegaConf.create({"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"})
+    shape, model = tiny_shape_and_model(lora)
+    assert shape.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_kv_cache_term_equals_the_decoding_cache_s_buffers(precision, monkeypatch):
+    """The plan's KV term for the rows and capacity decode allocates equals the bytes of the preallocated buffers,
+    in fp32 and under bf16 autocast (as Lightning's bf16-mixed): the plan's dtypes are the code's."""
+    shape, _ = tiny_shape_and_model()
+    bundle = build_tiny_model(seed=0)
+    caches = []
+    monkeypatch.setattr(decode_module, "preallocate",
+                        lambda cache, capacity: caches.append(kv_cache.preallocate(cache, capacity)) or caches[-1])
+    sampler = HFSampler(max_new_tokens=5, packed_linears=False)
+    prompts = ["What is 2 + 2?", "Compute 3 * 7, then add 1."]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision != "32-true", cache_enabled=False):
+        batch = sampler.generate(bundle.model, bundle.tokenizer, prompts, group_size=3)
+    measured = tensor_bytes(t for layer in caches[0].layers for t in (layer._keys, layer._values))
+    # decode's capacity: the prompt but its last token (fed by the loop) plus the reply budget
+    run = tiny_run(shape, **run_dtypes("float32", precision, False), rollout_rows=6,
+                   prompt_tokens=batch.prompt_ids.shape[1] - 1, new_tokens=5)
+    assert memory_plan(shape, run).terms["kv_cache_rollout"] == measured
+
+
+def composed(compose_cfg, *overrides):
+    cfg = compose_cfg("experiment=smoke", *overrides)
+    return cfg, build(cfg.algorithm), build(cfg.rollout), len(build(cfg.task).val_examples())
+
+
+def test_a_plan_that_does_not_fit_is_refused_in_one_line_naming_what_would(compose_cfg):
+    cfg, algorithm, sampler, n_val = composed(compose_cfg, "rollout.max_new_tokens=2048", "micro_batch_size=4")
+    planned = check_memory(cfg, algorithm, sampler, n_val, needs_entropy=False)
+    peak = planned.plan.peak
+    assert planned.plan.peak_phase == "update"  # 4 rows x 2048 tokens x 49k vocabulary of logits
+    cfg.device_memory_gib = peak / GIB  # the plan fills 100% where 90% is usable
+    with pytest.raises(ConfigError) as err:
+        check_memory(cfg, algorithm, sampler, n_val, needs_entropy=False)
+    line = str(err.value)
+    assert "\n" not in line and "at update (update_logits" in line and "does not fit" in line
+    fixes = line.split("would fit: ")[1].split("; or state device_memory_gib")[0].split("; or ")
+    assert fixes[0] == "micro_batch_size=2"  # the least change first; val_batch_size would not help
+    assert "rollout.max_new_tokens=1024" in fixes
+    cfg.micro_batch_size = 2  # the named setting does fit
+    assert check_memory(cfg, algorithm, sampler, n_val, needs_entropy=False).plan.peak < 0.9 * peak
+
+
+def test_the_cli_refuses_before_any_model_or_mlflow_run(tmp_path):
+    result = run_train(["experiment=smoke", "device_memory_gib=0.001"], tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("hicra-train: error:")]
+    assert len(errors) == 1 and "memory plan:" in errors[0], result.stderr[-2000:]
+    assert "no single setting fits" in errors[0]  # 1 MiB: nothing would
+    for db in tmp_path.rglob("*.db"):  # no MLflow run was opened
+        client = mlflow.MlflowClient(f"sqlite:///{db}")
+        assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_a_run_prints_its_plan_and_logs_it_to_mlflow(trained_run, tmp_path):
+    stdout = trained_run.result["stdout"]
+    assert "hicra-train: memory plan per device" in stdout and "kv_cache_validation" in stdout
+    assert "memory plan      " in stdout  # the summary's line
+    client = mlflow.MlflowClient(trained_run.tracking_uri)
+    path = client.download_artifacts(trained_run.run_id, "memory_plan.json", str(tmp_path))
+    record = json.loads(Path(path).read_text())
+    assert record["peak_bytes"] == record["phases_bytes"][record["peak_phase"]] > 0
+    assert client.get_run(trained_run.run_id).data.tags["memory_plan"].endswith("per device")
+
+
+def test_vllm_keeps_its_share_and_generates_inside_it(compose_cfg):
+    cfg, algorithm, _, n_val = composed(compose_cfg)
+    sampler = dataclasses.make_dataclass("FakeVLLM", [("max_prompt_tokens", int), ("max_new_tokens", int),
+                                                      ("val_max_new_tokens", int), ("gpu_memory_utilization", float)])(
+        512, 24, 24, 0.5)
+    cfg.device_memory_gib = 1.0
+    planned = check_memory(cfg, algorithm, sampler, n_val, needs_entropy=False)
+    assert planned.plan.terms["kv_cache_rollout"] == 0 and planned.record["device_bytes"] == GIB // 2
