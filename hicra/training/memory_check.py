@@ -10,6 +10,7 @@ trainer.precision (`run_dtypes`); tests/training/test_memory_plan.py checks thos
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 from pathlib import Path
@@ -31,6 +32,8 @@ from hicra.training.memory_plan import (
 )
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+log = logging.getLogger(__name__)
+
 HALF_PRECISIONS = {"bf16-mixed": "mixed", "16-mixed": "mixed", "bf16": "mixed", "16": "mixed",
                    "bf16-true": "true", "16-true": "true"}
 
@@ -54,14 +57,13 @@ def transformers_config(model_cfg: DictConfig):
     name = str(model_cfg.get("name_or_path", ""))
     if not target.endswith("load_pretrained") or not name:
         return None
-    if (Path(name).expanduser() / "config.json").is_file():
-        return AutoConfig.from_pretrained(Path(name).expanduser())
     if name in KNOWN_CONFIGS:
         known = dict(KNOWN_CONFIGS[name])
         return AutoConfig.for_model(known.pop("model_type"), **known)
-    try:  # a hub id in the local cache; never a download here
-        return AutoConfig.from_pretrained(name, local_files_only=True)
-    except Exception:  # noqa: BLE001 - any failure means "no config offline": the plan is skipped, said in a line
+    local = Path(name).expanduser()
+    try:  # a local folder, or a hub id in the local cache; never a download here
+        return AutoConfig.from_pretrained(local if (local / "config.json").is_file() else name, local_files_only=True)
+    except Exception:  # noqa: BLE001 - an unreadable or absent config: the plan is skipped (said), the load reports it
         return None
 
 
@@ -264,9 +266,14 @@ def check_memory(cfg: DictConfig, algorithm, sampler, val_examples: int, needs_e
     """The run's plan, refused in one line (ConfigError) when it cannot fit the device; None when the model's
     config cannot be read before loading (a model kind the plan does not know, a hub id not cached)."""
     config = transformers_config(cfg.model)
-    if config is None:
+    try:
+        model = model_shape(config, cfg.get("lora")) if config is not None else None
+    except Exception:  # noqa: BLE001 - an architecture transformers cannot build offline (remote code, ...)
+        model = None
+    if model is None:
+        log.warning("memory plan: skipped, model %s has no config readable before loading",
+                    cfg.model.get("name_or_path", cfg.model.get("_target_")))
         return None
-    model = model_shape(config, cfg.get("lora"))
     run = run_shape(cfg, algorithm, sampler, val_examples, needs_entropy)
     nodes = int(cfg.trainer.get("num_nodes", 1))
     per_node = ranks_of(cfg.trainer) // nodes

@@ -3,17 +3,20 @@
 Pure: no torch, no config objects (hicra/training/memory_check.py reads the run's config and the model's
 transformers config into the two shapes below, and refuses a run whose plan does not fit).
 
-Notation: P parameters (all weights), P_t the trainable ones (LoRA: the adapters only), R ranks sharing the state
-(R = devices x nodes under FSDP, 1 otherwise), b_w / b_f / b_c bytes per element of the weights (model.dtype), of the
-weights the forward runs on (FSDP: its gathered dtype, bf16 under bf16 precision; else b_w) and of the compute (bf16
-under bf16-mixed), b_k / b_v of the cached keys / values,
-n_layers, kv_heads, d_head, V the vocabulary, H the hidden size, I the MLP width, L = prompt + new tokens.
+Notation: P parameters (all weights), P_t the trainable ones (LoRA: the adapters only), P_block one decoder block's,
+R ranks sharing the state (R = devices x nodes under FSDP, 1 otherwise); bytes per element: b_w of the weights
+(model.dtype), b_f of the weights the forward runs on (FSDP: its gathered dtype, bf16 under a bf16 precision; else
+b_w), b_c of the compute (bf16 under bf16-mixed), b_k / b_v of the cached keys / values; n_layers, kv_heads, d_head;
+V the vocabulary, H the hidden size, I the MLP width; L = rollout.max_prompt_tokens + new tokens (the prompt budget:
+an upper bound on the batch's longest prompt).
 
 What one device holds, term by term (bytes):
   weights           P   * b_w / R          the master weights (fp32 under bf16-mixed: no separate master copy)
   gradients         P_t * b_w / R          kept from one update to the next (zero_grad(set_to_none) runs at the
                                            start of the update, hicra/training/module.py), so every phase holds them
   optimizer         P_t * b_opt / R        AdamW: 2 moments in the weights' dtype; optimi's Kahan AdamW adds a buffer
+  ddp_buckets       P_t * b_w              DDP (several ranks, not sharded): the reducer's gradient buckets, a second
+                                           copy of the gradients (gradient_as_bucket_view is off)
   reference         P   * b_w / R          the KL term's frozen copy (hicra/models/reference.py); 0 without KL or
                                            under LoRA (the policy with its adapters off)
   gathered_weights  P   * b_f              FSDP: the whole model, unsharded for a whole generation
@@ -35,11 +38,17 @@ What one device holds, term by term (bytes):
                     that; with it (non-reentrant, per layer) each layer keeps its input m * L * H * b_f and one layer
                     at a time recomputes the rest. SDPA is assumed memory-efficient (no L x L scores).
 
-Phases (what is alive at the same time); the plan is the largest:
-  generation   weights + gradients + optimizer + reference + gathered_weights + weight_casts + kv/sampling (rollout)
+Phases (what is alive at the same time); the plan is the largest. "state" = weights + gradients + optimizer +
+ddp_buckets + reference:
+  generation   state + gathered_weights + weight_casts + kv_cache_rollout + sampling_rollout
   validation   the same with the validation batch's rows and budget
-  log-probs    state + block_gather + scoring_logits + one layer's activations (only when a pass runs)
+  log-probs    state + block_gather + scoring_logits + one layer's activations (only when such a pass runs)
   update       state + block_gather + update_logits + activations
+
+Left out: the CUDA context, NCCL buffers and allocator fragmentation (USABLE_FRACTION leaves 10% for them), the
+prompt's own cache while it is copied into the preallocated one (prompt-sized), rollout.cache_implementation=static
+(transformers allocates that cache), and vLLM's engine, which keeps rollout.gpu_memory_utilization of the device
+(memory_check takes that share off the device instead).
 """
 
 from __future__ import annotations
@@ -134,12 +143,13 @@ def activation_bytes(model: ModelShape, run: RunShape) -> int:
 
 
 def state_terms(model: ModelShape, run: RunShape) -> dict[str, int]:
-    """What every phase holds: the (sharded) weights, gradients, optimizer state and reference."""
+    """What every phase holds: the (sharded) weights, gradients, optimizer state, DDP's buckets and reference."""
     shard = run.ranks if run.sharded else 1
     return {
         "weights": model.parameters * run.weight_bytes // shard,
         "gradients": model.trainable * run.weight_bytes // shard,
         "optimizer": model.trainable * run.optimizer_bytes // shard,
+        "ddp_buckets": model.trainable * run.weight_bytes if run.ranks > 1 and not run.sharded else 0,
         "reference": model.parameters * run.weight_bytes // shard if run.reference else 0,
     }
 
@@ -173,7 +183,7 @@ def update_terms(model: ModelShape, run: RunShape) -> dict[str, int]:
 def memory_plan(model: ModelShape, run: RunShape) -> MemoryPlan:
     """Every term (bytes per device) and the phases that hold them at once."""
     terms = state_terms(model, run) | generation_terms(model, run) | update_terms(model, run)
-    state = ("weights", "gradients", "optimizer", "reference")
+    state = ("weights", "gradients", "optimizer", "ddp_buckets", "reference")
     phases = {
         "generation": state + ("gathered_weights", "weight_casts", "kv_cache_rollout", "sampling_rollout"),
         "validation": state + ("gathered_weights", "weight_casts", "kv_cache_validation", "sampling_validation"),
