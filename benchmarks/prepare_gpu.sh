@@ -5,7 +5,7 @@
 #   wheels/     Python 3.12 manylinux wheels of exactly what is missing there (versions pinned to this venv's)
 #   tokenizer/  the SmolLM2 tokenizer (with its chat template), saved by hicra.models.loaders.load_tokenizer
 # and prints their size: the tree plus these travel together, at most 64 MiB. Then, on the GPU host:
-#   benchmarks/run_gpu.sh            (carry: benchmarks/.gpu_carry)
+#   benchmarks/run_gpu.sh            (carry: benchmarks/.gpu_carry): the gpu test tier and the speed probes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -24,7 +24,11 @@ pins=("hydra-core==$(version hydra-core)" "omegaconf==$(version omegaconf)" "trl
       "xxhash==$(version xxhash)" "pyarrow==$(version pyarrow)"
       # Fallbacks, installed there only if its own versions do not fit datasets' bounds: fsspec <= datasets' cap,
       # and a huggingface-hub that satisfies both datasets (>= 1.31) and the host's transformers 5.17 (< 2).
-      "fsspec==$(version fsspec)" "huggingface-hub>=1.31,<2")
+      "fsspec==$(version fsspec)" "huggingface-hub>=1.31,<2"
+      # The gpu test tier (benchmarks/gpu_check.py): pytest, and Lightning where the host has none.
+      "pytest==$(version pytest)" "pluggy==$(version pluggy)" "iniconfig==$(version iniconfig)"
+      "pygments==$(version pygments)" "pytorch-lightning==$(version pytorch-lightning)"
+      "lightning-utilities==$(version lightning-utilities)" "torchmetrics==$(version torchmetrics)")
 "$PY" -m pip download -q --no-deps -d "$WHEELS" "${TARGET[@]}" "${pins[@]}"
 # omegaconf's parser runtime has no wheel on PyPI (sdist only): build a pure-Python wheel here.
 "$PY" -m pip wheel -q --no-deps -w "$WHEELS" "antlr4-python3-runtime==4.9.3"

@@ -97,5 +97,14 @@ def trained_run(tmp_path_factory) -> TrainedRun:
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `slow` (real processes, tens of seconds each) run first, so that under pytest-xdist the longest
-    jobs start early on both workers instead of trailing alone at the end (a stable sort: order otherwise kept)."""
+    jobs start early on both workers instead of trailing alone at the end (a stable sort: order otherwise kept).
+    Tests marked `gpu` are skipped where no CUDA device is visible (HICRA_GPU_TIER_DEVICE=cpu runs them on the CPU,
+    see tests/gpu/)."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu and os.environ.get("HICRA_GPU_TIER_DEVICE") != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            for item in gpu:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
