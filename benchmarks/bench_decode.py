@@ -32,6 +32,7 @@ import torch
 from bench_hicra import compose, prompt_batches, sync
 
 from hicra.models import prefix_sharing
+from hicra.models.cache_compat import cache_kwargs
 from hicra.rollout import decode as decode_module
 from hicra.rollout.kv_cache import preallocate
 from hicra.rollout.packed_linear import packed_linears
@@ -51,13 +52,14 @@ def decode_floor(model, prompt_ids, prompt_mask, group_size: int, max_new_tokens
     mask = torch.cat([prompt_mask.long().repeat_interleave(group_size, 0), torch.ones_like(filler)], dim=1)
     positions = prefix_sharing.positions(mask)  # (B, Lp + extra)
     model(input_ids=torch.cat([prompt_ids[:, -1:].repeat_interleave(group_size, 0), filler[:, :-1]], dim=1),
-          attention_mask=mask[:, :-1], position_ids=positions[:, Lp - 1:-1], cache=cache, use_cache=True)
+          attention_mask=mask[:, :-1], position_ids=positions[:, Lp - 1:-1], use_cache=True,
+          **cache_kwargs(cache))
     times = []
     for _ in range(calls):
         sync()
         start = time.perf_counter()
-        model(input_ids=filler[:, -1:], attention_mask=mask, position_ids=positions[:, -1:], cache=cache,
-              use_cache=True)
+        model(input_ids=filler[:, -1:], attention_mask=mask, position_ids=positions[:, -1:], use_cache=True,
+              **cache_kwargs(cache))
         sync()
         times.append(time.perf_counter() - start)
         cache.crop(-1)
