@@ -6,19 +6,17 @@ from __future__ import annotations
 
 
 def _shape(model_type: str, hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, vocab: int,
-           tied: bool, **extra) -> dict:
+           context: int, tied: bool, **extra) -> dict:
     return {"model_type": model_type, "hidden_size": hidden, "intermediate_size": intermediate,
             "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
-            "vocab_size": vocab, "tie_word_embeddings": tied, **extra}
+            "vocab_size": vocab, "max_position_embeddings": context, "tie_word_embeddings": tied, **extra}
 
-
-_QWEN3_4B = _shape("qwen3", 2560, 9728, 36, 32, 8, 151936, tied=True, head_dim=128)
 
 KNOWN_CONFIGS: dict[str, dict] = {
-    "Qwen/Qwen2.5-7B": _shape("qwen2", 3584, 18944, 28, 28, 4, 152064, tied=False),
-    "meta-llama/Llama-3.1-8B-Instruct": _shape("llama", 4096, 14336, 32, 32, 8, 128256, tied=False),
-    "Qwen/Qwen3-4B-Base": _QWEN3_4B,
-    "Qwen/Qwen3-4B-Instruct-2507": _QWEN3_4B,
+    "Qwen/Qwen2.5-7B": _shape("qwen2", 3584, 18944, 28, 28, 4, 152064, 131072, tied=False),
+    "meta-llama/Llama-3.1-8B-Instruct": _shape("llama", 4096, 14336, 32, 32, 8, 128256, 131072, tied=False),
+    "Qwen/Qwen3-4B-Base": _shape("qwen3", 2560, 9728, 36, 32, 8, 151936, 32768, tied=True, head_dim=128),
+    "Qwen/Qwen3-4B-Instruct-2507": _shape("qwen3", 2560, 9728, 36, 32, 8, 151936, 262144, tied=True, head_dim=128),
     # the embedded default (model=smollm2_135m), converted from a GGUF on first use
-    "bundled://smollm2-135m-instruct": _shape("llama", 576, 1536, 30, 9, 3, 49152, tied=True),
+    "bundled://smollm2-135m-instruct": _shape("llama", 576, 1536, 30, 9, 3, 49152, 8192, tied=True),
 }

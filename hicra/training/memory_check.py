@@ -138,14 +138,25 @@ def ranks_of(trainer: DictConfig) -> int:
     return max(1, int(devices)) * int(trainer.get("num_nodes", 1))
 
 
-def run_shape(cfg: DictConfig, algorithm, sampler, val_examples: int, needs_entropy: bool) -> RunShape:
+def token_budgets(prompt: int, new: int, val_new: int, context: int | None) -> tuple[int, int, int]:
+    """(prompt, new, validation new) tokens, within the model's context: a longer budget is refused once the model
+    has loaded and the prompts are measured (hicra/training/context_length.py), with a more useful message."""
+    if not isinstance(context, int):
+        return prompt, new, val_new
+    new, val_new = min(new, context), min(val_new, context)
+    return min(prompt, context - max(new, val_new)), new, val_new
+
+
+def run_shape(cfg: DictConfig, algorithm, sampler, val_examples: int, needs_entropy: bool,
+              context: int | None = None) -> RunShape:
     """The run's numbers per rank: rows per generate call, token budgets, dtypes, what is sharded."""
     ranks = ranks_of(cfg.trainer)
     strategy = cfg.trainer.get("strategy", "auto")
     sharded = any(s in str(strategy).lower() for s in ("fsdp", "fully_sharded"))
     dtypes = run_dtypes(str(cfg.model.get("dtype", "float32")), str(cfg.trainer.get("precision", "32-true")), sharded)
     lora = cfg.get("lora") is not None
-    prompt = int(sampler.max_prompt_tokens)
+    prompt, new, val_new = token_budgets(int(sampler.max_prompt_tokens), int(sampler.max_new_tokens),
+                                         int(sampler.val_max_new_tokens or sampler.max_new_tokens), context)
     return RunShape(
         ranks=ranks, sharded=sharded, **dtypes,
         optimizer_bytes=optimizer_bytes(cfg.optim, dtypes["weight_bytes"]),
@@ -153,8 +164,7 @@ def run_shape(cfg: DictConfig, algorithm, sampler, val_examples: int, needs_entr
         gradient_checkpointing=bool(cfg.model.get("gradient_checkpointing", False)),
         rollout_rows=int(cfg.prompts_per_step) // ranks * algorithm.group_size,
         val_rows=min(int(cfg.val_batch_size), math.ceil(val_examples / ranks)),
-        prompt_tokens=prompt, new_tokens=int(sampler.max_new_tokens),
-        val_new_tokens=int(sampler.val_max_new_tokens or sampler.max_new_tokens),
+        prompt_tokens=prompt, new_tokens=new, val_new_tokens=val_new,
         micro_batch_size=int(cfg.micro_batch_size),
         scoring_pass=algorithm.num_iterations > 1 or needs_entropy or algorithm.needs_kl_in_reward
         or algorithm.needs_reference)
@@ -274,7 +284,9 @@ def check_memory(cfg: DictConfig, algorithm, sampler, val_examples: int, needs_e
         log.warning("memory plan: skipped, model %s has no config readable before loading",
                     cfg.model.get("name_or_path", cfg.model.get("_target_")))
         return None
-    run = run_shape(cfg, algorithm, sampler, val_examples, needs_entropy)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    context = getattr(text, "max_position_embeddings", None)
+    run = run_shape(cfg, algorithm, sampler, val_examples, needs_entropy, context)
     nodes = int(cfg.trainer.get("num_nodes", 1))
     per_node = ranks_of(cfg.trainer) // nodes
     capacity, where = device_bytes(cfg, ranks_on_host=per_node)
