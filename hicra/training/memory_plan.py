@@ -34,9 +34,11 @@ What one device holds, term by term (bytes):
   chunk_temps       4 * C * V * 4          fp32 temporaries of hicra/algorithms/functional.py, C = 1,024 rows
   activations       an estimate: per token and layer a Llama-style block saves ~(7 H + 4 I) * b_c (norm outputs,
                     q/k/v, attention output, gate, up, their product) + 2 H * b_f (the residual stream's norm
-                    inputs) + its weights cast to b_c when b_f != b_c. Without gradient checkpointing every layer keeps
-                    that; with it (non-reentrant, per layer) each layer keeps its input m * L * H * b_f and one layer
-                    at a time recomputes the rest. SDPA is assumed memory-efficient (no L x L scores).
+                    inputs) + its weights cast to b_c when b_f != b_c (and the head's, V x H). Without gradient
+                    checkpointing every layer keeps that; with it (non-reentrant, per layer) each layer keeps its
+                    input m * L * H * b_f and one layer at a time recomputes the rest. SDPA is assumed
+                    memory-efficient (no L x L scores). On a tiny model, CPU, the saved tensors of a forward are
+                    within 15% of activations + the logits (tests/training/test_memory_plan.py).
 
 Phases (what is alive at the same time); the plan is the largest. "state" = weights + gradients + optimizer +
 ddp_buckets + reference:
@@ -135,11 +137,13 @@ def layer_activation_bytes(model: ModelShape, run: RunShape, rows: int, tokens: 
 
 
 def activation_bytes(model: ModelShape, run: RunShape) -> int:
+    """The update's saved activations (an estimate, see the module docstring), with the head's weight cast to b_c."""
     rows, tokens = run.micro_batch_size, run.prompt_tokens + run.new_tokens
     one_layer = layer_activation_bytes(model, run, rows, tokens)
+    head_cast = model.vocab * model.hidden * run.compute_bytes if run.gather_bytes != run.compute_bytes else 0
     if not run.gradient_checkpointing:
-        return model.layers * one_layer
-    return model.layers * rows * tokens * model.hidden * run.gather_bytes + one_layer
+        return model.layers * one_layer + head_cast
+    return model.layers * rows * tokens * model.hidden * run.gather_bytes + one_layer + head_cast
 
 
 def state_terms(model: ModelShape, run: RunShape) -> dict[str, int]:
