@@ -20,7 +20,9 @@ from torch import Tensor
 from hicra.algorithms import logprobs_and_entropy
 from hicra.errors import ConfigError
 from hicra.models import prefix_sharing
+from hicra.models.cache_compat import cache_kwargs
 from hicra.rollout.decode import decode
+from hicra.rollout.kv_cache import static_cache
 from hicra.rollout.packed_linear import packed_linears
 
 # None: transformers' dynamic cache. "static": a fixed-size cache that transformers compiles the decoding step for
@@ -147,11 +149,14 @@ class HFSampler:
                                       eos_token_ids(tokenizer, model), tokenizer.pad_token_id, greedy=not sample,
                                       temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
                                       min_new_tokens=min_new_tokens)  # (B, T)
-            else:  # generate allocates and compiles the static cache itself
+            else:  # generate compiles its decoding step for the static cache (and allocates it, outside autocast)
+                cache = static_cache(model, prompt_ids.shape[1] + max_new_tokens)
+                cache_args = {"cache_implementation": self.cache_implementation} if cache is None else \
+                    cache_kwargs(cache)
                 out = model.generate(
                     input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
                     pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_token_ids(tokenizer, model), use_cache=True,
-                    min_new_tokens=min_new_tokens, cache_implementation=self.cache_implementation, **kwargs)
+                    min_new_tokens=min_new_tokens, **cache_args, **kwargs)
                 response_ids = out[:, prompt_ids.shape[1]:]  # (B, T)
         model.train(was_training)
         response_mask, truncated = response_mask_from_eos(response_ids, eos_token_ids(tokenizer, model))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicLayer, StaticCache, StaticLayer
 
 
 class PreallocatedLayer(DynamicLayer):
@@ -82,4 +82,31 @@ def preallocate(cache, capacity: int):
     for i, layer in enumerate(cache.layers):
         if type(layer) is DynamicLayer and layer.is_initialized:
             cache.layers[i] = PreallocatedLayer(layer.keys, layer.values, capacity, compute_dtype(layer.keys))
+    return cache
+
+
+class ComputeDtypeStaticLayer(StaticLayer):
+    """transformers' StaticLayer (the cache `generate` compiles its decoding step for) holding the compute dtype:
+    keys and values are cast as they are stored, as PreallocatedLayer's buffers do."""
+
+    def __init__(self, max_cache_len: int, dtype: torch.dtype):
+        super().__init__(max_cache_len=max_cache_len)
+        self.compute_dtype = dtype
+
+    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
+        super().lazy_initialization(key_states.to(self.compute_dtype), value_states.to(self.compute_dtype))
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
+        return super().update(key_states.to(self.compute_dtype), value_states.to(self.compute_dtype), *args, **kwargs)
+
+
+def static_cache(model, max_cache_len: int):
+    """A StaticCache for `generate` in the compute dtype when autocast would otherwise have it allocate fp32 keys
+    (`compute_dtype` of the model's weights); None where generate's own (`cache_implementation="static"`) is right."""
+    dtype = compute_dtype(next(model.parameters()))
+    if dtype is None:
+        return None
+    cache = StaticCache(config=model.config, max_cache_len=max_cache_len)
+    cache.layers = [ComputeDtypeStaticLayer(max_cache_len, dtype) if type(layer) is StaticLayer else layer
+                    for layer in cache.layers]
     return cache

@@ -60,3 +60,25 @@ def test_generation_under_autocast_casts_each_weight_once_and_forgets_the_casts(
         with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=True):
             fresh = HFSampler(max_new_tokens=6).generate(bundle.model, bundle.tokenizer, PROMPTS[:1], 2, greedy=True)
     assert torch.equal(after.response_ids, fresh.response_ids)
+
+
+def test_the_static_cache_of_generate_holds_bf16_under_autocast(monkeypatch):
+    """rollout.cache_implementation=static: transformers allocates its StaticCache like the first keys it sees (fp32
+    under autocast); the sampler hands generate one in the compute dtype, with the same tokens."""
+    from hicra.rollout import hf
+
+    bundle = _sharpened()
+    caches = []
+    monkeypatch.setattr(hf, "static_cache", lambda model, n: caches.append(kv_cache.static_cache(model, n)) or caches[-1])
+    sampler = HFSampler(max_new_tokens=8, cache_implementation="static", packed_linears=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+        got = sampler.generate(bundle.model, bundle.tokenizer, PROMPTS, 1, greedy=True)
+        enc = bundle.tokenizer(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
+        expected = bundle.model.generate(input_ids=enc.input_ids, attention_mask=enc.attention_mask, do_sample=False,
+                                         max_new_tokens=8, pad_token_id=bundle.tokenizer.pad_token_id,
+                                         eos_token_id=hf.eos_token_ids(bundle.tokenizer, bundle.model),
+                                         cache_implementation="static")[:, enc.input_ids.shape[1]:]
+    assert {layer.keys.dtype for layer in caches[0].layers} == {layer.values.dtype for layer in caches[0].layers} \
+        == {torch.bfloat16}
+    assert torch.equal(got.response_ids, expected)
+    assert caches[0] is not None and kv_cache.static_cache(bundle.model, 8) is None  # outside autocast: generate's own
