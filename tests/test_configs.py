@@ -28,7 +28,8 @@ def options(group: str) -> list[str]:
 
 
 def test_groups_have_the_contract_options():
-    assert {"grpo", "hicra", "entropy_reg", "gspo", "dr_grpo", "grpo_kl_reward"} <= set(options("algorithm"))
+    assert {"grpo", "hicra", "entropy_reg", "gspo", "dr_grpo", "grpo_kl_reward", "rloo", "rloo_hicra", "reinforce_pp",
+            "reinforce_pp_hicra"} <= set(options("algorithm"))
     assert {"adamw", "adamw_kahan"} <= set(options("optim"))
     assert {"none", "strategic_grams", "high_entropy"} <= set(options("planner"))
     assert {"smollm2_135m", "tiny", "hf"} <= set(options("model"))
@@ -58,6 +59,17 @@ def test_each_algorithm_setting_is_set_in_one_place(option, compose_cfg):
     bound = {k: v for fn in (algorithm.advantage_fn, algorithm.token_advantage_fn, algorithm.policy_loss_fn)
              for k, v in getattr(fn, "keywords", {}).items() if k in values}
     assert bound == {k: v for k, v in values.items() if k in node}  # every value bound, and bound to the field
+
+
+@pytest.mark.parametrize("estimator", ["rloo", "reinforce_pp"])
+def test_an_estimator_composes_with_hicras_transform_as_config(estimator, compose_cfg):
+    """algorithm=<estimator>_hicra is algorithm=hicra with the estimator's advantage_fn and nothing else changed."""
+    combo, hicra = compose_cfg(f"algorithm={estimator}_hicra").algorithm, compose_cfg("algorithm=hicra").algorithm
+    alone = compose_cfg(f"algorithm={estimator}").algorithm
+    assert combo.advantage_fn == alone.advantage_fn != hicra.advantage_fn
+    assert {k: v for k, v in combo.items() if k != "advantage_fn"} == \
+        {k: v for k, v in hicra.items() if k != "advantage_fn"}
+    assert build(combo).token_advantage_fn.func.__name__ == "hicra_token_advantages"
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ measured rather than optimised (hierarchy diagnostics, pass@k, seed statistics) 
 use the helpers here but is never imported by them.
 """
 
-from hicra.algorithms.advantages import ADVANTAGE_SCALES, frac_zero_std_groups, group_advantages
+from hicra.algorithms.advantages import (ADVANTAGE_SCALES, REINFORCE_PP_BASELINES, frac_zero_std_groups,
+                                         group_advantages, reinforce_pp_advantages, rloo_advantages)
 from hicra.algorithms.functional import (entropy_from_logits, logprobs_and_entropy, logprobs_from_logits, masked_mean,
                                          masked_sum)
 from hicra.algorithms.losses import (
@@ -43,6 +44,7 @@ __all__ = [
     "ADVANTAGE_SCALES",
     "AGGREGATIONS",
     "KL_ESTIMATORS",
+    "REINFORCE_PP_BASELINES",
     "Algorithm",
     "aggregate",
     "aggregate_denominator",
@@ -60,5 +62,7 @@ __all__ = [
     "masked_mean",
     "masked_sum",
     "policy_loss",
+    "reinforce_pp_advantages",
+    "rloo_advantages",
     "sequence_clipped_surrogate",
 ]

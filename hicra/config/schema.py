@@ -38,6 +38,7 @@ FRACTION = number(0, 1, lo_open=True)  # (0, 1]
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")  # hicra.algorithms.losses
 KL_ESTIMATORS = ("k1", "k2", "k3")
 ADVANTAGE_SCALES = ("group", "batch", "none")  # hicra.algorithms.advantages
+REINFORCE_PP_BASELINES = ("group", "none")  # hicra.algorithms.advantages
 MODEL_DTYPES = ("float32", "bfloat16", "float16")  # hicra.models.loaders
 CACHE_IMPLEMENTATIONS = ("static",)  # hicra.rollout.hf, besides null
 # Lightning's `precision` values (lightning_fabric's _PRECISION_INPUT): its canonical names, then its aliases.
@@ -60,6 +61,7 @@ ALGORITHM = {
     "num_iterations": integer(1), "needs_planning_mask": flag(), "exclude_truncated": flag(),
     "alpha": number(0, 1, hi_open=True, null=True),
     "advantage_fn.scale": one_of(*ADVANTAGE_SCALES), "advantage_fn.eps": number(0, lo_open=True),
+    "advantage_fn.baseline": one_of(*REINFORCE_PP_BASELINES),
 }
 
 PLANNER = {

@@ -77,6 +77,8 @@ def test_enums_are_the_codes_own_lists():
 
     assert (schema.AGGREGATIONS, schema.KL_ESTIMATORS, schema.ADVANTAGE_SCALES) == (
         AGGREGATIONS, KL_ESTIMATORS, ADVANTAGE_SCALES)
+    from hicra.algorithms.advantages import REINFORCE_PP_BASELINES
+    assert schema.REINFORCE_PP_BASELINES == REINFORCE_PP_BASELINES
     assert schema.MODEL_DTYPES == tuple(_DTYPES)
     assert (None, *schema.CACHE_IMPLEMENTATIONS) == CACHE_IMPLEMENTATIONS
     lightnings = {*get_args(_PRECISION_INPUT_INT), *get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS)}
