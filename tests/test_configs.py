@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from hicra.config.checks import group_options
 from hicra.config.instantiate import build
 from hicra.errors import ConfigError
 
-GROUPS = ["algorithm", "planner", "model", "task", "rollout", "trainer", "logger", "experiment"]
+GROUPS = ["algorithm", "planner", "model", "task", "rollout", "trainer", "logger", "extra_loggers", "experiment"]
 # Options that need one value the user must give (`???` in their file).
 REQUIRED = {("model", "hf"): ["model.name_or_path={tiny_dir}"], ("task", "local_file"): ["task.path={data}"]}
 # Options whose package is optional: they compose anywhere, and building them without it is a one-line ConfigError.
@@ -114,6 +115,13 @@ def _check_instance(group: str, cfg, smollm2_tokenizer, tmp_path):
         assert build(node).max_new_tokens > 0
     elif group == "trainer" and (node.accelerator == "cpu" or torch.cuda.is_available()):
         assert build(node, logger=False, default_root_dir=str(tmp_path)).max_steps == node.max_steps
+    elif group == "extra_loggers":  # built as a run builds them: files in the run folder, the MLflow run's name
+        from hicra.tracking.extra_loggers import build_extra_loggers
+
+        (name,) = node.keys()
+        pytest.importorskip(name, reason=f'{name} is not installed (pip install -e ".[trackers]")')
+        (logger,) = build_extra_loggers(cfg, tmp_path, "s0 hicra grams")
+        assert type(logger).__name__.lower().startswith(name) and Path(logger.save_dir) == tmp_path
     elif group == "logger" and node.get("_target_"):
         logger = build(node, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
         assert logger.experiment.get_experiment(logger.experiment_id).name == node.experiment_name

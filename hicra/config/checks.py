@@ -51,6 +51,8 @@ def check_group_choices(args: list[str], conf_dir: Path) -> None:
         if override.is_delete() or not (group.startswith("hydra/") or (conf_dir / group).is_dir()):
             continue
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+        # group=[a,b] selects several options of one group (extra_loggers=[tensorboard,wandb]): each must exist
+        values = [option for value in values for option in (value if isinstance(value, list) else [value])]
         allowed = hydra_group_options(conf_dir, group) if group.startswith("hydra/") else group_options(conf_dir, group)
         for value in values:
             if value is None or str(value) == "null":

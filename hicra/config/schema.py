@@ -114,6 +114,12 @@ LOGGER = {"experiment_name": text(), "tracking_uri": text(), "artifact_location"
           "run_name": text(null=True), "tags": mapping(SCALAR), "log_model": either(flag(), one_of("all")),
           "outage_timeout_s": number(0, lo_open=True)}
 
+# Trackers beside MLflow (conf/extra_loggers/, hicra/tracking/extra_loggers.py): Lightning's loggers' arguments.
+EXTRA_LOGGERS = {"tensorboard": node(), "tensorboard.save_dir": text(null=True), "tensorboard.name": text(null=True),
+                 "tensorboard.version": either(any_text(null=True), integer(0)), "tensorboard.default_hp_metric": flag(),
+                 "wandb": node(), "wandb.project": text(null=True), "wandb.name": text(null=True),
+                 "wandb.save_dir": text(null=True), "wandb.offline": flag()}
+
 DIAGNOSTICS = {"grams_path": text(null=True), "top_entropy_fraction": FRACTION, "following_words": integer(0),
                "semantic_entropy_occurrences": integer(1), "seed": SEED}
 
@@ -142,6 +148,7 @@ TRAIN: dict[str, Rule] = {
     **_under("algorithm", ALGORITHM), **_under("planner", PLANNER), **_under("model", MODEL),
     **_under("lora", LORA), **_under("optim", OPTIM), **_under("task", TASK), **_under("rollout", ROLLOUT),
     **_under("trainer", TRAINER), **_under("logger", LOGGER), **_under("diagnostics", DIAGNOSTICS),
+    **_under("extra_loggers", EXTRA_LOGGERS),
 }
 
 PROTOCOL = {"name": text(), "num_samples": integer(1), "samples_per_benchmark": mapping(integer(1)),

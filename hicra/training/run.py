@@ -31,6 +31,8 @@ from hicra.config.values import check_config
 from hicra.errors import ConfigError
 from hicra.models.lora import save_final_model
 from hicra.models.reference import build_reference
+from hicra.tracking.dataset_input import log_task_datasets
+from hicra.tracking.extra_loggers import build_extra_loggers, check_extra_loggers, finish_extra_loggers
 from hicra.tracking.outage import StopOnOutage
 from hicra.tracking.run_end import ended_on_failure
 from hicra.tracking.store import (
@@ -251,6 +253,7 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     when SIGTERM or SIGUSR1 stops it (hicra/training/preemption.py)."""
     choices = choices if choices is not None else hydra_choices()
     algorithm, sampler, task = preflight(cfg, choices)
+    check_extra_loggers(cfg)  # +extra_loggers=wandb without wandb installed: one line, before the model loads
     memory = plan_run(cfg, algorithm, sampler, task)  # refuses, in one line, a run that cannot fit the device
     out_dir = run_dir(cfg)
     # Under DDP/FSDP Lightning starts this same command once per rank; only rank 0 owns the MLflow run and the files
@@ -298,14 +301,18 @@ def fit_and_summarise(cfg: DictConfig, choices: dict[str, str], out_dir: Path, r
         log_run_metadata(logger, cfg, choices, out_dir, resumed_from=resume.checkpoint,
                          resume_changes=describe_changes(resume.changes, limit=50)[:5000])
         log_plan(logger, memory)  # memory_plan.json and the memory_plan tag
+        if resume.checkpoint is None:  # the runs table's Dataset column; a resume trains on the same prompts
+            log_task_datasets(logger, module.task, choices.get("task") or type(module.task).__name__, cfg.task)
     # The run's own name (a resumed or `logger.run_name` run's), read once for the pages and the description.
     name = logger.experiment.get_run(logger.run_id).info.run_name if logger is not None else None
+    extras = build_extra_loggers(cfg, out_dir, name) if is_main else []  # TensorBoard, W&B: after MLflow, same metrics
     callbacks = [CorrectCompletionsRecorder(out_dir), TQDMProgressBar(refresh_rate=1),  # every rank's successes
                  SystemMetrics(float(cfg.get("system_metrics_every_s", 0)))]
     if is_main:
         callbacks.append(CompletionSampleLogger(cfg.completions_every_n_steps, cfg.completions_per_sample,
                                                 out_dir / "completions", run_title(logger, name, choices, cfg.seed)))
-    trainer = build(cfg.trainer, logger=logger or False, callbacks=callbacks, default_root_dir=str(out_dir),
+    loggers = [lg for lg in (logger, *extras) if lg is not None]  # MLflow first: trainer.logger is MLflow's
+    trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out_dir),
                     val_check_interval=min(cfg.val_every_n_steps, num_batches),
                     **checkpointing(cfg, out_dir, callbacks, logger, watch, is_main))
     if is_main:
@@ -336,6 +343,7 @@ def fit_and_summarise(cfg: DictConfig, choices: dict[str, str], out_dir: Path, r
                      description(logger, name, cfg, choices, trainer.global_step, module.val_history, out_dir)
                      + not_stored_note(logger))
         logger.finalize("success")
+    finish_extra_loggers(extras)
     if is_main:
         print(format_summary(summary), flush=True)
     return summary
