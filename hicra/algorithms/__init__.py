@@ -33,6 +33,8 @@ from hicra.algorithms.losses import (
     policy_loss,
     sequence_clipped_surrogate,
 )
+from hicra.algorithms.overlong import overlong_penalty
+from hicra.algorithms.sampler_correction import SAMPLER_CORRECTIONS, sampler_correction_weights
 from hicra.algorithms.spec import Algorithm
 from hicra.algorithms.transforms import (
     hicra_positive_token_advantages,
@@ -45,6 +47,7 @@ __all__ = [
     "AGGREGATIONS",
     "KL_ESTIMATORS",
     "REINFORCE_PP_BASELINES",
+    "SAMPLER_CORRECTIONS",
     "Algorithm",
     "aggregate",
     "aggregate_denominator",
@@ -61,8 +64,10 @@ __all__ = [
     "logprobs_from_logits",
     "masked_mean",
     "masked_sum",
+    "overlong_penalty",
     "policy_loss",
     "reinforce_pp_advantages",
     "rloo_advantages",
+    "sampler_correction_weights",
     "sequence_clipped_surrogate",
 ]

@@ -23,6 +23,8 @@ from hicra.algorithms.losses import (
     kl_penalty,
     kl_shaped_rewards,
 )
+from hicra.algorithms.overlong import overlong_penalty
+from hicra.algorithms.sampler_correction import SAMPLER_CORRECTIONS, sampler_correction_weights
 from hicra.algorithms.transforms import drop_truncated
 
 
@@ -76,6 +78,10 @@ class Algorithm:
     num_iterations: int = 1
     needs_planning_mask: bool = False
     exclude_truncated: bool = False  # DAPO overlong filtering: truncated responses get no gradient
+    overlong_buffer: int = 0  # DAPO overlong reward shaping: L_cache tokens before max_new_tokens; 0 = off
+    overlong_penalty: float = 1.0  # its factor: the penalty reaches -overlong_penalty at the token budget
+    sampler_correction: str = "none"  # none | token_truncate | sequence_mask (truncated IS, sampler_correction.py)
+    sampler_correction_cap: float = 3.0  # C: token weights truncated to C, or sequences with ratio > C masked
     alpha: Optional[float] = None  # strength of the token transform, bound into token_advantage_fn by the config
 
     def __post_init__(self) -> None:
@@ -93,6 +99,11 @@ class Algorithm:
             (self.entropy_coef >= 0.0, "entropy_coef", self.entropy_coef, ">= 0"),
             (self.num_iterations >= 1, "num_iterations", self.num_iterations, "an int >= 1"),
             (self.alpha is None or 0.0 <= self.alpha < 1.0, "alpha", self.alpha, "a number in [0, 1)"),
+            (self.overlong_buffer >= 0, "overlong_buffer", self.overlong_buffer, "an int >= 0 (0 = off)"),
+            (self.overlong_penalty >= 0.0, "overlong_penalty", self.overlong_penalty, ">= 0"),
+            (self.sampler_correction in SAMPLER_CORRECTIONS, "sampler_correction", self.sampler_correction,
+             f"one of {SAMPLER_CORRECTIONS}"),
+            (self.sampler_correction_cap >= 1.0, "sampler_correction_cap", self.sampler_correction_cap, ">= 1"),
         ]
         for ok, name, value, allowed in checks:
             if not ok:
@@ -154,6 +165,12 @@ class Algorithm:
         """advantages (B,), planning_mask (B,T) -> token_advantages (B,T), detached."""
         return self.token_advantage_fn(advantages, planning_mask)
 
+    def overlong_penalties(self, response_mask: Tensor, max_length: int) -> Tensor:
+        """DAPO's soft overlong penalty (B,) <= 0 for responses of response_mask (B,T) under a budget of
+        `max_length` tokens; all zeros when overlong_buffer is 0 (hicra/algorithms/overlong.py)."""
+        return overlong_penalty(response_mask.sum(dim=1), max_length=max_length, buffer=self.overlong_buffer,
+                                factor=self.overlong_penalty)
+
     def loss_mask(self, response_mask: Tensor, truncated: Tensor) -> Tensor:
         """Tokens the loss is taken over: response_mask (B,T), truncated (B,) -> (B,T) bool."""
         return drop_truncated(response_mask, truncated) if self.exclude_truncated else response_mask.bool()
@@ -167,17 +184,27 @@ class Algorithm:
         ref_logprobs: Optional[Tensor] = None,
         entropy: Optional[Tensor] = None,
         total: Total = None,
+        sampler_logprobs: Optional[Tensor] = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Total loss (scalar) and detached metrics; all tensor inputs (B,T).
 
         loss/total = loss/policy + kl_coef * loss/kl - entropy_coef * loss/entropy_bonus, where loss/kl and
         loss/entropy_bonus are the aggregated (unweighted) KL and entropy, 0 when their coefficient is 0.
         ref_logprobs is required iff needs_reference; entropy (with grad) iff needs_entropy_grad.
+        sampler_logprobs (the sampler's own log-probs, when it reports them) weight the per-token policy loss by
+        truncated importance sampling (sampler_correction; none leaves it untouched) and are logged as mismatch/*.
         """
         agg = functools.partial(
             aggregate, mask=response_mask, mode=self.aggregation, norm_length=self.norm_length, total=total
         )
         per_token, stats = self.policy_loss_fn(logprobs, old_logprobs, token_advantages, response_mask)  # (B,T)
+        mismatch = {}
+        if sampler_logprobs is not None:
+            weights, mismatch = sampler_correction_weights(old_logprobs, sampler_logprobs, response_mask,
+                                                           mode=self.sampler_correction,
+                                                           cap=self.sampler_correction_cap)  # (B,T) constant
+            if self.sampler_correction != "none":
+                per_token = per_token * weights
         policy = agg(per_token)
         zero = torch.zeros((), dtype=policy.dtype, device=policy.device)
         kl, entropy_bonus = zero, zero
@@ -193,4 +220,5 @@ class Algorithm:
         metrics = {"loss/policy": policy, "loss/kl": kl, "loss/entropy_bonus": entropy_bonus, "loss/total": total_loss}
         metrics = {k: v.detach() for k, v in metrics.items()}
         metrics.update({f"policy/{k}": v for k, v in stats.items()})
+        metrics.update({k: v.detach() for k, v in mismatch.items()})
         return total_loss, metrics

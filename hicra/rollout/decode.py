@@ -13,6 +13,8 @@ forward is kept small, each piece measured on the cpu benchmark preset (benchmar
 
 Same sampling rule as `generate` with do_sample: logits / temperature, then top-k, then top-p (nucleus), then a
 draw from the renormalised distribution; greedy takes the argmax. EOS is forbidden before `min_new_tokens`.
+With `return_logprobs`, the sampler's own log-prob of each drawn token comes back too: log_softmax(logits /
+temperature) before top-k / top-p, the distribution the trainer scores (for the sampler/trainer mismatch correction).
 """
 
 from __future__ import annotations
@@ -86,9 +88,10 @@ def next_tokens(logits: Tensor, greedy: bool, temperature: float, top_k: int, to
 @torch.no_grad()
 def decode(model, prompt_ids: Tensor, prompt_mask: Tensor, group_size: int, max_new_tokens: int, eos_ids: list[int],
            pad_id: int, greedy: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-           min_new_tokens: int = 0) -> Tensor:
+           min_new_tokens: int = 0, return_logprobs: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """Sample `group_size` replies to each distinct prompt; response ids (B, T) with B = U x G rows grouped prompt
-    by prompt and T the longest reply, `pad_id` after each row's first EOS.
+    by prompt and T the longest reply, `pad_id` after each row's first EOS. `return_logprobs`: also the drawn
+    tokens' log-probs (B, T) float32, 0 after each row's first EOS.
 
     prompt_ids, prompt_mask (U, Lp) left-padded. Every prompt but its last token prefills the cache once per distinct
     prompt (repeated G times); the loop then feeds one token per live row.
@@ -106,6 +109,7 @@ def decode(model, prompt_ids: Tensor, prompt_mask: Tensor, group_size: int, max_
     feed = prompt_ids[:, -1:].repeat_interleave(group_size, dim=0)  # (B, 1) the prompts' last tokens
     B = feed.shape[0]
     out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)  # (B, T_max)
+    out_logprobs = torch.zeros((B, max_new_tokens), device=device) if return_logprobs else None  # (B, T_max)
     live = torch.arange(B, device=device)  # (b,) output row of each row still in the batch
     eos = torch.tensor(eos_ids, device=device)
     length = 0
@@ -116,6 +120,9 @@ def decode(model, prompt_ids: Tensor, prompt_mask: Tensor, group_size: int, max_
             logits[:, eos] = float("-inf")
         token = next_tokens(logits, greedy, temperature, top_k, top_p)  # (b,)
         out[live, t] = token
+        if out_logprobs is not None:  # one gather and one logsumexp over (b, V): cheap beside the forward
+            scaled = logits / temperature
+            out_logprobs[live, t] = scaled.gather(1, token[:, None]).squeeze(1) - scaled.logsumexp(dim=-1)
         length = t + 1
         finished = torch.isin(token, eos)  # (b,)
         if bool(finished.all()):
@@ -125,4 +132,4 @@ def decode(model, prompt_ids: Tensor, prompt_mask: Tensor, group_size: int, max_
             cache.batch_select_indices(keep)
             live, mask, position, token = live[keep], mask[keep], position[keep], token[keep]
         position, feed = position + 1, token[:, None]
-    return out[:, :length]
+    return (out[:, :length], out_logprobs[:, :length]) if return_logprobs else out[:, :length]

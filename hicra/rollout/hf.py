@@ -37,14 +37,18 @@ class RolloutBatch:
     response_ids: Tensor  # (B, T)
     response_mask: Tensor  # (B, T) bool, generated tokens up to and including the first EOS
     truncated: Tensor  # (B,) bool, hit max_new_tokens without an EOS
+    # (B, T) float: the sampler's own log-prob of each response token (0 on padding), when it reports them; the
+    # trainer corrects the loss for where they differ from its own (algorithm.sampler_correction)
+    sampler_logprobs: Tensor | None = None
 
     @property
     def num_tokens(self) -> int:
         return int(self.response_mask.sum())
 
     def rows(self, index: slice) -> "RolloutBatch":
+        sampler = None if self.sampler_logprobs is None else self.sampler_logprobs[index]
         return RolloutBatch(*(t[index] for t in (self.prompt_ids, self.prompt_mask, self.response_ids,
-                                                 self.response_mask, self.truncated)))
+                                                 self.response_mask, self.truncated)), sampler)
 
 
 def response_mask_from_eos(response_ids: Tensor, eos_ids: list[int]) -> tuple[Tensor, Tensor]:
@@ -143,12 +147,14 @@ class HFSampler:
         max_new_tokens = self.val_max_new_tokens if greedy else self.max_new_tokens
         # greedy validation checks answers: forcing length there would only cost time
         min_new_tokens = 0 if greedy else self.min_new_tokens
+        sampler_logprobs = None  # only hicra's decoding loop reports them (generate's scores are filtered)
         with packed_linears(model, len(prompt_ids), enabled=self.packed_linears), cast_once(device):
             if self.cache_implementation is None:
-                response_ids = decode(model, distinct_ids, distinct_mask, group_size, max_new_tokens,
-                                      eos_token_ids(tokenizer, model), tokenizer.pad_token_id, greedy=not sample,
-                                      temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-                                      min_new_tokens=min_new_tokens)  # (B, T)
+                decoded = decode(model, distinct_ids, distinct_mask, group_size, max_new_tokens,
+                                 eos_token_ids(tokenizer, model), tokenizer.pad_token_id, greedy=not sample,
+                                 temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                                 min_new_tokens=min_new_tokens, return_logprobs=sample)
+                response_ids, sampler_logprobs = decoded if sample else (decoded, None)  # (B, T) each
             else:  # generate compiles its decoding step for the static cache (and allocates it, outside autocast)
                 cache = static_cache(model, prompt_ids.shape[1] + max_new_tokens)
                 cache_args = {"cache_implementation": self.cache_implementation} if cache is None else \
@@ -160,7 +166,9 @@ class HFSampler:
                 response_ids = out[:, prompt_ids.shape[1]:]  # (B, T)
         model.train(was_training)
         response_mask, truncated = response_mask_from_eos(response_ids, eos_token_ids(tokenizer, model))
-        return RolloutBatch(prompt_ids, prompt_mask.bool(), response_ids, response_mask, truncated)
+        if sampler_logprobs is not None:
+            sampler_logprobs = sampler_logprobs.masked_fill(~response_mask, 0.0)  # (B, T)
+        return RolloutBatch(prompt_ids, prompt_mask.bool(), response_ids, response_mask, truncated, sampler_logprobs)
 
 
 def trim_padding(batch: RolloutBatch) -> tuple[RolloutBatch, int]:

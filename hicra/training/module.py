@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from hicra.algorithms import Algorithm, aggregate_denominator, masked_mean
-from hicra.errors import TrainingError
+from hicra.errors import ConfigError, TrainingError
 from hicra.rollout.hf import HFSampler, RolloutBatch, sequence_logprobs
 from hicra.rollout.sampling_stream import SamplingStream
 from hicra.tasks.scoring import ScoredBatch, score_completions, shaped_rewards
@@ -52,6 +52,9 @@ class PolicyGradientModule(pl.LightningModule):
         if algorithm.needs_reference and reference is None:
             raise ValueError(f"algorithm.kl_coef={algorithm.kl_coef} > 0 needs a frozen reference model: pass "
                              f"reference=hicra.models.reference.build_reference(policy, needed=True)")
+        if sampler is not None and algorithm.overlong_buffer > sampler.max_new_tokens:
+            raise ConfigError(f"algorithm.overlong_buffer={algorithm.overlong_buffer} is invalid; allowed: 0 (off) "
+                              f"to rollout.max_new_tokens={sampler.max_new_tokens}")
         self.policy, self.reference = policy, reference  # reference: None unless the loss has a KL term
         self.tokenizer, self.algorithm, self.detector, self.task, self.sampler = (
             tokenizer, algorithm, detector, task, sampler)
@@ -96,6 +99,8 @@ class PolicyGradientModule(pl.LightningModule):
                 correctness = torch.tensor(scored.scores, device=self.device)  # (B,) what accuracy counts
                 in_form = torch.tensor(scored.in_form, device=self.device)  # (B,) bool
                 rewards = shaped_rewards(correctness, in_form, self.format_reward)  # (B,) what advantages use
+                overlong = self.algorithm.overlong_penalties(rollout.response_mask, self.sampler.max_new_tokens)
+                rewards = rewards + overlong  # (B,) DAPO's soft overlong penalty; 0 when overlong_buffer is 0
             with watch.phase("old_logprobs"):
                 old_logprobs, entropies = self._old_logprobs(rollout)
                 ref_logprobs = self._ref_logprobs(rollout)  # (B,T) or None without a reference model
@@ -105,12 +110,13 @@ class PolicyGradientModule(pl.LightningModule):
                 planning_mask = self.detector.mask(rollout.response_ids, rollout.response_mask, entropies)  # (B,T)
                 advantages = self.algorithm.advantages(rewards)  # (B,)
                 token_advantages = self.algorithm.token_advantages(advantages, planning_mask)  # (B,T)
-            per_token = self._loss_inputs(token_advantages, old_logprobs, ref_logprobs)
+            per_token = self._loss_inputs(token_advantages, old_logprobs, ref_logprobs, rollout.sampler_logprobs)
             with watch.phase("update"):
                 updates, record = self._updates(rollout, per_token)
         step = self.global_step - self.algorithm.num_iterations  # updates the sampling policy had (MLflow's step)
         metrics = update_metrics(updates) | rollout_metrics(
             rollout, rewards, correctness, in_form, planning_mask, token_advantages, self.algorithm.group_size)
+        metrics |= self._overlong_metrics(overlong, rollout)
         self._log_step(metrics | self._run_metrics(rollout, correctness, record), step, batch_size=len(texts))
         # Lightning passes a returned Mapping on to the callbacks' on_train_batch_end (hicra/training/step_output.py).
         return {KEY: StepOutput(step, rollout, texts, rewards.cpu(), correctness.cpu(), planning_mask.cpu(),
@@ -128,11 +134,21 @@ class PolicyGradientModule(pl.LightningModule):
         """The frozen reference model's log-probs (B,T) of the sampled responses, when there is a reference."""
         return self._scoring_pass(self.reference, rollout, False)[0] if self.reference is not None else None
 
+    def _overlong_metrics(self, overlong: Tensor, rollout: RolloutBatch) -> dict[str, float]:
+        """The two answers to replies at the token budget: the soft penalty (overlong (B,) <= 0) and the filter."""
+        dropped = rollout.truncated if self.algorithm.exclude_truncated else torch.zeros_like(rollout.truncated)
+        return {"train/overlong_penalty_mean": float(overlong.mean()),
+                "train/overlong_frac": float((overlong < 0).float().mean()),  # replies inside the buffer or cut
+                "train/excluded_truncated_frac": float(dropped.float().mean())}  # replies the filter gave no loss
+
     @staticmethod
-    def _loss_inputs(token_advantages: Tensor, old_logprobs: Tensor | None,
-                     ref_logprobs: Tensor | None) -> dict[str, Tensor]:
-        """The loss's per-token constants (B,T): token advantages, and old / reference log-probs where used."""
+    def _loss_inputs(token_advantages: Tensor, old_logprobs: Tensor | None, ref_logprobs: Tensor | None,
+                     sampler_logprobs: Tensor | None = None) -> dict[str, Tensor]:
+        """The loss's per-token constants (B,T): token advantages, and old / reference / the sampler's own
+        log-probs where there are any."""
         per_token = {"token_advantages": token_advantages}
+        if sampler_logprobs is not None:
+            per_token["sampler_logprobs"] = sampler_logprobs
         if old_logprobs is not None:
             per_token["old_logprobs"] = old_logprobs
         if ref_logprobs is not None:
@@ -222,7 +238,8 @@ class PolicyGradientModule(pl.LightningModule):
                                                   entropy_grad=self.algorithm.needs_entropy_grad)  # (b,T) each
             old = tok["old_logprobs"] if "old_logprobs" in tok else logprobs.detach()  # on-policy: ratio is 1
             loss, metrics = self.algorithm.loss(logprobs, old, tok["token_advantages"], tok["loss_mask"],
-                                                ref_logprobs=tok.get("ref_logprobs"), entropy=entropy, total=total)
+                                                ref_logprobs=tok.get("ref_logprobs"), entropy=entropy, total=total,
+                                                sampler_logprobs=tok.get("sampler_logprobs"))
         with self.stopwatch.phase("backward"):
             ranks = world_size(self._trainer)  # DDP averages gradients over ranks; this factor turns it into the sum
             self.manual_backward(loss * ranks) if self._trainer is not None else loss.backward()

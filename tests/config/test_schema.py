@@ -79,6 +79,8 @@ def test_enums_are_the_codes_own_lists():
         AGGREGATIONS, KL_ESTIMATORS, ADVANTAGE_SCALES)
     from hicra.algorithms.advantages import REINFORCE_PP_BASELINES
     assert schema.REINFORCE_PP_BASELINES == REINFORCE_PP_BASELINES
+    from hicra.algorithms.sampler_correction import SAMPLER_CORRECTIONS
+    assert schema.SAMPLER_CORRECTIONS == SAMPLER_CORRECTIONS
     assert schema.MODEL_DTYPES == tuple(_DTYPES)
     assert (None, *schema.CACHE_IMPLEMENTATIONS) == CACHE_IMPLEMENTATIONS
     lightnings = {*get_args(_PRECISION_INPUT_INT), *get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS)}

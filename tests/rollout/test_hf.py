@@ -88,3 +88,22 @@ def test_bad_sampling_settings_are_rejected():
         HFSampler(top_p=1.5)
     with pytest.raises(ConfigError, match="max_new_tokens"):
         HFSampler(max_new_tokens=0)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampler_keeps_its_own_logprobs_and_they_match_the_trainers(tiny, temperature):
+    """The decoding loop reports log pi_sampler of each drawn token (0 on padding); in the same precision they agree
+    with the trainer's scoring pass, so the mismatch correction has nothing to correct. Greedy reports none."""
+    sampler = HFSampler(temperature=temperature, max_new_tokens=10)
+    torch.manual_seed(2)
+    batch = sampler.generate(tiny.model, tiny.tokenizer, _prompts(tiny.tokenizer), group_size=3)
+    assert batch.sampler_logprobs is not None and batch.sampler_logprobs.shape == batch.response_ids.shape
+    assert (batch.sampler_logprobs[~batch.response_mask] == 0).all()
+    assert (batch.sampler_logprobs[batch.response_mask] < 0).all()
+    with torch.no_grad():
+        trainer, _ = sequence_logprobs(tiny.model, batch, temperature=temperature)
+    mask = batch.response_mask
+    torch.testing.assert_close(batch.sampler_logprobs[mask], trainer[mask], atol=1e-4, rtol=0)
+    assert batch.rows(slice(0, 2)).sampler_logprobs.shape[0] == 2  # micro-batches carry them
+    greedy = sampler.generate(tiny.model, tiny.tokenizer, _prompts(tiny.tokenizer), group_size=1, greedy=True)
+    assert greedy.sampler_logprobs is None
