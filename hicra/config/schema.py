@@ -39,6 +39,7 @@ AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm") 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 ADVANTAGE_SCALES = ("group", "batch", "none")  # hicra.algorithms.advantages
 REINFORCE_PP_BASELINES = ("group", "none")  # hicra.algorithms.advantages
+SAMPLER_CORRECTIONS = ("none", "token_truncate", "sequence_mask")  # hicra.algorithms.sampler_correction
 MODEL_DTYPES = ("float32", "bfloat16", "float16")  # hicra.models.loaders
 CACHE_IMPLEMENTATIONS = ("static",)  # hicra.rollout.hf, besides null
 # Lightning's `precision` values (lightning_fabric's _PRECISION_INPUT): its canonical names, then its aliases.
@@ -60,6 +61,8 @@ ALGORITHM = {
     "kl_reward_coef": number(0), "kl_reward_estimator": one_of(*KL_ESTIMATORS), "entropy_coef": number(0),
     "num_iterations": integer(1), "needs_planning_mask": flag(), "exclude_truncated": flag(),
     "alpha": number(0, 1, hi_open=True, null=True),
+    "overlong_buffer": integer(0), "overlong_penalty": number(0),
+    "sampler_correction": one_of(*SAMPLER_CORRECTIONS), "sampler_correction_cap": number(1),
     "advantage_fn.scale": one_of(*ADVANTAGE_SCALES), "advantage_fn.eps": number(0, lo_open=True),
     "advantage_fn.baseline": one_of(*REINFORCE_PP_BASELINES),
 }
