@@ -7,7 +7,8 @@ objective assumes; weighting each token's loss by pi_old / pi_sampler, capped at
 (`vllm_importance_sampling_correction`, `vllm_importance_sampling_mode`, `vllm_importance_sampling_cap`, default
 mode sequence_mask with cap 3):
 
-    d[i,t]         = (old_logprobs - sampler_logprobs)[i,t] on response tokens, 0 on padding
+    d[i,t]         = (old_logprobs - sampler_logprobs)[i,t] on response tokens, 0 on padding and where the sampler
+                     reported no log-prob (NaN: an EOS vLLM stopped on without scoring it counts as agreeing)
     token_truncate:  w[i,t] = min(exp(d[i,t]), C)
     sequence_mask:   w[i,t] = 1 if exp(sum_t d[i,t]) <= C else 0     (the whole response dropped)
 
@@ -36,8 +37,9 @@ def sampler_correction_weights(old_logprobs: Tensor, sampler_logprobs: Tensor, r
     if not cap >= 1.0:
         raise ValueError(f"sampler_correction_cap={cap} is invalid; allowed: a number >= 1")
     mask = response_mask.bool()  # (B,T)
+    known = mask & sampler_logprobs.isfinite()  # (B,T) response tokens the sampler reported a log-prob for
     # padding zeroed before exp: garbage log-probs there must not become inf/NaN weights
-    diff = torch.where(mask, old_logprobs.detach() - sampler_logprobs.detach(), torch.zeros_like(old_logprobs))
+    diff = torch.where(known, old_logprobs.detach() - sampler_logprobs.detach(), torch.zeros_like(old_logprobs))
     if mode == "token_truncate":
         ratio = diff.exp()  # (B,T)
         clipped = ratio > cap
@@ -50,6 +52,6 @@ def sampler_correction_weights(old_logprobs: Tensor, sampler_logprobs: Tensor, r
         clipped = torch.zeros_like(mask)
         weights = torch.ones_like(old_logprobs)
     weights = torch.where(mask, weights, torch.zeros_like(weights))
-    metrics = {"mismatch/logprob_abs_diff": masked_mean(diff.abs(), mask),
+    metrics = {"mismatch/logprob_abs_diff": masked_mean(diff.abs(), known),
                "mismatch/clipped_frac": masked_mean((clipped & mask).float(), mask)}
     return weights, metrics

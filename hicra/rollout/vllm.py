@@ -21,8 +21,10 @@ How it works (one GPU, the engine lives in the training process, next to the pol
   for both the old and the new log-probs, so the importance ratio of the first update is 1 as with `rollout=hf`.
   What differs is the *sampler*: vLLM's kernels (and its bf16 weights) give a distribution slightly different
   from the policy's forward pass, so the samples are very slightly off-policy and the ratio cannot show it. The gap
-  is small next to the clip range and is the usual trade of TRL's and verl's vLLM modes; an importance-sampling
-  correction for it (truncated IS on vLLM's own log-probs) is out of scope.
+  is small next to the clip range and is the usual trade of TRL's and verl's vLLM modes. vLLM's own log-prob of
+  each sampled token (`logprobs_mode="processed_logprobs"`: after the temperature, as the trainer scores) comes back
+  in `RolloutBatch.sampler_logprobs`: the gap is logged (mismatch/*) and `algorithm.sampler_correction` corrects
+  the loss for it by truncated importance sampling (hicra/algorithms/sampler_correction.py).
 - Not supported: LoRA policies (the engine would need the merged weights), several GPUs (DDP/FSDP), and keeping
   the engine's memory free during the update (vLLM's sleep mode). The engine keeps `gpu_memory_utilization` of
   the GPU for the whole run.
@@ -52,12 +54,15 @@ def batch_from_token_lists(
     pad_id: int,
     eos_ids: list[int],
     device: torch.device | str = "cpu",
+    logprobs_per_row: Sequence[Sequence[float]] | None = None,
 ) -> RolloutBatch:
     """HFSampler's batch layout from unpadded token lists, one entry per row (B rows, already grouped by prompt).
 
     prompt_ids (B,Lp) are left-padded with `pad_id`, response_ids (B,T) right-padded with `pad_id`. The response
     mask is true up to and including the first EOS and never on padding, so it is right even when pad == EOS or a
     row stopped short without an EOS; `truncated` (B,) = the row has no EOS among its own tokens.
+    `logprobs_per_row`: the sampler's log-prob of each response token, laid out as `sampler_logprobs` (B,T): 0 on
+    padding, NaN where a row has fewer log-probs than tokens (an EOS the engine did not report).
     """
     if len(prompt_ids_per_row) != len(response_ids_per_row):
         raise ValueError(f"{len(prompt_ids_per_row)} prompt rows but {len(response_ids_per_row)} response rows")
@@ -77,8 +82,19 @@ def batch_from_token_lists(
     generated = torch.arange(T)[None, :] < lengths[:, None]  # (B,T) the row's own tokens, not padding
     up_to_eos, _ = response_mask_from_eos(response_ids, eos_ids)  # (B,T)
     truncated = ~(torch.isin(response_ids, torch.tensor(eos_ids, dtype=torch.long)) & generated).any(dim=1)  # (B,)
-    return RolloutBatch(prompt_ids.to(device), prompt_mask.to(device), response_ids.to(device),
-                        (up_to_eos & generated).to(device), truncated.to(device))
+    mask = up_to_eos & generated  # (B,T)
+    sampler = None if logprobs_per_row is None else _logprob_layout(logprobs_per_row, mask)
+    return RolloutBatch(prompt_ids.to(device), prompt_mask.to(device), response_ids.to(device), mask.to(device),
+                        truncated.to(device), None if sampler is None else sampler.to(device))
+
+
+def _logprob_layout(logprobs_per_row: Sequence[Sequence[float]], mask: torch.Tensor) -> torch.Tensor:
+    """(B,T) float: each row's log-probs from column 0, NaN for tokens without one, 0 off the response mask."""
+    out = torch.full(mask.shape, float("nan"))  # (B,T)
+    for row, values in enumerate(logprobs_per_row):
+        n = min(len(values), mask.shape[1])
+        out[row, :n] = torch.as_tensor(list(values[:n]), dtype=torch.float32)
+    return out.masked_fill(~mask, 0.0)
 
 
 # --- plumbing: vLLM ---------------------------------------------------------------------------------------------
@@ -165,13 +181,14 @@ class VLLMSampler(HFSampler):
         self._sync(model)
         params = self._sampling_params(len(prompts), group_size, greedy, eos_ids)
         outputs = llm.generate([{"prompt_token_ids": list(ids)} for ids in prompt_ids], params, use_tqdm=False)
-        responses = [_completion_ids(c, eos_ids) for out in outputs
-                     for c in sorted(out.outputs, key=lambda c: c.index)]
+        completions = [c for out in outputs for c in sorted(out.outputs, key=lambda c: c.index)]
+        responses = [_completion_ids(c, eos_ids) for c in completions]
+        logprobs = None if greedy else [_completion_logprobs(c) for c in completions]
         if greedy:  # one greedy completion per prompt, repeated: identical rows, as HFSampler gives
             responses = [r for r in responses for _ in range(group_size)]
         rows = [ids for ids in prompt_ids for _ in range(group_size)]
         return batch_from_token_lists(rows, responses, tokenizer.pad_token_id, eos_ids,
-                                      next(model.parameters()).device)
+                                      next(model.parameters()).device, logprobs)
 
     def _sampling_params(self, num_prompts: int, group_size: int, greedy: bool, eos_ids: list[int]) -> list:
         SamplingParams = self._vllm.SamplingParams
@@ -183,11 +200,11 @@ class VLLMSampler(HFSampler):
                     for _ in range(num_prompts)]
         # Per-request seeds drawn from torch's RNG (the rank's sampling stream, hicra/rollout/sampling_stream.py,
         # saved in checkpoints): every request its own stream, reproducible for a seed as far as vLLM's kernels are
-        # deterministic.
+        # deterministic. logprobs=0: the sampled token's own log-prob only (the mismatch correction's input).
         first = int(torch.randint(0, 2**31 - 1 - num_prompts, ()))
         return [SamplingParams(n=group_size, temperature=self.temperature, top_p=self.top_p,
                                top_k=self.top_k if self.top_k > 0 else -1, max_tokens=self.max_new_tokens,
-                               min_tokens=self.min_new_tokens, seed=first + i, **common)
+                               min_tokens=self.min_new_tokens, seed=first + i, logprobs=0, **common)
                 for i in range(num_prompts)]
 
     def _engine(self, policy, tokenizer):
@@ -211,7 +228,8 @@ class VLLMSampler(HFSampler):
             self._llm = self._vllm.LLM(
                 model=self._folder.name, tokenizer=self._folder.name, load_format="dummy", dtype=self.dtype,
                 gpu_memory_utilization=self.gpu_memory_utilization, enforce_eager=self.enforce_eager,
-                max_model_len=self.max_model_len, seed=self.seed)
+                max_model_len=self.max_model_len, seed=self.seed,
+                logprobs_mode="processed_logprobs")  # after the temperature, as the trainer scores (not raw logits)
         self._load_weights = weight_loader(self._llm)
         return self._llm
 
@@ -230,3 +248,10 @@ def _completion_ids(completion, eos_ids: list[int]) -> list[int]:
         stop = getattr(completion, "stop_reason", None)
         ids.append(stop if stop in eos_ids else eos_ids[0])
     return ids
+
+
+def _completion_logprobs(completion) -> list[float]:
+    """vLLM's log-prob of each token it sampled (one {token id: Logprob} dict per position, with logprobs=0);
+    [] when the engine reported none."""
+    steps = getattr(completion, "logprobs", None) or []
+    return [step[token].logprob for step, token in zip(steps, completion.token_ids)]

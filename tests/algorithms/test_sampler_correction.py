@@ -96,3 +96,14 @@ def test_none_leaves_the_loss_untouched_whatever_the_sampler_says():
     loss, grad, metrics = _loss_and_grad(_algorithm("none"), logprobs - 2.0, logprobs, adv, MASK)
     assert torch.equal(loss, off_loss) and torch.equal(grad, off_grad)
     torch.testing.assert_close(metrics["mismatch/logprob_abs_diff"], torch.tensor(2.0))
+
+
+def test_a_token_the_sampler_did_not_score_counts_as_agreeing():
+    """NaN (vLLM appended an EOS it stopped on without a log-prob): weight from d = 0, left out of the mean |d|."""
+    old = torch.zeros(2, 3)
+    sampler = torch.tensor([[-math.log(2), float("nan"), 0.0], [0.0, float("nan"), 0.0]])
+    w, m = sampler_correction_weights(old, sampler, MASK, mode="token_truncate")
+    assert w.tolist() == [[2.0, 1.0, 1.0], [1.0, 1.0, 0.0]]
+    torch.testing.assert_close(m["mismatch/logprob_abs_diff"], torch.tensor(math.log(2) / 3))
+    w, _ = sampler_correction_weights(old, sampler, MASK, mode="sequence_mask")
+    assert w.tolist() == [[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]

@@ -77,6 +77,13 @@ def canned(i: int, j: int, eos: int) -> tuple[list[int], str]:
     return (body + [eos], "stop") if j % 2 == 0 else (body, "length")
 
 
+def canned_logprobs(token_ids: list[int], params) -> list[dict] | None:
+    """vLLM's answer with logprobs=0: per position, {sampled token: Logprob}; here -token_id / 1000."""
+    if getattr(params, "logprobs", None) is None:
+        return None
+    return [{t: SimpleNamespace(logprob=-t / 1000)} for t in token_ids]
+
+
 class FakeLLM:
     """Records its settings, the weights it is given and the requests; answers with `canned` completions."""
 
@@ -103,7 +110,8 @@ class FakeLLM:
         outputs = []
         for i, params in enumerate(sampling_params):
             completions = [SimpleNamespace(index=j, token_ids=canned(i, j, eos)[0], finish_reason=canned(i, j, eos)[1],
-                                           stop_reason=None) for j in range(params.n)]
+                                           stop_reason=None, logprobs=canned_logprobs(canned(i, j, eos)[0], params))
+                           for j in range(params.n)]
             outputs.append(SimpleNamespace(outputs=completions[::-1]))  # any order: the sampler sorts by index
         return outputs
 
@@ -176,12 +184,12 @@ def test_training_rollout_params_and_batch(with_fake_vllm, tiny):
     assert llm.kwargs["model"] == llm.kwargs["tokenizer"]  # the temp folder with the policy's config and tokenizer
     assert {k: v for k, v in llm.kwargs.items() if k not in ("model", "tokenizer")} == {
         "load_format": "dummy", "dtype": "bfloat16", "gpu_memory_utilization": 0.25, "enforce_eager": False,
-        "max_model_len": 8 + 16, "seed": 3}
+        "max_model_len": 8 + 16, "seed": 3, "logprobs_mode": "processed_logprobs"}
     assert llm.saved["architectures"] == ["LlamaForCausalLM"] and not llm.inference_mode_at_init
     prompts, params, loads_before = llm.requests[0]
     assert loads_before == 1 and llm.prefix_cache_resets == 1  # weights synced before sampling
-    assert [(p.n, p.temperature, p.top_p, p.top_k, p.max_tokens, p.stop_token_ids) for p in params] == \
-        [(G, 0.7, 0.9, -1, 16, [eos])] * 2
+    assert [(p.n, p.temperature, p.top_p, p.top_k, p.max_tokens, p.stop_token_ids, p.logprobs) for p in params] == \
+        [(G, 0.7, 0.9, -1, 16, [eos], 0)] * 2
     assert len({p.seed for p in params}) == 2  # every request its own sampling stream
 
     # Prompts: exactly HFSampler's tokenization (left padding, truncation to max_prompt_tokens, no special tokens).
@@ -267,3 +275,26 @@ def test_a_completion_stopped_on_eos_keeps_its_eos():
     assert _completion_ids(SimpleNamespace(token_ids=[5, 6], finish_reason="stop", stop_reason=7), [2, 7]) == [5, 6, 7]
     assert _completion_ids(SimpleNamespace(token_ids=[5, 2], finish_reason="stop", stop_reason=None), [2]) == [5, 2]
     assert _completion_ids(SimpleNamespace(token_ids=[5, 6], finish_reason="length", stop_reason=None), [2]) == [5, 6]
+
+
+def test_training_rollouts_keep_vllms_logprobs_for_the_mismatch_correction(with_fake_vllm, tiny):
+    """The sampled tokens' log-probs, laid out like response_ids: 0 on padding, NaN on an EOS vLLM did not score;
+    greedy (validation) asks for none."""
+    sampler = VLLMSampler(max_new_tokens=16, max_prompt_tokens=8)
+    eos = tiny.tokenizer.eos_token_id
+    batch = sampler.generate(tiny.model, tiny.tokenizer, PROMPTS, group_size=2)
+    expected = [canned(i, j, eos)[0] for i in range(2) for j in range(2)]
+    for row, ids in enumerate(expected):
+        assert batch.sampler_logprobs[row, :len(ids)].tolist() == pytest.approx([-t / 1000 for t in ids])
+        assert (batch.sampler_logprobs[row, len(ids):] == 0).all()
+    assert batch.sampler_logprobs.shape == batch.response_ids.shape
+    assert sampler.generate(tiny.model, tiny.tokenizer, PROMPTS, group_size=2, greedy=True).sampler_logprobs is None
+
+
+def test_layout_marks_tokens_without_a_logprob():
+    from hicra.rollout.vllm import batch_from_token_lists
+
+    batch = batch_from_token_lists([[1], [1]], [[5, 6, 2], [7]], pad_id=0, eos_ids=[2],
+                                   logprobs_per_row=[[-0.5, -0.25], [-1.0]])  # row 0's EOS was appended
+    got = batch.sampler_logprobs
+    assert got[0, :2].tolist() == [-0.5, -0.25] and got[0, 2].isnan() and got[1].tolist() == [-1.0, 0.0, 0.0]
