@@ -32,6 +32,7 @@ def test_groups_have_the_contract_options():
     assert {"grpo", "hicra", "entropy_reg", "gspo", "dr_grpo", "grpo_kl_reward", "rloo", "rloo_hicra", "reinforce_pp",
             "reinforce_pp_hicra"} <= set(options("algorithm"))
     assert {"adamw", "adamw_kahan"} <= set(options("optim"))
+    assert {"none", "constant_warmup", "linear", "cosine"} <= set(options("lr_schedule"))
     assert {"none", "strategic_grams", "high_entropy"} <= set(options("planner"))
     assert {"smollm2_135m", "tiny", "hf"} <= set(options("model"))
     assert {"chain_sum", "basic_arithmetic", "gsm_symbolic", "countdown", "local_file"} <= set(options("task"))
@@ -137,6 +138,17 @@ def test_every_option_composes_and_instantiates(group, option, compose_cfg, smol
             _check_instance(sub, cfg, smollm2_tokenizer, tmp_path)
     else:
         _check_instance(group, cfg, smollm2_tokenizer, tmp_path)
+
+
+@pytest.mark.parametrize("option", options("lr_schedule"))
+def test_each_lr_schedule_is_a_step_multiplier_or_none(option, compose_cfg):
+    cfg = compose_cfg(f"lr_schedule={option}", "trainer.max_steps=20")
+    if option == "none":
+        assert cfg.lr_schedule is None
+        return
+    multiplier = instantiate(cfg.lr_schedule)  # a partial of hicra.algorithms.schedules.lr_multiplier
+    assert multiplier(0) == pytest.approx(0.1) and multiplier(9) == 1.0  # 10 warm-up steps
+    assert multiplier(20) == (1.0 if option == "constant_warmup" else 0.0)  # decayed by trainer.max_steps
 
 
 def test_optimizer_is_a_partial(compose_cfg):

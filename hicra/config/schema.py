@@ -85,6 +85,10 @@ LORA = {"r": integer(1), "alpha": number(0, lo_open=True), "dropout": number(0, 
 OPTIM = {"lr": number(0, lo_open=True), "weight_decay": number(0), "betas": numbers(2, 0, 1, hi_open=True),
          "eps": number(0, lo_open=True), "kahan_sum": flag()}
 
+LR_DECAYS = ("constant", "linear", "cosine")  # hicra.algorithms.schedules
+LR_SCHEDULE = {"decay": one_of(*LR_DECAYS), "warmup_steps": integer(0), "total_steps": integer(1),
+               "min_ratio": number(0, 1)}
+
 TASK = {
     "dataset": text(), "train_size": integer(1), "val_size": integer(0), "seed": SEED, "instruction": any_text(),
     "last_number_fallback": flag(), "path": text(), "question_key": text(null=True), "answer_key": text(),
@@ -150,6 +154,7 @@ TRAIN: dict[str, Rule] = {
     "paths.output_dir": text(),
     **_under("algorithm", ALGORITHM), **_under("planner", PLANNER), **_under("model", MODEL),
     **_under("lora", LORA), **_under("optim", OPTIM), **_under("task", TASK), **_under("rollout", ROLLOUT),
+    **_under("lr_schedule", LR_SCHEDULE),
     **_under("trainer", TRAINER), **_under("logger", LOGGER), **_under("diagnostics", DIAGNOSTICS),
     **_under("extra_loggers", EXTRA_LOGGERS),
 }

@@ -46,7 +46,7 @@ class PolicyGradientModule(pl.LightningModule):
     def __init__(self, policy, tokenizer, algorithm: Algorithm, detector, task, sampler: HFSampler, optimizer_factory,
                  micro_batch_size: int = 8, max_grad_norm: float | None = 1.0, diagnostics=None,
                  max_skipped_updates_in_a_row: int = 5, reference=None, format_reward: float = 0.0,
-                 score_truncated: bool = False, sampling_seed: int | None = None):
+                 score_truncated: bool = False, sampling_seed: int | None = None, lr_schedule=None):
         super().__init__()
         self.automatic_optimization = False  # several updates per rollout batch, micro-batching, our own clipping
         if algorithm.needs_reference and reference is None:
@@ -59,6 +59,7 @@ class PolicyGradientModule(pl.LightningModule):
         self.tokenizer, self.algorithm, self.detector, self.task, self.sampler = (
             tokenizer, algorithm, detector, task, sampler)
         self.optimizer_factory = optimizer_factory
+        self.lr_schedule = lr_schedule  # step -> lr multiplier (hicra.algorithms.schedules.lr_multiplier) or None
         self.micro_batch_size, self.max_grad_norm = micro_batch_size, max_grad_norm
         self.format_reward = format_reward  # added to the reward of a reply whose answer is in the asked form
         self.score_truncated = score_truncated  # False: a reply cut at the token budget scores 0 (strict)
@@ -84,7 +85,13 @@ class PolicyGradientModule(pl.LightningModule):
                 shard_model(model, mesh["data_parallel"], precision=self.trainer.precision)
 
     def configure_optimizers(self):
-        return self.optimizer_factory(params=[p for p in self.policy.parameters() if p.requires_grad])
+        optimizer = self.optimizer_factory(params=[p for p in self.policy.parameters() if p.requires_grad])
+        if self.lr_schedule is None:
+            return optimizer
+        # Lightning saves the scheduler's state (its step count) in every checkpoint and restores it on resume; with
+        # manual optimisation it is stepped by _update, once per optimizer step.
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # --- the algorithm: one training step ------------------------------------------------------------------------
 
@@ -267,6 +274,9 @@ class PolicyGradientModule(pl.LightningModule):
                 opt.zero_grad(set_to_none=True)
             self.faults.count_update(skip, self.global_step, opt.param_groups[0]["lr"])  # raises after too many
             opt.step()  # after a skip no parameter has a gradient: AdamW leaves them and their moments untouched
+            metrics["optim/lr"] = opt.param_groups[0]["lr"]  # the rate this update used (averaged over the updates)
+            if self.lr_schedule is not None:  # counts every optimizer step, as global_step does (skipped ones too)
+                self.lr_schedulers().step()
             if not skip:  # finite gradients can still make non-finite weights (optim.lr=inf, an overflow)
                 local = not all_finite(p.detach() for p in self.policy.parameters() if p.requires_grad)
                 broken = global_sum(torch.tensor(float(local), device=self.device), self._trainer) > 0  # all ranks
@@ -276,14 +286,14 @@ class PolicyGradientModule(pl.LightningModule):
     # --- logging -------------------------------------------------------------------------------------------------
 
     def _run_metrics(self, rollout: RolloutBatch, correctness: Tensor, record: dict[str, Tensor]) -> dict[str, float]:
-        """Beside the algorithm's numbers: hierarchy diagnostics, fault counters, perf/* and the learning rate."""
+        """Beside the algorithm's numbers: hierarchy diagnostics, fault counters and perf/*."""
         metrics: dict[str, float] = {}
         if self.diagnostics is not None:
             with self.stopwatch.phase("diagnostics"):
                 metrics |= self.diagnostics(rollout.response_ids, rollout.response_mask, correctness,
                                             self.algorithm.group_size, record["logprobs"], record["entropy"])
         metrics |= self.faults.metrics() | perf_metrics(self.stopwatch, rollout.num_tokens)
-        return metrics | {"optim/lr": self.optimizers().param_groups[0]["lr"]}
+        return metrics  # the learning rate is the updates' own optim/lr (_update)
 
     def _log_step(self, metrics: dict[str, float], step: int, batch_size: int) -> None:
         metrics = reduce_metrics(metrics, self._trainer)  # the global batch, whatever the number of ranks

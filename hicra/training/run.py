@@ -244,7 +244,8 @@ def build_module(cfg: DictConfig, algorithm, sampler, task, num_batches: int):
                                   diagnostics=build(cfg.diagnostics, tokenizer=bundle.tokenizer)
                                   if cfg.get("diagnostics") else None,
                                   reference=build_reference(bundle.model, needed=algorithm.needs_reference),
-                                  format_reward=cfg.format_reward, score_truncated=cfg.score_truncated)
+                                  format_reward=cfg.format_reward, score_truncated=cfg.score_truncated,
+                                  lr_schedule=instantiate(cfg.lr_schedule) if cfg.get("lr_schedule") else None)
     return bundle, datamodule, module
 
 

@@ -79,6 +79,8 @@ def test_enums_are_the_codes_own_lists():
         AGGREGATIONS, KL_ESTIMATORS, ADVANTAGE_SCALES)
     from hicra.algorithms.advantages import REINFORCE_PP_BASELINES
     assert schema.REINFORCE_PP_BASELINES == REINFORCE_PP_BASELINES
+    from hicra.algorithms.schedules import LR_DECAYS
+    assert schema.LR_DECAYS == LR_DECAYS
     from hicra.algorithms.sampler_correction import SAMPLER_CORRECTIONS
     assert schema.SAMPLER_CORRECTIONS == SAMPLER_CORRECTIONS
     assert schema.MODEL_DTYPES == tuple(_DTYPES)
