@@ -119,7 +119,8 @@ TRAINER = {
 
 LOGGER = {"experiment_name": text(), "tracking_uri": text(), "artifact_location": text(null=True),
           "run_name": text(null=True), "tags": mapping(SCALAR), "log_model": either(flag(), one_of("all")),
-          "outage_timeout_s": number(0, lo_open=True)}
+          "outage_timeout_s": number(0, lo_open=True), "log_final_model": flag(),
+          "registered_model_name": text(null=True)}
 
 # Trackers beside MLflow (conf/extra_loggers/, hicra/tracking/extra_loggers.py): Lightning's loggers' arguments.
 EXTRA_LOGGERS = {"tensorboard": node(), "tensorboard.save_dir": text(null=True), "tensorboard.name": text(null=True),

@@ -40,11 +40,14 @@ class ResumableMLFlowLogger(MLFlowLogger):
     def __init__(self, experiment_name: str = "hicra", run_name: str | None = None, tracking_uri: str | None = None,
                  tags: dict | None = None, save_dir: str | None = "./mlruns", log_model: bool | str = False,
                  prefix: str = "", artifact_location: str | None = None, run_id: str | None = None,
-                 synchronous: bool | None = None, outage_timeout_s: float = 300.0):
+                 synchronous: bool | None = None, outage_timeout_s: float = 300.0, log_final_model: bool = False,
+                 registered_model_name: str | None = None):
         super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri, tags=tags,
                          save_dir=save_dir, log_model=log_model, prefix=prefix, artifact_location=artifact_location,
                          run_id=run_id, synchronous=synchronous)
         self._resuming = run_id is not None
+        # The run's final_model/ as an MLflow model at its end (hicra/tracking/model_logging.py), and its registry name
+        self.log_final_model, self.registered_model_name = log_final_model, registered_model_name
         if self._tracking_uri.startswith(("http://", "https://")):
             bound_http_wait()  # seconds per call, not MLflow's minutes of retries: the outage is handled here
         self._last_logged_step: dict[str, int] | None = None

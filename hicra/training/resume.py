@@ -29,7 +29,7 @@ SAFE_TO_CHANGE = (
     "checkpoint_every_n_steps", "save_final_model", "optimized_metric", "faults.max_skipped_updates_in_a_row",
     "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
     "trainer.log_every_n_steps", "trainer.enable_progress_bar",
-    "paths", "logger",
+    "paths", "logger", "extra_loggers",  # trackers beside MLflow: where metrics also go, not what is trained
 )
 _ABSENT = "(absent)"
 

@@ -33,6 +33,7 @@ from hicra.models.lora import save_final_model
 from hicra.models.reference import build_reference
 from hicra.tracking.dataset_input import log_task_datasets
 from hicra.tracking.extra_loggers import build_extra_loggers, check_extra_loggers, finish_extra_loggers
+from hicra.tracking.model_logging import check_model_logging, log_final_model
 from hicra.tracking.outage import StopOnOutage
 from hicra.tracking.run_end import ended_on_failure
 from hicra.tracking.store import (
@@ -255,6 +256,7 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     choices = choices if choices is not None else hydra_choices()
     algorithm, sampler, task = preflight(cfg, choices)
     check_extra_loggers(cfg)  # +extra_loggers=wandb without wandb installed: one line, before the model loads
+    check_model_logging(cfg)
     memory = plan_run(cfg, algorithm, sampler, task)  # refuses, in one line, a run that cannot fit the device
     out_dir = run_dir(cfg)
     # Under DDP/FSDP Lightning starts this same command once per rank; only rank 0 owns the MLflow run and the files
@@ -332,6 +334,8 @@ def fit_and_summarise(cfg: DictConfig, choices: dict[str, str], out_dir: Path, r
     if cfg.save_final_model and is_main:  # a plain model, LoRA merged, sharded or not
         save_final_model(bundle.model, out_dir / "final_model", sharded_weights)
         bundle.tokenizer.save_pretrained(out_dir / "final_model")
+        if getattr(logger, "log_final_model", False):  # the Models column (and the registry, if named)
+            log_final_model(logger, out_dir / "final_model")
     summary = {"choices": choices, "seed": cfg.seed, "steps": trainer.global_step, "run_dir": str(out_dir),
                "train_history": module.train_history, "val_history": module.val_history,
                "mlflow": {"tracking_uri": logger._tracking_uri, "run_id": logger.run_id,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from support import TINY_RUN, run_train
+from support import TINY_RUN, run_train, seed_store
 
 from hicra.tracking.dataset_input import digest
 
@@ -27,9 +27,23 @@ def _tensorboard_tags(folder: Path) -> set[str]:
     return set(accumulator.Tags()["scalars"])
 
 
+def check_final_model_logged(tmp_path, run) -> None:
+    """What a run with save_final_model=true logger.log_final_model=true logger.registered_model_name=hicra-smoke
+    holds: the pyfunc model of its final_model/, in the Models column and the registry, loading and answering offline."""
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    (model,) = client.search_logged_models([run.info.experiment_id])
+    assert model.source_run_id == run.info.run_id and model.name == "model"
+    (version,) = client.search_model_versions("name='hicra-smoke'")
+    assert version.run_id == run.info.run_id
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    replies = mlflow.pyfunc.load_model(f"models:/{model.model_id}").predict(["What is 2 + 3?"],
+                                                                            params={"max_new_tokens": 4})
+    assert len(replies) == 1 and isinstance(replies[0], str)
+
+
 @pytest.mark.slow
-def test_trackers_beside_mlflow_get_the_same_metric_names_and_the_run_has_its_dataset(tmp_path, monkeypatch):
-    """One tiny run with every tracker installed here beside MLflow (make setup installs both; `make test-compat`
+def test_trackers_beside_mlflow_get_its_metric_names_and_the_run_has_its_dataset_and_model(tmp_path, monkeypatch):
+    """One tiny run (its final model logged too: test_model_logging.py) with every tracker installed here beside MLflow (make setup installs both; `make test-compat`
     neither, where this checks MLflow's dataset inputs alone). TensorBoard's event file is read back; what the wandb
     run holds is read from the run itself just before it finishes (wandb has no reader for an offline run's file)."""
     from hicra.tracking import extra_loggers
@@ -48,7 +62,10 @@ def test_trackers_beside_mlflow_get_the_same_metric_names_and_the_run_has_its_da
     real_finish = extra_loggers.finish_extra_loggers
     monkeypatch.setattr("hicra.training.run.finish_extra_loggers", finish)
     chosen = [f"extra_loggers=[{','.join(trackers)}]"] if trackers else []
-    result = run_train([*TINY_RUN, *chosen, "system_metrics_every_s=0"], tmp_path)
+    model_logging = ["save_final_model=true", "logger.log_final_model=true", "logger.registered_model_name=hicra-smoke"]
+    seed_store(tmp_path / "mlflow.db")  # logger.* given: run_train leaves the store to the caller
+    store = [f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"logger.artifact_location={tmp_path}/mlartifacts"]
+    result = run_train([*TINY_RUN, *chosen, *model_logging, *store, "system_metrics_every_s=0"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     run = _mlflow_run(tmp_path)
     metrics = set(run.data.metrics)
@@ -66,6 +83,7 @@ def test_trackers_beside_mlflow_get_the_same_metric_names_and_the_run_has_its_da
     assert {d.name for d in inputs.values()} == {"chain_sum"}
     assert inputs["training"].digest != inputs["validation"].digest
     assert '"train_size": 64' in inputs["training"].source
+    check_final_model_logged(tmp_path, run)
 
 
 def test_missing_tracker_package_is_one_line_before_the_model_loads(tmp_path, monkeypatch):
@@ -96,3 +114,10 @@ def test_every_option_of_a_list_choice_must_exist():
     check_group_choices(["extra_loggers=[tensorboard,wandb]"], CONF_DIR)
     with pytest.raises(ConfigError, match="unknown extra_loggers 'tensorbord'; allowed: tensorboard, wandb"):
         check_group_choices(["extra_loggers=[tensorboard,tensorbord]"], CONF_DIR)
+
+
+def test_a_tracker_may_be_added_or_dropped_on_resume():
+    """Where the metrics also go is not the experiment: a resume may add TensorBoard or drop wandb."""
+    from hicra.training.resume import is_safe_to_change
+
+    assert is_safe_to_change("extra_loggers") and is_safe_to_change("extra_loggers.tensorboard.save_dir")
