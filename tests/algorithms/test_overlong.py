@@ -24,8 +24,8 @@ def test_overlong_penalty_off_and_whole_budget():
                                torch.tensor([-0.1, -0.9, -1.0]))  # buffer = L_max: the penalty starts at once
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(buffer=-1), "buffer=-1"), (dict(buffer=11), "buffer=11"),
-                                           (dict(buffer=2, factor=-1.0), "factor=-1.0")])
+@pytest.mark.parametrize("kwargs, match", [({"buffer": -1}, "buffer=-1"), ({"buffer": 11}, "buffer=11"),
+                                           ({"buffer": 2, "factor": -1.0}, "factor=-1.0")])
 def test_overlong_penalty_refuses_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         overlong_penalty(torch.tensor([3]), max_length=10, **kwargs)

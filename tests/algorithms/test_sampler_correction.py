@@ -45,8 +45,8 @@ def test_none_weighs_every_token_one_and_still_measures():
     assert float(m["mismatch/clipped_frac"]) == 0.0
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(mode="tis"), "'tis'"), (dict(mode="token_truncate", cap=0.5),
-                                                                           "cap=0.5")])
+@pytest.mark.parametrize("kwargs, match", [({"mode": "tis"}, "'tis'"),
+                                           ({"mode": "token_truncate", "cap": 0.5}, "cap=0.5")])
 def test_bad_settings_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         sampler_correction_weights(torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool), **kwargs)
