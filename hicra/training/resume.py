@@ -73,9 +73,16 @@ def config_changes(before: dict[str, Any], now: dict[str, Any]) -> tuple[dict, d
     unsafe, safe = {}, {}
     for key in sorted(before.keys() | now.keys()):
         old, new = before.get(key, _ABSENT), now.get(key, _ABSENT)
-        if old != new:
+        if old != new and not (old == _ABSENT and _is_off(new)):
             (safe if is_safe_to_change(key) else unsafe)[key] = (old, new)
     return unsafe, safe
+
+
+def _is_off(value: Any) -> bool:
+    """A key newer than the checkpoint, at the value that leaves its feature off (every new option ships off), is what
+    the run was trained with: without this, each new key would make every older checkpoint unresumable."""
+    return value is None or value is False or value == "none" or value == {} or (
+        type(value) in (int, float) and value == 0)
 
 
 def describe_changes(changes: dict[str, tuple[Any, Any]], limit: int = 6) -> str:

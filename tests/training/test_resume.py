@@ -395,3 +395,17 @@ def test_a_checkpoint_that_cannot_name_its_mlflow_run_is_refused_not_forked(comp
         resume_point(no_mlflow, cfg, run_json=None)
     with pytest.raises(ConfigError, match="cannot tell which MLflow run it belongs to"):
         resume_point(no_record, cfg, run_json=None)
+
+
+def test_a_key_newer_than_the_checkpoint_is_no_change_while_its_feature_is_off():
+    """Every new option ships off (lr_schedule null, device_memory_gib null, a 0 buffer, 'none'): a checkpoint written
+    before it existed was trained with the feature off, so it still resumes; switched on, it is an experiment change."""
+    from hicra.training.resume import config_changes
+
+    before = {"seed": 1, "algorithm.alpha": 0.2}
+    off = {"lr_schedule": None, "device_memory_gib": None, "algorithm.overlong_buffer": 0,
+           "algorithm.sampler_correction": "none", "algorithm.exclude_x": False}
+    assert config_changes(before, {**before, **off}) == ({}, {})
+    unsafe, _ = config_changes(before, {**before, "algorithm.overlong_buffer": 64, "lr_schedule.decay": "cosine"})
+    assert unsafe == {"algorithm.overlong_buffer": ("(absent)", 64), "lr_schedule.decay": ("(absent)", "cosine")}
+    assert config_changes({**before, "lr_schedule": None}, before)[0] == {"lr_schedule": (None, "(absent)")}
