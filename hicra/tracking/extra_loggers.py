@@ -1,5 +1,5 @@
-"""Trackers beside MLflow: Lightning's own TensorBoard and Weights & Biases loggers (`+extra_loggers=tensorboard`,
-`+extra_loggers=[tensorboard,wandb]`, conf/extra_loggers/).
+"""Trackers beside MLflow: Lightning's own TensorBoard and Weights & Biases loggers (`extra_loggers=tensorboard`,
+`extra_loggers=[tensorboard,wandb]`, conf/extra_loggers/).
 
 They receive every metric MLflow receives, under the same names: hicra logs through `trainer.loggers`, and Lightning
 hands each logger the same dict. MLflow stays the first logger, the one the run's params, tags, artifacts and the
@@ -32,7 +32,7 @@ def check_extra_loggers(cfg: DictConfig) -> None:
         modules, install = NEEDS.get(name, ((), ""))
         if modules and not any(importlib.util.find_spec(module) for module in modules):
             raise ConfigError(f"extra_loggers={name} needs the {modules[0]} package, which is not installed: "
-                              f"{install}; or leave out +extra_loggers={name}")
+                              f"{install}; or leave out extra_loggers={name}")
 
 
 def build_extra_loggers(cfg: DictConfig, out_dir: Path, run_name: str | None) -> list:

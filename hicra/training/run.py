@@ -255,7 +255,7 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     when SIGTERM or SIGUSR1 stops it (hicra/training/preemption.py)."""
     choices = choices if choices is not None else hydra_choices()
     algorithm, sampler, task = preflight(cfg, choices)
-    check_extra_loggers(cfg)  # +extra_loggers=wandb without wandb installed: one line, before the model loads
+    check_extra_loggers(cfg)  # extra_loggers=wandb without wandb installed: one line, before the model loads
     check_model_logging(cfg)
     memory = plan_run(cfg, algorithm, sampler, task)  # refuses, in one line, a run that cannot fit the device
     out_dir = run_dir(cfg)
