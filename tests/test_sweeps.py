@@ -186,7 +186,7 @@ def test_ctrl_c_on_a_joblib_sweep_then_the_same_command_continues_it(tmp_path):
 
     resumed = run_cli([*JOBLIB_SWEEP, f"hydra.sweep.dir={tmp_path}/sweep", *store, "ckpt_path=last"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert re.search(r"ckpt_path=last: job 0 continues step [12], job 1 continues step [12], job 2 starts$",
+    assert re.search(r"ckpt_path=last: job 0 continues step [1-3], job 1 continues step [1-3], job 2 starts$",
                      resumed.stdout, re.MULTILINE), resumed.stdout[-3000:]
     runs = _runs(tmp_path)
     assert sorted(r.info.run_name for r in runs) == [f"s3 hicra grams alpha=0.{i}" for i in (1, 2, 3)]  # no duplicate
