@@ -214,3 +214,19 @@ def seed_new_sqlite_stores(monkeypatch) -> None:
 
     seeded_init.__wrapped__ = original
     monkeypatch.setattr(SqlAlchemyStore, "__init__", seeded_init)
+
+
+def sharpened_tiny_model():
+    """The tiny random model with sharpened attention: at init its attention is near uniform, so a wrong position or
+    a stale cache entry would barely move a logit; scaled queries and keys make every position count."""
+    import torch
+
+    from hicra.models.loaders import build_tiny_model
+
+    torch.manual_seed(0)
+    bundle = build_tiny_model(seed=0)
+    with torch.no_grad():
+        for name, param in bundle.model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                param.mul_(25.0)
+    return bundle

@@ -5,6 +5,7 @@ keys RoPE promotes to, the fp32 weights are cast once per generation (the cast c
 from __future__ import annotations
 
 import torch
+from support import sharpened_tiny_model
 
 from hicra.models.loaders import build_tiny_model
 from hicra.rollout import decode as decode_module
@@ -14,18 +15,8 @@ from hicra.rollout.hf import HFSampler
 PROMPTS = ["What is 2 + 2?", "Compute the sum of the first three odd numbers."]
 
 
-def _sharpened():
-    """The tiny model with scaled queries and keys, so that every cached position moves the logits."""
-    bundle = build_tiny_model(seed=0)
-    with torch.no_grad():
-        for name, param in bundle.model.named_parameters():
-            if name.endswith(("q_proj.weight", "k_proj.weight")):
-                param.mul_(25.0)
-    return bundle
-
-
 def test_kv_cache_holds_bf16_under_autocast_and_decoding_equals_generate(monkeypatch):
-    bundle = _sharpened()
+    bundle = sharpened_tiny_model()
     enc = bundle.tokenizer(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
     pad = bundle.tokenizer.pad_token_id
     caches = []
@@ -67,7 +58,7 @@ def test_the_static_cache_of_generate_holds_bf16_under_autocast(monkeypatch):
     under autocast); the sampler hands generate one in the compute dtype, with the same tokens."""
     from hicra.rollout import hf
 
-    bundle = _sharpened()
+    bundle = sharpened_tiny_model()
     caches = []
     monkeypatch.setattr(hf, "static_cache", lambda model, n: caches.append(kv_cache.static_cache(model, n)) or caches[-1])
     sampler = HFSampler(max_new_tokens=8, cache_implementation="static", packed_linears=False)

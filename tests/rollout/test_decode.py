@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
+from support import sharpened_tiny_model
 
-from hicra.models.loaders import build_tiny_model
 from hicra.rollout.decode import decode, filter_logits, sample_from
 from hicra.rollout.packed_linear import packed_linears
 
@@ -27,15 +27,7 @@ def test_filter_logits_by_hand():
 
 @pytest.fixture(scope="module")
 def tiny():
-    """The tiny random model with sharpened attention: at init its attention is near uniform, so a wrong position or
-    a stale cache entry would barely move a logit; scaled queries and keys make every position count."""
-    torch.manual_seed(0)
-    bundle = build_tiny_model(seed=0)
-    with torch.no_grad():
-        for name, param in bundle.model.named_parameters():
-            if name.endswith(("q_proj.weight", "k_proj.weight")):
-                param.mul_(25.0)
-    return bundle
+    return sharpened_tiny_model()
 
 
 def _encode(tokenizer, prompts):
