@@ -15,6 +15,10 @@ from omegaconf import DictConfig
 from hicra.errors import ConfigError
 
 POLICY_CODE = Path(__file__).with_name("policy_model.py")
+# mlflow before this fails in log_model on a run with a NaN metric at the model's step (mlflow issue #26108: its
+# store re-inserts the NaN rows it links to the model); hicra's diagnostics are NaN on steps without planning tokens.
+# The lowest release tested to log hicra's models; the rest of hicra runs from mlflow 3.9 (pyproject).
+LOWEST_MLFLOW_FOR_MODELS = (3, 17)
 
 
 def check_model_logging(cfg: DictConfig) -> None:
@@ -23,6 +27,15 @@ def check_model_logging(cfg: DictConfig) -> None:
         raise ConfigError("logger.log_final_model=true logs the run's final_model/ folder, which "
                           "save_final_model=false does not write; allowed: save_final_model=true, or "
                           "logger.log_final_model=false")
+    if cfg.logger.get("log_final_model"):
+        import mlflow
+
+        installed = tuple(int(part) for part in mlflow.__version__.split(".")[:2])
+        if installed < LOWEST_MLFLOW_FOR_MODELS:
+            lowest = ".".join(map(str, LOWEST_MLFLOW_FOR_MODELS))
+            raise ConfigError(f"logger.log_final_model=true needs mlflow>={lowest} (mlflow {mlflow.__version__} is "
+                              f"installed; its log_model fails on a run with a NaN metric, mlflow issue #26108); "
+                              f"allowed: pip install 'mlflow>={lowest}', or logger.log_final_model=false")
 
 
 def log_final_model(logger, final_model: Path) -> str:
