@@ -79,7 +79,7 @@ SECTION_HEADER = "[data-testid='experiment-view-compare-runs-section-header']"
 
 
 def test_mlflow_orders_metric_sections_by_name_as_the_readme_says(browser, trained_run, mlflow_ui):
-    """The README ("The MLflow front end") tells users that the run page's "Model metrics" tab sorts its sections by
+    """docs/mlflow_front_end.md (moved from the README) tells users that the run page's "Model metrics" tab sorts its sections by
     name, `train` and `val` after the diagnostics, whatever order hicra logs in (no tag or key order changes it). A
     newer MLflow that orders them otherwise fails here, and the README's advice changes with it."""
     import mlflow
