@@ -9,7 +9,7 @@ Shapes: B = completions = prompts x G, T = response length.
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -26,6 +26,7 @@ from hicra.algorithms.losses import (
 from hicra.algorithms.overlong import overlong_penalty
 from hicra.algorithms.sampler_correction import SAMPLER_CORRECTIONS, sampler_correction_weights
 from hicra.algorithms.transforms import drop_truncated
+from hicra.errors import ConfigError
 
 
 class AdvantageFn(Protocol):
@@ -64,12 +65,12 @@ class Algorithm:
 
     advantage_fn: AdvantageFn
     token_advantage_fn: TokenAdvantageFn
-    policy_loss_fn: Optional[PolicyLossFn] = None  # None: clipped_surrogate bound to clip_low / clip_high
+    policy_loss_fn: PolicyLossFn | None = None  # None: clipped_surrogate bound to clip_low / clip_high
     group_size: int = 8
     clip_low: float = 0.2
     clip_high: float = 0.28
     aggregation: str = "token_mean"
-    norm_length: Optional[int] = None
+    norm_length: int | None = None
     kl_coef: float = 0.0
     kl_estimator: str = "k3"
     kl_reward_coef: float = 0.0  # KL as a reward penalty before advantages (verl's use_kl_in_reward); 0 = off
@@ -82,7 +83,7 @@ class Algorithm:
     overlong_penalty: float = 1.0  # its factor: the penalty reaches -overlong_penalty at the token budget
     sampler_correction: str = "none"  # none | token_truncate | sequence_mask (truncated IS, sampler_correction.py)
     sampler_correction_cap: float = 3.0  # C: token weights truncated to C, or sequences with ratio > C masked
-    alpha: Optional[float] = None  # strength of the token transform, bound into token_advantage_fn by the config
+    alpha: float | None = None  # strength of the token transform, bound into token_advantage_fn by the config
 
     def __post_init__(self) -> None:
         checks = [
@@ -141,7 +142,7 @@ class Algorithm:
         """True when rewards are KL-penalised before advantages: the sampling policy's log-probs are needed first."""
         return self.kl_reward_coef > 0
 
-    def rewards_with_kl(self, rewards: Tensor, logprobs: Optional[Tensor], ref_logprobs: Optional[Tensor],
+    def rewards_with_kl(self, rewards: Tensor, logprobs: Tensor | None, ref_logprobs: Tensor | None,
                         response_mask: Tensor) -> Tensor:
         """rewards (B,) minus kl_reward_coef x the summed per-token KL (B,T) of the sampling policy to the reference;
         `rewards` itself when kl_reward_coef is 0 (then the log-probs may be None)."""
@@ -171,6 +172,12 @@ class Algorithm:
         return overlong_penalty(response_mask.sum(dim=1), max_length=max_length, buffer=self.overlong_buffer,
                                 factor=self.overlong_penalty)
 
+    def check_token_budget(self, max_new_tokens: int) -> None:
+        """The overlong buffer lies within the token budget: said in one line before any step."""
+        if self.overlong_buffer > max_new_tokens:
+            raise ConfigError(f"algorithm.overlong_buffer={self.overlong_buffer} is invalid; allowed: 0 (off) to "
+                              f"rollout.max_new_tokens={max_new_tokens}")
+
     def loss_mask(self, response_mask: Tensor, truncated: Tensor) -> Tensor:
         """Tokens the loss is taken over: response_mask (B,T), truncated (B,) -> (B,T) bool."""
         return drop_truncated(response_mask, truncated) if self.exclude_truncated else response_mask.bool()
@@ -181,10 +188,10 @@ class Algorithm:
         old_logprobs: Tensor,
         token_advantages: Tensor,
         response_mask: Tensor,
-        ref_logprobs: Optional[Tensor] = None,
-        entropy: Optional[Tensor] = None,
+        ref_logprobs: Tensor | None = None,
+        entropy: Tensor | None = None,
         total: Total = None,
-        sampler_logprobs: Optional[Tensor] = None,
+        sampler_logprobs: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Total loss (scalar) and detached metrics; all tensor inputs (B,T).
 

@@ -19,15 +19,13 @@ import torch
 from torch import Tensor
 
 from hicra.algorithms import Algorithm, aggregate_denominator, masked_mean
-from hicra.errors import ConfigError, TrainingError
+from hicra.errors import TrainingError
 from hicra.rollout.hf import HFSampler, RolloutBatch, sequence_logprobs
 from hicra.rollout.sampling_stream import SamplingStream
-from hicra.tasks.scoring import ScoredBatch, score_completions, shaped_rewards
-from hicra.training.checkpointing import restore_rng_state, rng_state
+from hicra.tasks.scoring import shaped_rewards
 from hicra.training.distributed import (
     clip_gradients,
     full_weights_for_generation,
-    gather_objects,
     global_sum,
     gradient_sync,
     reduce_metrics,
@@ -36,8 +34,18 @@ from hicra.training.distributed import (
 )
 from hicra.training.faults import FaultCounter, all_finite
 from hicra.training.micro_batches import micro_batches, scoring_pass
-from hicra.training.step_metrics import add_micro_batch, perf_metrics, rollout_metrics, update_metrics
+from hicra.training.module_state import restore_module_state, save_module_state
+from hicra.training.optimizers import optimizers_for
+from hicra.training.step_metrics import (
+    add_micro_batch,
+    loss_inputs,
+    overlong_metrics,
+    perf_metrics,
+    rollout_metrics,
+    update_metrics,
+)
 from hicra.training.step_output import KEY, StepOutput
+from hicra.training.step_scoring import score_rollout
 from hicra.training.timing import Stopwatch, start_step
 from hicra.training.validation import ValidationTally
 
@@ -52,9 +60,8 @@ class PolicyGradientModule(pl.LightningModule):
         if algorithm.needs_reference and reference is None:
             raise ValueError(f"algorithm.kl_coef={algorithm.kl_coef} > 0 needs a frozen reference model: pass "
                              f"reference=hicra.models.reference.build_reference(policy, needed=True)")
-        if sampler is not None and algorithm.overlong_buffer > sampler.max_new_tokens:
-            raise ConfigError(f"algorithm.overlong_buffer={algorithm.overlong_buffer} is invalid; allowed: 0 (off) "
-                              f"to rollout.max_new_tokens={sampler.max_new_tokens}")
+        if sampler is not None:
+            algorithm.check_token_budget(sampler.max_new_tokens)
         self.policy, self.reference = policy, reference  # reference: None unless the loss has a KL term
         self.tokenizer, self.algorithm, self.detector, self.task, self.sampler = (
             tokenizer, algorithm, detector, task, sampler)
@@ -85,13 +92,7 @@ class PolicyGradientModule(pl.LightningModule):
                 shard_model(model, mesh["data_parallel"], precision=self.trainer.precision)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=[p for p in self.policy.parameters() if p.requires_grad])
-        if self.lr_schedule is None:
-            return optimizer
-        # Lightning saves the scheduler's state (its step count) in every checkpoint and restores it on resume; with
-        # manual optimisation it is stepped by _update, once per optimizer step.
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizers_for(self.policy, self.optimizer_factory, self.lr_schedule)
 
     # --- the algorithm: one training step ------------------------------------------------------------------------
 
@@ -102,7 +103,7 @@ class PolicyGradientModule(pl.LightningModule):
             with watch.phase("generation"):
                 rollout = self._generate(batch["prompts"], self.algorithm.group_size)
             with watch.phase("scoring"):
-                texts, scored = self._score_rollout(rollout, batch["examples"])
+                texts, scored = score_rollout(self, rollout, batch["examples"], self.algorithm.group_size)
                 correctness = torch.tensor(scored.scores, device=self.device)  # (B,) what accuracy counts
                 in_form = torch.tensor(scored.in_form, device=self.device)  # (B,) bool
                 rewards = shaped_rewards(correctness, in_form, self.format_reward)  # (B,) what advantages use
@@ -117,13 +118,13 @@ class PolicyGradientModule(pl.LightningModule):
                 planning_mask = self.detector.mask(rollout.response_ids, rollout.response_mask, entropies)  # (B,T)
                 advantages = self.algorithm.advantages(rewards)  # (B,)
                 token_advantages = self.algorithm.token_advantages(advantages, planning_mask)  # (B,T)
-            per_token = self._loss_inputs(token_advantages, old_logprobs, ref_logprobs, rollout.sampler_logprobs)
+            per_token = loss_inputs(token_advantages, old_logprobs, ref_logprobs, rollout.sampler_logprobs)
             with watch.phase("update"):
                 updates, record = self._updates(rollout, per_token)
         step = self.global_step - self.algorithm.num_iterations  # updates the sampling policy had (MLflow's step)
         metrics = update_metrics(updates) | rollout_metrics(
             rollout, rewards, correctness, in_form, planning_mask, token_advantages, self.algorithm.group_size)
-        metrics |= self._overlong_metrics(overlong, rollout)
+        metrics |= overlong_metrics(overlong, rollout.truncated, self.algorithm.exclude_truncated)
         self._log_step(metrics | self._run_metrics(rollout, correctness, record), step, batch_size=len(texts))
         # Lightning passes a returned Mapping on to the callbacks' on_train_batch_end (hicra/training/step_output.py).
         return {KEY: StepOutput(step, rollout, texts, rewards.cpu(), correctness.cpu(), planning_mask.cpu(),
@@ -131,8 +132,7 @@ class PolicyGradientModule(pl.LightningModule):
 
     def _old_logprobs(self, rollout: RolloutBatch) -> tuple[Tensor | None, Tensor | None]:
         """The sampling policy's log-probs and entropies (B,T), or (None, None) when nothing needs them yet."""
-        # Their own pass is needed only when the policy moves before the last update uses them,
-        # or when the detector needs entropies before any update.
+        # A pass of their own only when the policy moves before the last update, or entropies are needed first.
         if self.algorithm.num_iterations > 1 or self.detector.needs_entropy or self.algorithm.needs_kl_in_reward:
             return self._scoring_pass(self.policy, rollout, self.detector.needs_entropy)
         return None, None
@@ -140,27 +140,6 @@ class PolicyGradientModule(pl.LightningModule):
     def _ref_logprobs(self, rollout: RolloutBatch) -> Tensor | None:
         """The frozen reference model's log-probs (B,T) of the sampled responses, when there is a reference."""
         return self._scoring_pass(self.reference, rollout, False)[0] if self.reference is not None else None
-
-    def _overlong_metrics(self, overlong: Tensor, rollout: RolloutBatch) -> dict[str, float]:
-        """The two answers to replies at the token budget: the soft penalty (overlong (B,) <= 0) and the filter."""
-        dropped = rollout.truncated if self.algorithm.exclude_truncated else torch.zeros_like(rollout.truncated)
-        return {"train/overlong_penalty_mean": float(overlong.mean()),
-                "train/overlong_frac": float((overlong < 0).float().mean()),  # replies inside the buffer or cut
-                "train/excluded_truncated_frac": float(dropped.float().mean())}  # replies the filter gave no loss
-
-    @staticmethod
-    def _loss_inputs(token_advantages: Tensor, old_logprobs: Tensor | None, ref_logprobs: Tensor | None,
-                     sampler_logprobs: Tensor | None = None) -> dict[str, Tensor]:
-        """The loss's per-token constants (B,T): token advantages, and old / reference / the sampler's own
-        log-probs where there are any."""
-        per_token = {"token_advantages": token_advantages}
-        if sampler_logprobs is not None:
-            per_token["sampler_logprobs"] = sampler_logprobs
-        if old_logprobs is not None:
-            per_token["old_logprobs"] = old_logprobs
-        if ref_logprobs is not None:
-            per_token["ref_logprobs"] = ref_logprobs
-        return per_token
 
     def _updates(self, rollout: RolloutBatch, per_token: dict[str, Tensor]):
         """`num_iterations` optimizer steps on the batch: their metrics, and the log-probs / entropies (B,T) of the
@@ -174,8 +153,7 @@ class PolicyGradientModule(pl.LightningModule):
 
     @property
     def sampling_stream(self) -> SamplingStream:
-        """This rank's random stream for sampling (hicra/rollout/sampling_stream.py): ranks draw different numbers,
-        while the shared, seed_everything-seeded stream stays the same on every rank."""
+        """This rank's own random stream for sampling (hicra/rollout/sampling_stream.py): ranks draw differently."""
         if self._sampling is None:
             self._sampling = SamplingStream(self.sampling_seed, self.global_rank)
         return self._sampling
@@ -189,24 +167,6 @@ class PolicyGradientModule(pl.LightningModule):
             raise TrainingError(
                 f"out of GPU memory generating {len(prompts)} prompts x {group_size} responses x "
                 f"{self.sampler.max_new_tokens} tokens; lower {setting} or rollout.max_new_tokens") from err
-
-    def _score_rollout(self, rollout: RolloutBatch, examples: list) -> tuple[list[str], ScoredBatch]:
-        """Decoded responses (B,) and their scores; rows are grouped prompt by prompt."""
-        texts = self._decode(rollout)
-        examples = [ex for ex in examples for _ in range(self.algorithm.group_size)]
-        return texts, self._score(texts, examples, rollout)
-
-    def _score(self, texts: list[str], examples: list, rollout: RolloutBatch) -> ScoredBatch:
-        """Correctness and answer form (0 for a reply cut at the token budget unless `score_truncated`); a scorer
-        failure scores that sample 0 and is counted (faults/reward_errors)."""
-        truncated = None if self.score_truncated else rollout.truncated.tolist()
-        scored = score_completions(self.task, texts, examples, truncated)
-        self.faults.count_scoring(scored.errors, self.task, self.loggers)
-        return scored
-
-    def _decode(self, rollout: RolloutBatch) -> list[str]:
-        ids = rollout.response_ids.masked_fill(~rollout.response_mask, self.tokenizer.pad_token_id)
-        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
 
     def _scoring_pass(self, model, rollout: RolloutBatch, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
         """Log-probs (B,T) (and entropies) of the sampled responses under `model`, with no graph."""
@@ -314,42 +274,17 @@ class PolicyGradientModule(pl.LightningModule):
             self.reference.eval()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Everything besides weights/optimizer/loops that a resumed run needs to continue exactly."""
-        checkpoint["hicra"] = {"rng": rng_state(), "faults": dict(self.faults.counts),
-                               # every rank's sampling stream (a collective: Lightning asks every rank for its dict)
-                               "sampling": gather_objects(self.sampling_stream.state_dict(), self._trainer),
-                               "train_history": self.train_history, "val_history": self.val_history,
-                               "detector": self.detector.state_dict() if hasattr(self.detector, "state_dict") else None,
-                               "diagnostics": self.diagnostics.state_dict() if self.diagnostics is not None else None}
+        save_module_state(self, checkpoint)  # hicra/training/module_state.py
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint.get("hicra")
-        if state is None:  # a plain Lightning checkpoint: weights and optimizer only
-            return
-        restore_rng_state(state["rng"])
-        self._restore_sampling_stream(state.get("sampling"), int(checkpoint.get("global_step", 0)))
-        self.faults.counts.update(state["faults"])
-        self.train_history, self.val_history = list(state["train_history"]), list(state["val_history"])
-        if state["detector"] is not None:
-            self.detector.load_state_dict(state["detector"])
-        if state.get("diagnostics") is not None and self.diagnostics is not None:  # absent in older checkpoints
-            self.diagnostics.load_state_dict(state["diagnostics"])
-
-    def _restore_sampling_stream(self, streams: list[dict] | None, step: int) -> None:
-        """This rank continues its own saved stream. A checkpoint from another number of ranks (or from before
-        per-rank streams) has none for it: the rank begins a new stream, seeded with the step too, so that it does
-        not replay the draws of the run's first steps."""
-        if streams is not None and len(streams) == world_size(self._trainer):
-            self.sampling_stream.load_state_dict(streams[self.global_rank])
-        else:
-            self._sampling = SamplingStream(self.sampling_seed, self.global_rank, restart=1 + step)
+        restore_module_state(self, checkpoint)
 
     def transfer_batch_to_device(self, batch: dict, device, dataloader_idx: int) -> dict:
         return batch  # prompts are strings; the sampler tokenizes them onto the policy's device
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         rollout = self._generate(batch["prompts"], 1, greedy=True)
-        self._validation.add(self._score(self._decode(rollout), batch["examples"], rollout), rollout)
+        self._validation.add(score_rollout(self, rollout, batch["examples"], 1)[1], rollout)
 
     def on_validation_epoch_end(self) -> None:
         pooled = self._validation.pooled_metrics(self._trainer)  # each rank scored its share of the prompts

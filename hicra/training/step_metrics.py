@@ -59,3 +59,19 @@ def perf_metrics(watch: Stopwatch, num_tokens: int) -> dict[str, float]:
     if torch.cuda.is_available():
         metrics["perf/peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return metrics
+
+
+def overlong_metrics(overlong: Tensor, truncated: Tensor, exclude_truncated: bool) -> dict[str, float]:
+    """The two answers to replies at the token budget: the soft penalty (overlong (B,) <= 0) and the filter."""
+    dropped = truncated if exclude_truncated else torch.zeros_like(truncated)  # (B,) bool
+    return {"train/overlong_penalty_mean": float(overlong.mean()),
+            "train/overlong_frac": float((overlong < 0).float().mean()),  # replies inside the buffer or cut
+            "train/excluded_truncated_frac": float(dropped.float().mean())}  # replies the filter gave no loss
+
+
+def loss_inputs(token_advantages: Tensor, old_logprobs: Tensor | None, ref_logprobs: Tensor | None,
+                sampler_logprobs: Tensor | None = None) -> dict[str, Tensor]:
+    """The loss's per-token constants (B,T): token advantages, and old / reference / the sampler's own log-probs
+    where there are any."""
+    present = {"old_logprobs": old_logprobs, "ref_logprobs": ref_logprobs, "sampler_logprobs": sampler_logprobs}
+    return {"token_advantages": token_advantages} | {k: v for k, v in present.items() if v is not None}
