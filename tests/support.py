@@ -137,6 +137,29 @@ class ParityTask:
         return len(completion) % 3 == 0
 
 
+class HalfSolvableTask(ParityTask):
+    """ParityTask on odd-numbered questions; an even-numbered one scores 0 whatever the reply, so its group's rewards
+    are all equal (no learning signal): what dynamic sampling must drop. With `rank1_solvable_every=k`, rank 1
+    (Lightning's LOCAL_RANK=1) finds only every k-th odd question solvable: ranks find different counts."""
+
+    name = "half_solvable"
+
+    def __init__(self, train_size: int = 32, val_size: int = 4, rank1_solvable_every: int = 1, **_ignored):
+        super().__init__(train_size, val_size)
+        self.rank1_solvable_every = rank1_solvable_every
+
+    def solvable(self, example) -> bool:
+        number = int(example.question.split()[2])
+        every = self.rank1_solvable_every if os.environ.get("LOCAL_RANK") == "1" else 1
+        return number % 2 == 1 and (number // 2) % every == 0
+
+    def score(self, completion: str, example) -> float:
+        return super().score(completion, example) if self.solvable(example) else 0.0
+
+    def answer_in_form(self, completion: str) -> bool:
+        return False  # no format term: only correctness can tell a group's replies apart
+
+
 def trainer_failing_at_fit(interrupt: bool = False, **trainer_args):
     """A Lightning Trainer whose `fit` raises (KeyboardInterrupt with `interrupt`, else RuntimeError) before training:
     a failure after the MLflow run exists and the step-0 validation ran, outside Lightning's own handlers."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mlflow
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -59,7 +60,8 @@ def test_paper_recipe_needs_the_data_path_and_says_what_is_unstated(stem, compos
     for key in UNSTATED:
         (line,) = [line for line in lines if line.strip().startswith(key)]
         assert "# not stated in the paper" in line, line
-    assert "dynamic" not in OmegaConf.to_yaml(cfg).lower()  # no invented key: Llama's dynamic sampling is a comment
+    # the paper uses DAPO's dynamic sampling for Llama only
+    assert (cfg.algorithm.dynamic_sampling_rounds > 0) == (stem == "llama3_1_8b_instruct")
 
 
 @pytest.mark.parametrize("stem", PAPER)
@@ -108,6 +110,7 @@ def test_paper_recipes_differ_only_in_the_model_and_its_gpus(compose_cfg):
     def comparable(stem):
         cfg = OmegaConf.to_container(compose_cfg(f"experiment=paper/{stem}"))
         cfg["model"].pop("name_or_path"), cfg["logger"].pop("experiment_name")
+        cfg["algorithm"].pop("dynamic_sampling_rounds")  # Llama's alone (test above)
         return cfg, (cfg.pop("trainer"), cfg.pop("prompts_per_step"), cfg.pop("device_memory_gib"))
 
     reference, _ = comparable(PAPER[0])
@@ -116,7 +119,6 @@ def test_paper_recipes_differ_only_in_the_model_and_its_gpus(compose_cfg):
     for stem in ("qwen2_5_7b_base", "llama3_1_8b_instruct"):  # 16 bytes per parameter do not fit one GPU: FSDP
         trainer, prompts, _ = comparable(stem)[1]
         assert "fully_sharded" in trainer["strategy"]["_target_"] and trainer["devices"] == 4 and prompts == 4
-    assert "dynamic-sampling option" in (CONF_DIR / "experiment" / "paper" / "llama3_1_8b_instruct.yaml").read_text()
 
 
 def test_grpo_arm_of_a_paper_recipe_is_plain_grpo(compose_cfg):
@@ -167,3 +169,30 @@ def test_cpu_small_runs_one_step_on_the_tiny_model(tmp_path):
     result = run_train(["experiment=cpu_small", "model=tiny", "trainer.max_steps=1", "task.val_size=4"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "hicra run summary: experiment=cpu_small" in result.stdout and "steps=1" in result.stdout
+
+
+def test_dapo_style_sets_dapos_four_pieces_and_leaves_the_method_to_the_sweep(compose_cfg):
+    for arm in ("grpo", "hicra", "rloo_hicra"):
+        alg = build(compose_cfg("experiment=dapo_style", f"algorithm={arm}").algorithm)
+        assert (alg.clip_low, alg.clip_high, alg.aggregation) == (0.2, 0.28, "token_mean")  # clip-higher, token mean
+        assert alg.dynamic_sampling_rounds == 3 and (alg.overlong_buffer, alg.overlong_penalty) == (16, 1.0)
+        assert (alg.alpha is None) == (arm == "grpo")
+    cfg = compose_cfg("experiment=dapo_style")
+    assert cfg.model.name_or_path == "bundled://smollm2-135m-instruct" and cfg.task.dataset == "chain_sum"
+    assert cfg.algorithm.overlong_buffer < cfg.rollout.max_new_tokens
+
+
+@pytest.mark.slow
+def test_dapo_style_sweeps_grpo_and_hicra(tmp_path):
+    """`hicra-train -m experiment=dapo_style algorithm=grpo,hicra`, on the tiny model (the recipe is the default's)."""
+    tiny = ["model=tiny", "prompts_per_step=2", "algorithm.group_size=4", "rollout.max_new_tokens=24",
+            "trainer.max_steps=2", "task.train_size=64", "task.val_size=4", "val_batch_size=4", "save_final_model=false"]
+    result = run_train(["-m", "experiment=dapo_style", "algorithm=grpo,hicra", *tiny], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("dapo_style").experiment_id])
+    assert sorted(r.data.tags["choice.algorithm"] for r in runs) == ["grpo", "hicra"]
+    for run in runs:
+        assert run.info.status == "FINISHED" and run.data.params["algorithm.dynamic_sampling_rounds"] == "3"
+        assert len(client.get_metric_history(run.info.run_id, "sampling/prompts_consumed")) == 2
+        assert "train/overlong_penalty_mean" in run.data.metrics

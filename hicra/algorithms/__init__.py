@@ -19,7 +19,7 @@ use the helpers here but is never imported by them.
 """
 
 from hicra.algorithms.advantages import (ADVANTAGE_SCALES, REINFORCE_PP_BASELINES, frac_zero_std_groups,
-                                         group_advantages, reinforce_pp_advantages, rloo_advantages)
+                                         group_advantages, informative_groups, reinforce_pp_advantages, rloo_advantages)
 from hicra.algorithms.functional import (entropy_from_logits, logprobs_and_entropy, logprobs_from_logits, masked_mean,
                                          masked_sum)
 from hicra.algorithms.losses import (
@@ -58,6 +58,7 @@ __all__ = [
     "hicra_positive_token_advantages",
     "hicra_token_advantages",
     "identity_token_advantages",
+    "informative_groups",
     "kl_penalty",
     "kl_shaped_rewards",
     "logprobs_and_entropy",

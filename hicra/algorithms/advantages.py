@@ -63,6 +63,12 @@ def frac_zero_std_groups(rewards: Tensor, group_size: int) -> Tensor:
     return _constant_groups(_grouped(rewards, group_size)).float().mean()
 
 
+def informative_groups(rewards: Tensor, group_size: int) -> Tensor:
+    """rewards (B,) -> (B/G,) bool: True where the group's rewards are not all equal (DAPO's dynamic sampling keeps
+    these). Exact comparison, not std > threshold: continuous rewards that differ by one ulp still differ, and the
+    float std of equal values need not be 0."""
+    return ~_constant_groups(_grouped(rewards, group_size)).squeeze(1)
+
 
 def _scaled(centered: Tensor, grouped: Tensor, scale: str, eps: float, constant_is_zero: bool = True) -> Tensor:
     """Divide baselined rewards `centered` (P, G) by the spread `scale` names -> advantages (B,).

@@ -14,6 +14,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from hicra.algorithms.advantages import informative_groups
 from hicra.algorithms.losses import (
     AGGREGATIONS,
     KL_ESTIMATORS,
@@ -83,6 +84,9 @@ class Algorithm:
     overlong_penalty: float = 1.0  # its factor: the penalty reaches -overlong_penalty at the token budget
     sampler_correction: str = "none"  # none | token_truncate | sequence_mask (truncated IS, sampler_correction.py)
     sampler_correction_cap: float = 3.0  # C: token weights truncated to C, or sequences with ratio > C masked
+    # DAPO dynamic sampling: groups whose rewards are all equal are dropped and more prompts sampled, up to this many
+    # rounds per step, until the step has its prompts' worth of informative groups; 0 = off (every group trained)
+    dynamic_sampling_rounds: int = 0
     alpha: float | None = None  # strength of the token transform, bound into token_advantage_fn by the config
 
     def __post_init__(self) -> None:
@@ -105,6 +109,8 @@ class Algorithm:
             (self.sampler_correction in SAMPLER_CORRECTIONS, "sampler_correction", self.sampler_correction,
              f"one of {SAMPLER_CORRECTIONS}"),
             (self.sampler_correction_cap >= 1.0, "sampler_correction_cap", self.sampler_correction_cap, ">= 1"),
+            (isinstance(self.dynamic_sampling_rounds, int) and self.dynamic_sampling_rounds >= 0,
+             "dynamic_sampling_rounds", self.dynamic_sampling_rounds, "an int >= 0 (0 = off)"),
         ]
         for ok, name, value, allowed in checks:
             if not ok:
@@ -161,6 +167,10 @@ class Algorithm:
     def advantages(self, rewards: Tensor) -> Tensor:
         """rewards (B,) -> advantages (B,)."""
         return self.advantage_fn(rewards)
+
+    def informative_groups(self, rewards: Tensor) -> Tensor:
+        """rewards (B,) -> (B/G,) bool: the groups whose rewards are not all equal (what dynamic sampling keeps)."""
+        return informative_groups(rewards, self.group_size)
 
     def token_advantages(self, advantages: Tensor, planning_mask: Tensor) -> Tensor:
         """advantages (B,), planning_mask (B,T) -> token_advantages (B,T), detached."""

@@ -63,6 +63,7 @@ ALGORITHM = {
     "alpha": number(0, 1, hi_open=True, null=True),
     "overlong_buffer": integer(0), "overlong_penalty": number(0),
     "sampler_correction": one_of(*SAMPLER_CORRECTIONS), "sampler_correction_cap": number(1),
+    "dynamic_sampling_rounds": integer(0),
     "advantage_fn.scale": one_of(*ADVANTAGE_SCALES), "advantage_fn.eps": number(0, lo_open=True),
     "advantage_fn.baseline": one_of(*REINFORCE_PP_BASELINES),
 }

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytorch_lightning as pl
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hicra.errors import ConfigError
@@ -61,6 +64,42 @@ class SkipFirstBatches(Sampler):
             yield list(range(first, first + self.local))
 
 
+class PromptRefill:
+    """Prompts beyond a step's own batch, for dynamic sampling (algorithm.dynamic_sampling_rounds > 0).
+
+    A stream of its own, seeded apart from the step batches' (a run's batches stay those of a run without dynamic
+    sampling, whatever it drew between them), read `per_round` prompts at a time by every rank together: rank r takes
+    slice r of the round, as SkipFirstBatches does with a batch. `position` (global prompts drawn) travels in the
+    checkpoint with the data position, so a resumed run draws the same prompts as an uninterrupted one.
+    """
+
+    def __init__(self, examples: Callable[[], list[Example]], collate: Callable[[list[Example]], dict],
+                 per_round: int, seed: int):
+        self._source, self._examples, self.collate = examples, None, collate
+        self.per_round, self.seed = per_round, seed
+        self.position, self.rank, self.num_ranks = 0, 0, 1
+        self._epoch_order: tuple[int, Tensor] | None = None
+
+    def _example(self, index: int) -> Example:
+        if self._examples is None:
+            self._examples = self._source()
+        epoch, at = divmod(index, len(self._examples))
+        if self._epoch_order is None or self._epoch_order[0] != epoch:  # each epoch a fresh permutation, by index
+            generator = torch.Generator().manual_seed((self.seed + 1) * REFILL_SEED_STRIDE + epoch)
+            self._epoch_order = (epoch, torch.randperm(len(self._examples), generator=generator))
+        return self._examples[int(self._epoch_order[1][at])]
+
+    def draw(self) -> dict:
+        """This rank's share of the next `per_round` prompts: {"examples", "prompts"} as a training batch."""
+        local = self.per_round // self.num_ranks
+        first = self.position + self.rank * local
+        self.position += self.per_round
+        return self.collate([self._example(i) for i in range(first, first + local)])
+
+
+REFILL_SEED_STRIDE = 1_000_003  # refill permutations never share a generator seed with the batches' (seed)
+
+
 class ResumableDataLoader(DataLoader):
     """Marks the loader resumable for Lightning (its `_Stateful` protocol); the position lives in the datamodule."""
 
@@ -87,13 +126,16 @@ class PromptDataModule(pl.LightningDataModule):
         self.val_batch_size, self.system_prompt = val_batch_size, system_prompt
         self.updates_per_batch = updates_per_batch
         self.consumed_batches = 0  # set from a checkpoint on resume
+        self.refill = PromptRefill(task.train_examples, self._collate, prompts_per_step, seed)
 
     def state_dict(self) -> dict:
         """Data position, saved in checkpoints: rollout batches whose updates are done."""
-        return {"consumed_batches": self.trainer.global_step // self.updates_per_batch if self.trainer else 0}
+        return {"consumed_batches": self.trainer.global_step // self.updates_per_batch if self.trainer else 0,
+                "refill_position": self.refill.position}
 
     def load_state_dict(self, state: dict) -> None:
         self.consumed_batches = int(state["consumed_batches"])
+        self.refill.position = int(state.get("refill_position", 0))  # absent before dynamic sampling: none drawn
 
     def _collate(self, examples: list[Example]) -> dict:
         prompts = [build_chat_prompt(self.tokenizer, ex.question, self.task.instruction, self.system_prompt,
@@ -102,9 +144,10 @@ class PromptDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         stream = PromptStream(self.task.train_examples(), self.num_batches * self.prompts_per_step, self.seed)
+        rank, num_ranks = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         batches = SkipFirstBatches(self.num_batches, self.prompts_per_step, skip=self.consumed_batches,
-                                   rank=self.trainer.global_rank if self.trainer else 0,
-                                   num_ranks=self.trainer.world_size if self.trainer else 1)
+                                   rank=rank, num_ranks=num_ranks)
+        self.refill.rank, self.refill.num_ranks = rank, num_ranks
         # Own generator: creating the iterator must not draw from the global RNG that sampling uses, or a resumed
         # run would sample differently from an uninterrupted one.
         return ResumableDataLoader(stream, batch_sampler=batches, collate_fn=self._collate,

@@ -22,7 +22,6 @@ from hicra.algorithms import Algorithm, aggregate_denominator, masked_mean
 from hicra.errors import TrainingError
 from hicra.rollout.hf import HFSampler, RolloutBatch, sequence_logprobs
 from hicra.rollout.sampling_stream import SamplingStream
-from hicra.tasks.scoring import shaped_rewards
 from hicra.training.distributed import (
     clip_gradients,
     full_weights_for_generation,
@@ -45,6 +44,7 @@ from hicra.training.step_metrics import (
     update_metrics,
 )
 from hicra.training.step_output import KEY, StepOutput
+from hicra.training.sampling_rounds import sample_step
 from hicra.training.step_scoring import score_rollout
 from hicra.training.timing import Stopwatch, start_step
 from hicra.training.validation import ValidationTally
@@ -54,7 +54,7 @@ class PolicyGradientModule(pl.LightningModule):
     def __init__(self, policy, tokenizer, algorithm: Algorithm, detector, task, sampler: HFSampler, optimizer_factory,
                  micro_batch_size: int = 8, max_grad_norm: float | None = 1.0, diagnostics=None,
                  max_skipped_updates_in_a_row: int = 5, reference=None, format_reward: float = 0.0,
-                 score_truncated: bool = False, sampling_seed: int | None = None, lr_schedule=None):
+                 score_truncated: bool = False, sampling_seed: int | None = None, lr_schedule=None, refill=None):
         super().__init__()
         self.automatic_optimization = False  # several updates per rollout batch, micro-batching, our own clipping
         if algorithm.needs_reference and reference is None:
@@ -68,6 +68,7 @@ class PolicyGradientModule(pl.LightningModule):
         self.optimizer_factory = optimizer_factory
         self.lr_schedule = lr_schedule  # step -> lr multiplier (hicra.algorithms.schedules.lr_multiplier) or None
         self.micro_batch_size, self.max_grad_norm = micro_batch_size, max_grad_norm
+        self.refill = refill  # more prompts for dynamic sampling (hicra.training.data.PromptRefill) or None
         self.format_reward = format_reward  # added to the reward of a reply whose answer is in the asked form
         self.score_truncated = score_truncated  # False: a reply cut at the token budget scores 0 (strict)
         self.diagnostics = diagnostics  # hicra.training.hierarchy_diagnostics.HierarchyDiagnostics or None
@@ -100,15 +101,9 @@ class PolicyGradientModule(pl.LightningModule):
         """rollout -> score -> planning mask -> advantages -> token advantages -> update(s) -> log."""
         watch = self.stopwatch = start_step(self.device)
         with watch.phase("step_time"):  # rollout + update: what every algorithm pays (diagnostics come after)
-            with watch.phase("generation"):
-                rollout = self._generate(batch["prompts"], self.algorithm.group_size)
-            with watch.phase("scoring"):
-                texts, scored = score_rollout(self, rollout, batch["examples"], self.algorithm.group_size)
-                correctness = torch.tensor(scored.scores, device=self.device)  # (B,) what accuracy counts
-                in_form = torch.tensor(scored.in_form, device=self.device)  # (B,) bool
-                rewards = shaped_rewards(correctness, in_form, self.format_reward)  # (B,) what advantages use
-                overlong = self.algorithm.overlong_penalties(rollout.response_mask, self.sampler.max_new_tokens)
-                rewards = rewards + overlong  # (B,) DAPO's soft overlong penalty; 0 when overlong_buffer is 0
+            # generation and scoring, for one round or until dynamic sampling has its informative groups
+            sample, sampling = sample_step(self, batch)  # hicra/training/sampling_rounds.py
+            rollout, correctness, in_form, rewards = sample.rollout, sample.correctness, sample.in_form, sample.rewards
             with watch.phase("old_logprobs"):
                 old_logprobs, entropies = self._old_logprobs(rollout)
                 ref_logprobs = self._ref_logprobs(rollout)  # (B,T) or None without a reference model
@@ -124,11 +119,11 @@ class PolicyGradientModule(pl.LightningModule):
         step = self.global_step - self.algorithm.num_iterations  # updates the sampling policy had (MLflow's step)
         metrics = update_metrics(updates) | rollout_metrics(
             rollout, rewards, correctness, in_form, planning_mask, token_advantages, self.algorithm.group_size)
-        metrics |= overlong_metrics(overlong, rollout.truncated, self.algorithm.exclude_truncated)
-        self._log_step(metrics | self._run_metrics(rollout, correctness, record), step, batch_size=len(texts))
+        metrics |= overlong_metrics(sample.overlong, rollout.truncated, self.algorithm.exclude_truncated) | sampling
+        self._log_step(metrics | self._run_metrics(rollout, correctness, record), step, batch_size=len(sample.texts))
         # Lightning passes a returned Mapping on to the callbacks' on_train_batch_end (hicra/training/step_output.py).
-        return {KEY: StepOutput(step, rollout, texts, rewards.cpu(), correctness.cpu(), planning_mask.cpu(),
-                                advantages.cpu(), token_advantages.cpu(), batch["prompts"])}
+        return {KEY: StepOutput(step, rollout, sample.texts, rewards.cpu(), correctness.cpu(), planning_mask.cpu(),
+                                advantages.cpu(), token_advantages.cpu(), sample.prompts)}
 
     def _old_logprobs(self, rollout: RolloutBatch) -> tuple[Tensor | None, Tensor | None]:
         """The sampling policy's log-probs and entropies (B,T), or (None, None) when nothing needs them yet."""

@@ -246,7 +246,8 @@ def build_module(cfg: DictConfig, algorithm, sampler, task, num_batches: int):
                                   if cfg.get("diagnostics") else None,
                                   reference=build_reference(bundle.model, needed=algorithm.needs_reference),
                                   format_reward=cfg.format_reward, score_truncated=cfg.score_truncated,
-                                  lr_schedule=instantiate(cfg.lr_schedule) if cfg.get("lr_schedule") else None)
+                                  lr_schedule=instantiate(cfg.lr_schedule) if cfg.get("lr_schedule") else None,
+                                  refill=datamodule.refill)
     return bundle, datamodule, module
 
 
