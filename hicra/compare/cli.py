@@ -1,5 +1,5 @@
 """`hicra-compare [RUN_ID ...] [--experiment NAME] [--tracking-uri URI] [--out DIR] [--group-by KEYS]
-[--metric val/accuracy] [--threshold 0.3] [--baseline LABEL] [--no-log]`."""
+[--metric val/accuracy] [--threshold 0.3] [--baseline LABEL] [--paired [--effect X]] [--no-log]`."""
 
 from __future__ import annotations
 
@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.3, help="steps-to-threshold level (default: %(default)s)")
     p.add_argument("--baseline", default=None, metavar="LABEL", help="group compared against (a label or a unique "
                    "part of one; default: the group with algorithm=grpo)")
+    p.add_argument("--paired", action="store_true", help="also pair each arm with the baseline seed by seed: mean "
+                   "per-seed difference with its 95%% CI, SD, unpaired seeds, and the detectable difference")
+    p.add_argument("--effect", type=float, default=None, metavar="X", help="with --paired: the number of seeds a "
+                   "true difference of X (metric units, e.g. 0.05) needs for power 0.8 at the observed SD")
     p.add_argument("--no-log", action="store_true", help="do not log the report to MLflow as a compare run")
     return p
 
@@ -53,6 +57,16 @@ def _group_by(text: str | None) -> list[str] | None:
     if not keys:
         raise AnalyzeError(f"--group-by '{text}' names no key; use a comma list such as choice.algorithm,algorithm.alpha")
     return keys
+
+
+def _check_effect(args: argparse.Namespace) -> None:
+    if args.effect is None:
+        return
+    if not args.paired:
+        raise AnalyzeError(f"--effect {args.effect:g} needs --paired (it sizes a paired-by-seed study)")
+    if not (math.isfinite(args.effect) and args.effect > 0):
+        raise AnalyzeError(f"--effect={args.effect} is not allowed; use a finite difference > 0 in the metric's "
+                           "units, e.g. 0.05")
 
 
 def _check_metric(frame, metric: str, n_runs: int) -> None:
@@ -117,6 +131,10 @@ def verdict_metrics(summary: dict) -> dict[str, float]:
         for field, value in (("diff", c["diff"]), ("diff_low", c["ci_low"]), ("diff_high", c["ci_high"])):
             if value is not None:
                 out[metric_name(field, c["quantity"], c["group"])] = value
+    for arm in (summary.get("paired") or {}).get("arms", []):
+        for field in ("mean_diff", "ci_low", "ci_high", "detectable_difference"):
+            if arm[field] is not None:
+                out[metric_name(f"paired_{field}", arm["group"])] = arm[field]
     return out
 
 
@@ -153,6 +171,7 @@ def compare(args: argparse.Namespace) -> Path:
     args.metric = current_name(args.metric)  # an old name (hicra/semantic_entropy) reads as the runs now load
     if not math.isfinite(args.threshold):
         raise AnalyzeError(f"--threshold={args.threshold} is not allowed; use a finite number")
+    _check_effect(args)
     uri = absolute_tracking_uri(args.tracking_uri)
     client = open_client(uri)
     infos = training_runs(client, args.run_ids, args.experiment)
@@ -174,7 +193,8 @@ def compare(args: argparse.Namespace) -> Path:
     meta = {"tool": PROG, "generated": now.isoformat(timespec="seconds"), "tracking_uri": uri,
             "experiment": experiment}
     summary = build_summary(grouping, frame, evals, metric=args.metric, threshold=args.threshold,
-                            baseline=args.baseline, meta=meta, notes=[*notes, *eval_notes], bad=bad)
+                            baseline=args.baseline, meta=meta, notes=[*notes, *eval_notes], bad=bad,
+                            paired=args.paired, effect=args.effect)
 
     out = args.out or PROJECT_ROOT / "outputs" / "compare" / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', experiment)}-{stamp}"
     figures = _write(out, frame, summary)

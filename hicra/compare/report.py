@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hicra.compare import non_finite
 from hicra.compare.metric_bounds import MIN_CI_RUNS
+from hicra.compare.paired_report import markdown_section, stdout_block
 from hicra.tracking.html_report import md_code, md_text
 
 
@@ -117,7 +118,8 @@ def _final_cell(run: dict) -> str:
 
 
 def _run_rows(group: dict) -> list[list[str]]:
-    return [[md_text(r["name"]), md_code(r["run_id"]), md_text(r["seed"]), md_text(r["status"]),
+    return [[md_text(r["name"]), md_code(r["run_id"]), md_text("?" if r["seed"] is None else r["seed"]),
+             md_text(r["status"]),
              f"{_or_dash(r['last_step'])} / {_or_dash(r['max_steps'])}",
              _final_cell(r), "n/a" if r["best"] is None else f"{r['best']:.3f}",
              "never" if r["steps_to_threshold"] is None else str(r["steps_to_threshold"]),
@@ -148,6 +150,8 @@ def render_markdown(summary: dict, figures: list[str]) -> str:
                    "interval, not corrected for the number of comparisons in this table."), "",
                   *_md(["group", "quantity", "difference", "95% CI (Welch)", "n (group vs baseline)", "verdict"],
                        _diff_rows(summary, md_text)), ""]
+    if summary.get("paired"):
+        lines += markdown_section(summary)
     if figures:
         lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
     lines += ["## Notes", ""] + ([f"- {n}" for n in summary["notes"]] or ["None."]) + [""]
@@ -172,4 +176,6 @@ def render_stdout(summary: dict) -> str:
     if summary["comparisons"]:
         parts.append("\n".join([f"Differences vs baseline `{summary['baseline']}` (Welch 95% CI):"] +
                                [f"- {c['group']}, {c['quantity']}: {c['verdict']}" for c in summary["comparisons"]]))
+    if summary.get("paired"):
+        parts.append(stdout_block(summary))
     return "\n\n".join(parts)

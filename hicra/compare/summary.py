@@ -16,8 +16,9 @@ import pandas as pd
 from hicra.analyze.runs import AnalyzeError, series
 from hicra.compare import non_finite
 from hicra.compare.collect import EVAL_SCORE, EvalResult, TrainRun, positive_int_param
-from hicra.compare.grouping import Group
+from hicra.compare.grouping import Group, lookup
 from hicra.compare.metric_bounds import bounds
+from hicra.compare.paired import paired_comparisons
 from hicra.metrics.stats import mean_ci, welch_diff_ci
 from hicra.tracking.html_report import md_code, md_text
 
@@ -47,7 +48,8 @@ def run_numbers(run: TrainRun, frame: pd.DataFrame, metric: str, threshold: floa
     flagged = non_finite.points_of(bad, run.info.run_id)
     final_non_finite = non_finite.last_is_non_finite(flagged.get(metric, []), m)
     return {
-        "run_id": run.info.run_id, "name": run.info.name, "seed": run.info.seed, "status": run.info.status,
+        "run_id": run.info.run_id, "name": run.info.name, "status": run.info.status,
+        "seed": lookup(run.info, "seed"),  # the tag, else the param; None: neither (the report shows "?")
         "unfinished": run.unfinished, "unfinished_reason": run.unfinished_reason,
         "last_step": run.last_step, "max_steps": run.max_steps,
         "max_new_tokens": positive_int_param(run.info.params, "rollout.max_new_tokens"),
@@ -173,9 +175,11 @@ def unfinished_notes(runs: list[TrainRun]) -> list[str]:
 
 
 def build_summary(grouping, frame: pd.DataFrame, evals: list[EvalResult], *, metric: str, threshold: float,
-                  baseline: str | None, meta: dict, notes: list[str], bad: pd.DataFrame | None = None) -> dict:
+                  baseline: str | None, meta: dict, notes: list[str], bad: pd.DataFrame | None = None,
+                  paired: bool = False, effect: float | None = None) -> dict:
     """Everything summary.json holds; report.md and stdout are rendered from it. `meta`: experiment, uri, time;
-    `frame`: the finite metric points, `bad`: the NaN / inf ones (reported, never averaged)."""
+    `frame`: the finite metric points, `bad`: the NaN / inf ones (reported, never averaged). `paired`: add each arm
+    minus the baseline paired by seed (compare/paired.py), with the seeds `effect` would need."""
     bad = frame.iloc[:0] if bad is None else bad
     eval_keys = sorted({e.key for e in evals})
     by_run: dict[str, dict[str, EvalResult]] = {}
@@ -191,5 +195,6 @@ def build_summary(grouping, frame: pd.DataFrame, evals: list[EvalResult], *, met
             "n_runs": len(runs), "n_unfinished": sum(r.unfinished for r in runs), "baseline": chosen,
             "eval_keys": eval_keys, "groups": groups,
             "comparisons": comparisons(groups, chosen, metric, eval_keys),
+            "paired": paired_comparisons(groups, chosen, metric, CONFIDENCE, effect) if paired else None,
             "notes": [*grouping.notes, *unfinished_notes(runs),
                       *non_finite.notes([r for g in groups for r in g["runs"]]), *baseline_notes, *notes]}

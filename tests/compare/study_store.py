@@ -107,3 +107,34 @@ def make_study(root: Path) -> tuple[str, dict[tuple, str]]:
         client.set_terminated(run.info.run_id, "FINISHED")
     client.create_experiment("empty", artifact_location=(root / "art" / "empty").as_uri())
     return uri, ids
+
+
+PAIRED_FINAL = {  # (algorithm, seed) -> final val/accuracy of experiment "paired"; None: RUNNING, stopped at step 2
+    ("grpo", 0): 0.2, ("grpo", 1): 0.3, ("grpo", 2): 0.4, ("grpo", 3): 0.5,   # seed 3: baseline only
+    ("hicra", 0): 0.3, ("hicra", 1): 0.5, ("hicra", 2): 0.7,  # differences 0.1 0.2 0.3
+    ("hicra", 4): 0.6,                                         # hicra only
+    ("hicra", 5): None,
+}
+
+
+def make_paired_study(root: Path) -> tuple[str, dict[tuple, str]]:
+    """Experiment "paired": the same seeds per arm except seed 3 (grpo only), seed 4 (hicra only) and a RUNNING
+    hicra seed 5. Returns (tracking uri, {(algorithm, seed): run id})."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    root.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment("paired", artifact_location=(root / "art" / "paired").as_uri())
+    ids = {}
+    for (algo, seed), final in PAIRED_FINAL.items():
+        run = client.create_run(exp_id, run_name=f"{algo}__s{seed}", tags={
+            "choice.algorithm": algo, "choice.planner": PLANNER[algo], "seed": str(seed), "hicra.run_kind": "train"})
+        rid = ids[(algo, seed)] = run.info.run_id
+        client.log_param(rid, "trainer.max_steps", "4")
+        points = {0: 0.0, 2: 0.9} if final is None else {0: 0.0, 4: final}
+        client.log_batch(rid, metrics=[Metric("val/accuracy", v, 0, step) for step, v in points.items()])
+        if final is not None:
+            client.set_terminated(rid, "FINISHED")
+    return uri, ids
