@@ -136,6 +136,7 @@ def check_every_job(args: list[str], cfg, conf_dir: Path, config_name: str, sche
         check_keys(job_cfg, schema)
         check_values(job_cfg, schema)
         check_placement(job_cfg, launcher)  # the processes a job starts: sampler, SLURM allocation
+        check_placebo_task(job_cfg)
 
     # A `_target_`'s arguments need its import (torch, Lightning: seconds): checked here for a sweep, whose jobs must
     # all pass before the first starts; a single run's job checks them itself before its model loads (`preflight`).
@@ -148,6 +149,26 @@ def check_every_job(args: list[str], cfg, conf_dir: Path, config_name: str, sche
                     raise
                 named = " ".join(varying(job, overrides))
                 raise ConfigError(f"job {number} of {len(configs)}{f' ({named})' if named else ''}: {err}") from None
+
+
+BUNDLED_PLACEBO = "bundled://placebo_grams_"  # bundled://placebo_grams_<dataset>.txt: drawn from that task's replies
+
+
+def check_placebo_task(cfg) -> None:
+    """A shipped placebo list holds random n-grams of one task's replies (`bundled://placebo_grams_chain_sum.txt`):
+    on another task they are not its phrases and mark nothing like the grams' share, so that run draws its own."""
+    planner, task = cfg.get("planner"), cfg.get("task")
+    path = str(planner.get("grams_path") or "") if planner is not None else ""
+    if not path.startswith(BUNDLED_PLACEBO):
+        return
+    drawn_from = path[len(BUNDLED_PLACEBO):].removesuffix(".txt")
+    dataset = task.get("dataset") if task is not None else None
+    if dataset != drawn_from:
+        name = dataset or (task.get("path") if task is not None else None) or "without a dataset"
+        raise ConfigError(f"planner.grams_path={path} is {drawn_from}'s placebo list (random n-grams of its replies), "
+                          f"but the task is {name}; allowed: a list drawn from this task's replies, `hicra-grams "
+                          f"placebo --mlflow-run <a run of this task> --out placebo.txt`, then "
+                          f"planner.grams_path=placebo.txt")
 
 
 def check_output_folder(cfg, multirun: bool) -> None:

@@ -21,6 +21,7 @@ from hicra.errors import ConfigError
 from hicra.tracking.store import absolute_tracking_uri
 
 PROG = "hicra-grams"
+EMBEDDED_MODEL = "bundled://smollm2-135m-instruct"  # conf/model/smollm2_135m.yaml
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,14 +41,16 @@ def _positive(name: str, cast=int):
     return parse
 
 
-def _fraction(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not 0 < number <= 1:
-        raise argparse.ArgumentTypeError(f"--top-fraction={value} is invalid; allowed: a number in (0, 1]")
-    return number
+def _fraction(name: str):
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not 0 < number <= 1:
+            raise argparse.ArgumentTypeError(f"{name}={value} is invalid; allowed: a number in (0, 1]")
+        return number
+    return parse
 
 
 def add_corpus_arguments(command: argparse.ArgumentParser) -> None:
@@ -83,17 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="kmeans = MiniBatchKMeans, seeded (default); agglomerative = Ward, <= 10000 n-grams")
     mine.add_argument("--clusters", type=_positive("--clusters"), metavar="K",
                       help="number of clusters (default: n-grams // 10, clamped to [2, 1000])")
-    mine.add_argument("--top-fraction", type=_fraction, default=0.2,
+    mine.add_argument("--top-fraction", type=_fraction("--top-fraction"), default=0.2,
                       help="keep this fraction of clusters, highest Cluster DF first (default 0.2)")
     mine.add_argument("--seed", type=int, default=0, help="clustering seed (default 0)")
     mine.add_argument("--out", required=True, metavar="PATH", help="gram file to write (report goes beside it)")
     mine.add_argument("--no-progress", action="store_true", help="no embedding progress bar")
     placebo = sub.add_parser("placebo", help="draw the Placebo HICRA list: random n-grams of a corpus",
-                             description="As many random n-grams of each word length as the reference grams have, "
-                                         "drawn with a seed from the corpus's frequent n-grams (hicra.grams.placebo).")
+                             description="Random frequent n-grams of the corpus that neither contain nor overlap a "
+                                         "Strategic Gram, drawn with a seed until they mark the share of tokens the "
+                                         "grams mark (hicra.grams.placebo).")
     add_corpus_arguments(placebo)
     placebo.add_argument("--limit", type=_positive("--limit"), help="use only the first N texts")
     placebo.add_argument("--grams", metavar="PATH", help="the reference gram list (default: the paper's 249)")
+    placebo.add_argument("--tokenizer", default=EMBEDDED_MODEL, metavar="NAME_OR_PATH",
+                         help=f"the tokenizer whose tokens the shares count: the trained model's (default "
+                              f"{EMBEDDED_MODEL}, the embedded default's)")
+    placebo.add_argument("--tolerance", type=_fraction("--tolerance"), default=0.1,
+                         help="the placebo's token share must be within this fraction of the grams' (default 0.1)")
     placebo.add_argument("--min-df", type=_positive("--min-df"), default=3,
                          help="draw only n-grams found in at least this many texts (default 3, as mining)")
     placebo.add_argument("--seed", type=int, default=0, help="the draw's seed (default 0)")
@@ -102,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_placebo(args) -> dict:
-    from hicra.grams.placebo import draw_placebo_grams
+    from hicra.grams.placebo import draw_placebo_grams, tokenize
+    from hicra.models.loaders import load_tokenizer
     from hicra.planning.strategic_grams import load_grams
 
     out = Path(args.out).expanduser()
@@ -110,20 +120,32 @@ def run_placebo(args) -> dict:
         raise ConfigError(f"--out={args.out} is a folder; allowed: a file path")
     texts, source = _load_corpus(args)
     reference = load_grams(args.grams)
-    grams, lengths = draw_placebo_grams(texts, reference, seed=args.seed, min_df=args.min_df)
-    if not grams:
-        raise ConfigError(f"no n-gram of {source} is in at least --min-df={args.min_df} texts; allowed: a larger "
-                          "corpus or a smaller --min-df")
+    draw = draw_placebo_grams(tokenize(texts, load_tokenizer(args.tokenizer)), reference, seed=args.seed,
+                              min_df=args.min_df, tolerance=args.tolerance)
+    grams_share, placebo_share = draw.gram_tokens / draw.tokens, draw.placebo_tokens / draw.tokens
+    if draw.gram_tokens == 0:
+        raise ConfigError(f"the reference grams mark no token of {source}: there is no share to match; allowed: "
+                          "a corpus of the task's replies, or --grams naming grams that occur in it")
+    if not draw.within(args.tolerance):
+        raise ConfigError(f"the n-grams of {source} in at least --min-df={args.min_df} texts that do not overlap a "
+                          f"Strategic Gram mark {placebo_share:.2%} of its tokens at most, the grams "
+                          f"{grams_share:.2%}; allowed: a larger corpus, a smaller --min-df or a larger --tolerance")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(f"{g}\n" for g in grams), encoding="utf-8")
+    out.write_text("".join(f"{g}\n" for g in draw.grams), encoding="utf-8")
     report = {"grams_file": str(out), "corpus": {"source": source, "texts": len(texts)},
-              "reference": args.grams or "the paper's 249 grams", "seed": args.seed, "min_df": args.min_df,
-              "by_word_length": {str(n): v for n, v in lengths.items()}, "grams_written": len(grams)}
+              "reference": args.grams or "the paper's 249 grams", "tokenizer": args.tokenizer, "seed": args.seed,
+              "min_df": args.min_df, "tolerance": args.tolerance,
+              "marked_tokens": {"tokens": draw.tokens,
+                                "grams": {"tokens": draw.gram_tokens, "share": round(grams_share, 5)},
+                                "placebo": {"tokens": draw.placebo_tokens, "share": round(placebo_share, 5)},
+                                "both": draw.both_tokens},
+              "excluded_for_a_strategic_gram": draw.excluded,
+              "by_word_length": {str(n): v for n, v in draw.by_word_length.items()}, "grams_written": len(draw.grams)}
     report_path(out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    short = {n: v for n, v in lengths.items() if v["drawn"] < v["wanted"]}
-    print(f"placebo grams: {len(grams)} of {len(reference)} -> {out}")
-    for n, v in short.items():
-        print(f"  {n}-word grams: {v['drawn']} of {v['wanted']} (the corpus has only {v['pool']} frequent ones)")
+    print(f"placebo grams: {len(draw.grams)} -> {out}")
+    print(f"marked tokens: placebo {placebo_share:.2%}, grams {grams_share:.2%} (within {args.tolerance:g} of "
+          f"the grams' share; {draw.both_tokens} marked by both), of {draw.tokens} tokens in {len(texts)} texts")
+    print(f"left out for containing or overlapping a Strategic Gram: {draw.excluded} frequent n-grams")
     return report
 
 

@@ -27,21 +27,27 @@ _WORD = re.compile(r"\w+(?:'\w+)*")
 _SAME_RUN = re.compile(r"[ \t]*")  # what may separate two words of one n-gram
 
 
-def word_runs(text: str) -> list[list[str]]:
-    """Runs of words that n-grams may span (see the module docstring), lower-case."""
-    text = text.replace("\u2019", "'").lower()
-    runs: list[list[str]] = []
-    current: list[str] = []
+def word_runs_with_spans(text: str) -> list[list[tuple[str, int, int]]]:
+    """Runs of words that n-grams may span (see the module docstring): (word, start, end) with `text[start:end]`
+    the word as written; the word itself is lower-case."""
+    text = text.replace("\u2019", "'")  # one character for one: offsets stay those of `text`
+    runs: list[list[tuple[str, int, int]]] = []
+    current: list[tuple[str, int, int]] = []
     last_end = None
     for m in _WORD.finditer(text):
         if last_end is not None and not _SAME_RUN.fullmatch(text, last_end, m.start()):
             runs.append(current)
             current = []
-        current.append(m.group())
+        current.append((m.group().lower(), m.start(), m.end()))
         last_end = m.end()
     if current:
         runs.append(current)
     return runs
+
+
+def word_runs(text: str) -> list[list[str]]:
+    """Runs of words that n-grams may span (see the module docstring), lower-case."""
+    return [[word for word, _, _ in run] for run in word_runs_with_spans(text)]
 
 
 def ngrams(text: str, min_n: int = 3, max_n: int = 5) -> list[str]:
