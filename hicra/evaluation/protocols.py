@@ -17,6 +17,9 @@ class Protocol:
     greedy) as its headline number `eval/score`, plus pass@k for every k in `ks`. `samples_per_benchmark` maps a
     benchmark-name prefix to its own k (the paper: aime -> 32, amc -> 4); other benchmarks take `num_samples`.
     `strict` scores only a closed \\boxed{} answer, whatever the benchmark's task says about a last-number fallback.
+    `base_max_new_tokens` is the generation budget of a model without a training run (a base model; eval.yaml's
+    `base_max_new_tokens` reads it): the budget the trained models it is compared with answer within, so that base
+    and trained models are evaluated alike (a trained run is evaluated at its own rollout.max_new_tokens).
     """
 
     name: str
@@ -27,6 +30,7 @@ class Protocol:
     ks: Sequence[int] = field(default_factory=lambda: (1,))
     samples_per_benchmark: Mapping[str, int] = field(default_factory=dict)
     strict: bool = False
+    base_max_new_tokens: int = 1024
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_samples, int) or self.num_samples < 1:
@@ -38,6 +42,10 @@ class Protocol:
         if self.greedy and self.samples_per_benchmark:
             raise ConfigError("protocol.samples_per_benchmark is not allowed with greedy decoding (one answer per "
                               "problem); use {} or a sampling protocol")
+        if isinstance(self.base_max_new_tokens, bool) or not isinstance(self.base_max_new_tokens, int) or \
+                self.base_max_new_tokens < 1:
+            raise ConfigError(f"protocol.base_max_new_tokens={self.base_max_new_tokens!r} is not allowed; use an "
+                              "integer >= 1")
         if not isinstance(self.strict, bool):
             raise ConfigError(f"protocol.strict={self.strict!r} is not allowed; use true or false")
         if self.greedy and self.num_samples != 1:

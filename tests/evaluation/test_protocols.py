@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 from hydra.utils import instantiate
+from support import CONF_DIR
 
 from hicra.errors import ConfigError
 from hicra.evaluation.protocols import Protocol
-
-from support import CONF_DIR
 
 
 def test_every_protocol_option_instantiates(compose_eval):
@@ -27,6 +26,30 @@ def test_every_protocol_option_instantiates(compose_eval):
                                                                                                         32, 32)
 
 
+PAPER_RECIPES = sorted(p.stem for p in (CONF_DIR / "experiment" / "paper").glob("*.yaml"))
+
+
+def test_a_base_model_gets_the_budget_its_trained_counterparts_answer_within(compose_eval, compose_cfg):
+    from omegaconf import OmegaConf
+
+    from hicra.evaluation.evaluate import generation_budget
+    from hicra.evaluation.sources import Source
+
+    base = Source(label="base", checkpoint="base")  # checkpoint=null: no training run
+    paper = compose_eval("protocol=paper")
+    assert instantiate(paper.protocol).base_max_new_tokens == 16384
+    recipes = {compose_cfg(f"experiment=paper/{name}").rollout.max_new_tokens for name in PAPER_RECIPES}
+    assert len(PAPER_RECIPES) == 4 and recipes == {generation_budget(base, paper)}  # not 1024: no cut-off base replies
+    trained = Source(label="run", checkpoint="run",
+                     resolved=OmegaConf.create({"rollout": {"max_new_tokens": recipes.pop()}}))
+    assert generation_budget(trained, paper) == generation_budget(base, paper)  # base and trained alike
+    small = Source(label="run", checkpoint="run", resolved=OmegaConf.create({"rollout": {"max_new_tokens": 64}}))
+    assert generation_budget(small, paper) == 64  # a trained run: its own budget, whatever the protocol
+    assert [generation_budget(base, compose_eval(f"protocol={name}")) for name in ("greedy", "pass_at_k")] == [1024] * 2
+    assert generation_budget(base, compose_eval("protocol.base_max_new_tokens=2048")) == 2048
+    assert generation_budget(base, compose_eval("protocol=paper", "base_max_new_tokens=48")) == 48  # eval.yaml's wins
+
+
 def test_pass_at_1_is_always_reported():
     assert Protocol("x", num_samples=4, ks=[4, 2]).ks == (1, 2, 4)
 
@@ -42,6 +65,8 @@ def test_pass_at_1_is_always_reported():
     ({"num_samples": 4, "strict": "yes"}, "protocol.strict='yes'"),
     ({"num_samples": 4, "temperature": 0.0}, "protocol.temperature=0.0"),
     ({"num_samples": 4, "top_p": 1.5}, "protocol.top_p=1.5"),
+    ({"num_samples": 4, "base_max_new_tokens": 0}, "protocol.base_max_new_tokens=0"),
+    ({"num_samples": 4, "base_max_new_tokens": True}, "protocol.base_max_new_tokens=True"),
 ])
 def test_bad_values_are_one_line_errors(kwargs, fragment):
     with pytest.raises(ConfigError) as err:
