@@ -37,7 +37,6 @@ from hicra.algorithms.overlong import overlong_penalty
 from hicra.algorithms.sampler_correction import SAMPLER_CORRECTIONS, sampler_correction_weights
 from hicra.algorithms.spec import Algorithm
 from hicra.algorithms.transforms import (
-    hicra_positive_token_advantages,
     hicra_token_advantages,
     identity_token_advantages,
 )
@@ -55,7 +54,6 @@ __all__ = [
     "entropy_from_logits",
     "frac_zero_std_groups",
     "group_advantages",
-    "hicra_positive_token_advantages",
     "hicra_token_advantages",
     "identity_token_advantages",
     "informative_groups",

@@ -49,22 +49,6 @@ def hicra_token_advantages(advantages: Tensor, planning_mask: Tensor, alpha: flo
     return torch.where(mask, token_advantages + alpha * token_advantages.abs(), token_advantages)  # (B,T)
 
 
-def hicra_positive_token_advantages(advantages: Tensor, planning_mask: Tensor, alpha: float) -> Tensor:
-    """NOT the paper's formula: the rule a public port (TRL pull request 4997) attributes to the authors' released
-    code, which amplifies only in responses that did better than their group.
-
-        A[i,t] = A_i * (1 + alpha)   if planning_mask[i,t] and A_i > 0
-               = A_i                 otherwise             (negative advantages are never softened)
-
-    "Correct" in the port is read here as A_i > 0 (with 0/1 rewards, exactly the correct replies of a mixed group).
-    advantages (B,) or (B,T), planning_mask (B,T) -> (B,T) new detached tensor; alpha = 0 is exactly GRPO.
-    """
-    if not 0.0 <= alpha < 1.0:
-        raise ValueError(f"alpha must be in [0, 1), got {alpha}")
-    token_advantages, mask = _broadcast(advantages, planning_mask)
-    return torch.where(mask & (token_advantages > 0), token_advantages * (1.0 + alpha), token_advantages)  # (B,T)
-
-
 def drop_truncated(response_mask: Tensor, truncated: Tensor) -> Tensor:
     """DAPO's overlong filtering: responses cut at the length limit contribute no token to the loss.
 

@@ -10,16 +10,17 @@ exactly these tokens. Every detector returns a (B, T) bool mask that is False ou
 * `HighEntropyDetector`   - baseline: the top-rho highest-entropy ("forking") tokens of each response.
 * `RandomPlaceboDetector` - control ("Placebo HICRA"): random tokens/spans, as many per response as the grams mark.
 * `UnionDetector`         - strategic grams OR high-entropy tokens.
-* `LongResponseUnionDetector` - the same, only in responses longer than their group's mean (not the paper's: the
-  rule a public port attributes to the authors' code).
+* `AuthorsRuleDetector`   - grams in every response, plus the top-30% entropy tokens of correct responses longer
+  than their group's mean (not the paper's: the rule a public port attributes to the authors' code).
 * `NullDetector`          - marks nothing (GRPO); `marks_planning` is False so HICRA refuses it.
 """
 
+from hicra.planning.authors_rule import AuthorsRuleDetector
 from hicra.planning.base import NullDetector, PlanningDetector
 from hicra.planning.high_entropy import HighEntropyDetector
 from hicra.planning.random_placebo import RandomPlaceboDetector
 from hicra.planning.strategic_grams import StrategicGramDetector, compile_grams, find_gram_spans, load_grams
-from hicra.planning.union import LongResponseUnionDetector, UnionDetector
+from hicra.planning.union import UnionDetector
 
 __all__ = [
     "PlanningDetector",
@@ -27,7 +28,7 @@ __all__ = [
     "StrategicGramDetector",
     "HighEntropyDetector",
     "RandomPlaceboDetector",
-    "LongResponseUnionDetector",
+    "AuthorsRuleDetector",
     "UnionDetector",
     "load_grams",
     "compile_grams",

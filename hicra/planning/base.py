@@ -14,6 +14,8 @@ class PlanningDetector(Protocol):
     `needs_entropy`: the trainer must pass per-token entropies to `mask`.
     `marks_planning`: False only for detectors that can never mark anything (HICRA refuses to run with those,
     because HICRA with an all-False mask is silently plain GRPO).
+    The trainer always passes `correctness` (the task's score per reply); detectors that do not gate on success
+    accept and ignore it.
     """
 
     needs_entropy: bool
@@ -24,6 +26,7 @@ class PlanningDetector(Protocol):
         response_ids: torch.Tensor,  # (B, T) long: sampled token ids, padded after the response
         response_mask: torch.Tensor,  # (B, T) bool: True on the tokens the policy generated (incl. the first EOS)
         entropies: torch.Tensor | None = None,  # (B, T) float: H(pi(.|x<t)), only for needs_entropy detectors
+        correctness: torch.Tensor | None = None,  # (B,) float: the task's score per reply (>= 1 = correct)
     ) -> torch.Tensor:  # (B, T) bool: True = planning token; always False where response_mask is False
         ...
 
@@ -53,6 +56,7 @@ class NullDetector:
         response_ids: torch.Tensor,
         response_mask: torch.Tensor,
         entropies: torch.Tensor | None = None,
+        correctness: torch.Tensor | None = None,
     ) -> torch.Tensor:
         check_inputs(response_ids, response_mask)
         return torch.zeros(response_ids.shape, dtype=torch.bool, device=response_ids.device)

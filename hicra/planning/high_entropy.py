@@ -31,6 +31,7 @@ class HighEntropyDetector:
         response_ids: torch.Tensor,  # (B, T) long
         response_mask: torch.Tensor,  # (B, T) bool
         entropies: torch.Tensor | None = None,  # (B, T) float
+        correctness: torch.Tensor | None = None,  # unused
     ) -> torch.Tensor:  # (B, T) bool
         valid = check_inputs(response_ids, response_mask)
         if entropies is None:

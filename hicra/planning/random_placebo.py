@@ -114,6 +114,7 @@ class RandomPlaceboDetector:
         response_ids: torch.Tensor,  # (B, T) long
         response_mask: torch.Tensor,  # (B, T) bool
         entropies: torch.Tensor | None = None,  # unused
+        correctness: torch.Tensor | None = None,  # unused
     ) -> torch.Tensor:  # (B, T) bool
         valid = check_inputs(response_ids, response_mask).cpu()
         ids = response_ids.detach().cpu()

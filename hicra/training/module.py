@@ -110,7 +110,8 @@ class PolicyGradientModule(pl.LightningModule):
                 # (B,) the task's reward, KL-penalised when the algorithm puts the KL in the reward
                 rewards = self.algorithm.rewards_with_kl(rewards, old_logprobs, ref_logprobs, rollout.response_mask)
             with watch.phase("planner"):
-                planning_mask = self.detector.mask(rollout.response_ids, rollout.response_mask, entropies)  # (B,T)
+                planning_mask = self.detector.mask(  # (B,T)
+                    rollout.response_ids, rollout.response_mask, entropies, correctness=correctness)
                 advantages = self.algorithm.advantages(rewards)  # (B,)
                 token_advantages = self.algorithm.token_advantages(advantages, planning_mask)  # (B,T)
             per_token = loss_inputs(token_advantages, old_logprobs, ref_logprobs, rollout.sampler_logprobs)

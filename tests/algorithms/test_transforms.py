@@ -96,13 +96,13 @@ def test_drop_truncated_removes_whole_rows_only():
     assert out.dtype == torch.bool and mask.tolist()[1] == [True, True, True]  # input untouched
 
 
-def test_authors_rule_amplifies_only_positive_advantages():
-    from hicra.algorithms import hicra_positive_token_advantages
+def test_authors_rule_uses_the_papers_transform_and_damps_blame_on_gram_tokens(compose_cfg):
+    # TRL pull request 4997: marked tokens get A*(1 + alpha*sign A) = A + alpha*|A|, a failed reply's too
+    from hicra.config.instantiate import build
 
-    adv = torch.tensor([1.0, -1.0, 0.0])
-    mask = torch.tensor([[True, False], [True, True], [True, False]])
-    out = hicra_positive_token_advantages(adv, mask, alpha=0.2)
-    assert torch.equal(out, torch.tensor([[1.2, 1.0], [-1.0, -1.0], [0.0, 0.0]]))  # blame is never softened
-    assert torch.equal(hicra_positive_token_advantages(adv, mask, alpha=0.0), identity_token_advantages(adv, mask))
-    with pytest.raises(ValueError, match="alpha"):
-        hicra_positive_token_advantages(adv, mask, alpha=1.0)
+    algorithm = build(compose_cfg("algorithm=hicra_authors_rule", "planner=authors_rule").algorithm)
+    adv = torch.tensor([1.0, -1.0, 0.0])  # (B=3,)
+    mask = torch.tensor([[True, False], [True, False], [True, False]])  # a gram token first in every reply
+    out = algorithm.token_advantages(adv, mask)
+    assert torch.equal(out, torch.tensor([[1.2, 1.0], [-0.8, -1.0], [0.0, 0.0]]))  # -1 -> -0.8: blame damped
+    assert torch.equal(out, hicra_token_advantages(adv, mask, alpha=0.2))

@@ -44,16 +44,3 @@ def test_bad_rho_is_rejected(tok):
     with pytest.raises(ValueError, match="rho"):
         UnionDetector(tok, rho=0.0)
 
-
-def test_long_response_union_keeps_marks_only_in_longer_than_average_replies(tok):
-    from hicra.planning import LongResponseUnionDetector
-
-    ids = torch.randint(3, 1000, (4, 6), generator=torch.Generator().manual_seed(1))
-    valid = torch.arange(6)[None] < torch.tensor([6, 2, 3, 5])[:, None]  # groups of 2: means 4 and 4
-    entropies = torch.rand(4, 6, generator=torch.Generator().manual_seed(2))
-    union = UnionDetector(tok, rho=0.3).mask(ids, valid, entropies)
-    gated = LongResponseUnionDetector(tok, rho=0.3, group_size=2).mask(ids, valid, entropies)
-    assert union[[1, 2]].any()  # replies 1 and 2 are shorter than their group's mean: their marks go
-    assert torch.equal(gated[[0, 3]], union[[0, 3]]) and not gated[[1, 2]].any()
-    with pytest.raises(ValueError, match="groups of 3"):
-        LongResponseUnionDetector(tok, group_size=3).mask(ids, valid, entropies)
