@@ -101,7 +101,8 @@ def _check_instance(group: str, cfg, smollm2_tokenizer, tmp_path):
         detector = build(node, tokenizer=smollm2_tokenizer)
         ids = torch.tensor([smollm2_tokenizer("Wait, but 2 + 2 = 4", add_special_tokens=False).input_ids])
         ids = ids.repeat(int(cfg.algorithm.group_size), 1)  # one whole group (B,T), as training hands a detector
-        mask = detector.mask(ids, torch.ones_like(ids, dtype=torch.bool), torch.rand(ids.shape))
+        mask = detector.mask(ids, torch.ones_like(ids, dtype=torch.bool), torch.rand(ids.shape),
+                             correctness=torch.ones(ids.shape[0]))
         assert mask.shape == ids.shape and mask.dtype == torch.bool
     elif group == "model":
         bundle = build(node)
