@@ -107,6 +107,14 @@ def mapping(value: Rule) -> Rule:
                 f"a mapping of names to values that are each {value.allowed}")
 
 
+def worked_examples(*, null: bool = False) -> Rule:
+    """A list of {question: text, answer: text} pairs (the `demonstrations` shown before each question)."""
+    def accepts(v: object) -> bool:
+        return isinstance(v, list) and all(isinstance(d, dict) and set(d) == {"question", "answer"} and
+                                           all(isinstance(x, str) and x.strip() for x in d.values()) for d in v)
+    return _or_null(Rule(accepts, "a list of {question: <text>, answer: <text>} pairs"), null)
+
+
 def node(*, null: bool = False) -> Rule:
     """A nested `{_target_: ...}` node (trainer.strategy for FSDP, a benchmark's task); its own keys are its
     target's arguments, and have rules of their own."""

@@ -31,6 +31,7 @@ from hicra.config.rules import (
     numbers,
     one_of,
     text,
+    worked_examples,
 )
 
 SEED = integer(0, 2**32 - 1)  # numpy's and Lightning's seed range
@@ -145,6 +146,7 @@ TRAIN: dict[str, Rule] = {
     "checkpoint_every_n_steps": integer(0, meaning="0 = off"),
     "ckpt_path": text(null=True),
     "system_prompt": any_text(null=True),
+    "demonstrations": worked_examples(null=True),
     "optimized_metric": text(null=True),
     "max_grad_norm": number(0, lo_open=True, null=True),
     # below a correct answer's 1, so a right answer always outscores a well-formatted wrong one
@@ -163,7 +165,7 @@ TRAIN: dict[str, Rule] = {
 
 PROTOCOL = {"name": text(), "num_samples": integer(1), "samples_per_benchmark": mapping(integer(1)),
             "temperature": number(0, 10, lo_open=True), "top_p": FRACTION, "greedy": flag(), "strict": flag(),
-            "ks": integers(1)}
+            "ks": integers(1), "base_max_new_tokens": integer(1)}
 
 EVAL: dict[str, Rule] = {
     "checkpoint": text(null=True),
@@ -174,6 +176,7 @@ EVAL: dict[str, Rule] = {
     "max_prompt_tokens": integer(1),
     "seed": SEED,
     "system_prompt": any_text(null=True),
+    "demonstrations": worked_examples(null=True),
     "device": text(),
     "paths.output_dir": text(),
     "benchmark.name": text(null=True),

@@ -87,6 +87,14 @@ def system_prompt(source: src.Source, cfg: DictConfig) -> str | None:
     return source.resolved.get("system_prompt")
 
 
+def demonstrations(source: src.Source, cfg: DictConfig) -> list[dict] | None:
+    """The worked examples before each question: eval's own setting, else the training run's (as it was trained)."""
+    shots = cfg.get("demonstrations")
+    if shots is None and source.resolved is not None:
+        shots = source.resolved.get("demonstrations")
+    return None if shots is None else OmegaConf.to_container(shots, resolve=True)
+
+
 def load_model(source: src.Source, cfg: DictConfig, device: torch.device):
     from hicra.models.loaders import load_pretrained
 
@@ -200,7 +208,8 @@ def run_job(job: Job, index: int, protocol, cfg: DictConfig, device, client, par
     sampler = protocol.sampler(job.max_new_tokens, cfg.max_prompt_tokens)
     records = sample_answers(bundle.model, bundle.tokenizer, job.task, job.examples, sampler,
                              num_samples=job.num_samples, greedy=protocol.greedy, batch_size=cfg.batch_size,
-                             system_prompt=system_prompt(source, cfg), desc=f"{source.label} {job.benchmark}")
+                             system_prompt=system_prompt(source, cfg), desc=f"{source.label} {job.benchmark}",
+                             demonstrations=demonstrations(source, cfg))
     metrics = summarize(records, len(job.examples), job.num_samples, protocol.ks, protocol.greedy,
                         skipped_count(job.task))
     metrics["eval/max_new_tokens"] = float(job.max_new_tokens)

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from hicra.rollout.hf import HFSampler
 from hicra.tasks import Example, Task, build_chat_prompt
+from hicra.tasks.prompts import Demonstrations
 from hicra.tracking.artifacts import cap_text
 
 MAX_TEXT_CHARS = 8_000  # hicra.training.callbacks.MAX_PROMPT_CHARS: a reader sees the start and the end
@@ -20,7 +21,7 @@ MAX_TEXT_CHARS = 8_000  # hicra.training.callbacks.MAX_PROMPT_CHARS: a reader se
 @torch.no_grad()
 def sample_answers(model, tokenizer, task: Task, examples: list[Example], sampler: HFSampler, *,
                    num_samples: int, greedy: bool, batch_size: int, system_prompt: str | None,
-                   desc: str = "eval") -> list[dict]:
+                   desc: str = "eval", demonstrations: Demonstrations = None) -> list[dict]:
     """Generate and score `num_samples` answers per example; a progress bar counts batches."""
     model.eval()
     records: list[dict] = []
@@ -29,7 +30,7 @@ def sample_answers(model, tokenizer, task: Task, examples: list[Example], sample
     for start in progress:
         batch = examples[start:start + batch_size]
         prompts = [build_chat_prompt(tokenizer, ex.question, task.instruction, system_prompt, sampler.max_prompt_tokens,
-                                     budget_key="max_prompt_tokens")  # hicra-eval's own setting names the cut
+                                     budget_key="max_prompt_tokens", demonstrations=demonstrations)  # hicra-eval's own setting names the cut
                    for ex in batch]  # an over-long question is cut from the left, the template kept whole
         rollout = sampler.generate(model, tokenizer, prompts, num_samples, greedy=greedy)  # B = len(batch) x n
         ids = rollout.response_ids.masked_fill(~rollout.response_mask, tokenizer.pad_token_id)  # (B, T)

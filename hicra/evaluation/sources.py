@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hicra.config.instantiate import refuse_foreign_targets, refuse_interpolations
+from hicra.config.rules import worked_examples
 from hicra.errors import ConfigError
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # MLflow's run ids: uuid4 hex
@@ -174,6 +175,10 @@ def _checked(config: DictConfig, origin: str) -> DictConfig:
     prompt = config.get("system_prompt")
     if prompt is not None and not isinstance(prompt, str):
         raise ConfigError(f"{origin}: system_prompt is a {type(prompt).__name__}, not text")
+    shots = config.get("demonstrations")
+    if shots is not None and not worked_examples()(OmegaConf.to_container(shots) if OmegaConf.is_config(shots)
+                                                   else shots):
+        raise ConfigError(f"{origin}: demonstrations is not {worked_examples().allowed}")
     return config
 
 

@@ -14,7 +14,7 @@ from hicra.tracking.store import absolute_tracking_uri, check_tracking_uri, quie
 
 # The eval params that decide whether an earlier eval run already answers this one (a resumed study skips it).
 _SIGNATURE_PREFIXES = ("benchmark.", "protocol.")
-_SIGNATURE_KEYS = ("limit", "max_new_tokens", "max_prompt_tokens", "system_prompt", "seed")
+_SIGNATURE_KEYS = ("limit", "max_new_tokens", "max_prompt_tokens", "system_prompt", "demonstrations", "seed")
 
 
 def open_store(logger_cfg, *, must_exist: bool, why: str = ""):

@@ -5,13 +5,15 @@ run exists and before the step-0 validation starts."""
 from __future__ import annotations
 
 from hicra.errors import ConfigError
-from hicra.tasks.prompts import build_chat_prompt
+from hicra.tasks.prompts import Demonstrations, build_chat_prompt
 
 
-def longest_prompt_tokens(tokenizer, task, system_prompt: str | None, max_prompt_tokens: int) -> int:
+def longest_prompt_tokens(tokenizer, task, system_prompt: str | None, max_prompt_tokens: int,
+                          demonstrations: Demonstrations = None) -> int:
     """Tokens of the longest training or validation prompt as the sampler sees it (cut at max_prompt_tokens)."""
     questions = [ex.question for ex in (*task.train_examples(), *task.val_examples())]
-    prompts = [build_chat_prompt(tokenizer, q, task.instruction, system_prompt) for q in questions]
+    prompts = [build_chat_prompt(tokenizer, q, task.instruction, system_prompt, demonstrations=demonstrations)
+               for q in questions]
     lengths = tokenizer(prompts, add_special_tokens=False)["input_ids"] if prompts else []
     return min(max(map(len, lengths), default=0), max_prompt_tokens)
 

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hicra.errors import ConfigError
 from hicra.tasks import Example, build_chat_prompt
-from hicra.tasks.prompts import check_prompt_room
+from hicra.tasks.prompts import Demonstrations, check_prompt_room
 from hicra.training.distributed import shard
 
 
@@ -116,14 +116,15 @@ class PromptDataModule(pl.LightningDataModule):
 
     def __init__(self, task, tokenizer, prompts_per_step: int, num_batches: int, seed: int = 0,
                  val_batch_size: int = 32, system_prompt: str | None = None, updates_per_batch: int = 1,
-                 max_prompt_tokens: int | None = None):
+                 max_prompt_tokens: int | None = None, demonstrations: Demonstrations = None):
         super().__init__()
         if max_prompt_tokens is not None:  # a budget the template alone overflows fails now, not at the first batch
-            check_prompt_room(tokenizer, task.instruction, system_prompt, max_prompt_tokens)
+            check_prompt_room(tokenizer, task.instruction, system_prompt, max_prompt_tokens,
+                              demonstrations=demonstrations)
         self.max_prompt_tokens = max_prompt_tokens
         self.task, self.tokenizer = task, tokenizer
         self.prompts_per_step, self.num_batches, self.seed = prompts_per_step, num_batches, seed
-        self.val_batch_size, self.system_prompt = val_batch_size, system_prompt
+        self.val_batch_size, self.system_prompt, self.demonstrations = val_batch_size, system_prompt, demonstrations
         self.updates_per_batch = updates_per_batch
         self.consumed_batches = 0  # set from a checkpoint on resume
         self.refill = PromptRefill(task.train_examples, self._collate, prompts_per_step, seed)
@@ -139,7 +140,7 @@ class PromptDataModule(pl.LightningDataModule):
 
     def _collate(self, examples: list[Example]) -> dict:
         prompts = [build_chat_prompt(self.tokenizer, ex.question, self.task.instruction, self.system_prompt,
-                                     self.max_prompt_tokens) for ex in examples]
+                                     self.max_prompt_tokens, demonstrations=self.demonstrations) for ex in examples]
         return {"examples": examples, "prompts": prompts}
 
     def train_dataloader(self) -> DataLoader:

@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
@@ -231,11 +231,18 @@ def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir) / "runs" / "manual"
 
 
+def demonstrations(cfg: DictConfig) -> list[dict] | None:
+    """The worked examples shown before each question as earlier chat turns (`demonstrations`), as plain dicts."""
+    shots = cfg.get("demonstrations")
+    return None if shots is None else OmegaConf.to_container(shots, resolve=True)
+
+
 def build_module(cfg: DictConfig, algorithm, sampler, task, num_batches: int):
     """The model (loaded now), the prompt datamodule and the LightningModule of a run: (bundle, datamodule, module)."""
     bundle = build(cfg.model)
     datamodule = PromptDataModule(task, bundle.tokenizer, cfg.prompts_per_step, num_batches, seed=cfg.seed,
                                   val_batch_size=cfg.val_batch_size, system_prompt=cfg.system_prompt,
+                                  demonstrations=demonstrations(cfg),
                                   updates_per_batch=algorithm.num_iterations,
                                   max_prompt_tokens=sampler.max_prompt_tokens)
     module = PolicyGradientModule(bundle.model, bundle.tokenizer, algorithm, build(cfg.planner, tokenizer=bundle.tokenizer),
@@ -287,7 +294,8 @@ def fit_run(cfg: DictConfig, choices: dict[str, str], parts: tuple, out_dir: Pat
     bundle, datamodule, module = build_module(cfg, algorithm, sampler, task, num_batches)
     check_model_fits(resume, module)
     check_updates_survive(bundle.model, cfg.optim, cfg.trainer.get("precision", "32-true"))  # before any MLflow run
-    longest = longest_prompt_tokens(bundle.tokenizer, task, cfg.system_prompt, sampler.max_prompt_tokens)
+    longest = longest_prompt_tokens(bundle.tokenizer, task, cfg.system_prompt, sampler.max_prompt_tokens,
+                                    demonstrations(cfg))
     check_fits_context(bundle.model.config, longest, sampler)
     watch.raise_if_signalled()  # stopped while the model loaded: no MLflow run exists yet
     logger = watch.logger = \

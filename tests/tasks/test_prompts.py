@@ -34,6 +34,35 @@ def test_plain_text_fallback_without_chat_template():
     assert build_chat_prompt(NoTemplate(), "Q?", "Box it.") == "Q?\n\nBox it.\n"
 
 
+SHOTS = [{"question": "1 + 2 =", "answer": "The answer is \\boxed{3}."},
+         {"question": "4 + 5 + 1 =", "answer": "Step by step: 4 + 5 = 9, 9 + 1 = 10. The answer is \\boxed{10}."}]
+
+
+def test_demonstrations_are_earlier_turns_of_the_chat_in_order(tokenizer):
+    prompt = build_chat_prompt(tokenizer, "7 + 7 =", "Box it.", system_prompt="Be terse.", demonstrations=SHOTS)
+    assert prompt == ("<|im_start|>system\nBe terse.<|im_end|>\n"
+                      "<|im_start|>user\n1 + 2 =\n\nBox it.<|im_end|>\n"
+                      "<|im_start|>assistant\nThe answer is \\boxed{3}.<|im_end|>\n"
+                      "<|im_start|>user\n4 + 5 + 1 =\n\nBox it.<|im_end|>\n"
+                      "<|im_start|>assistant\nStep by step: 4 + 5 = 9, 9 + 1 = 10. The answer is \\boxed{10}.<|im_end|>\n"
+                      "<|im_start|>user\n7 + 7 =\n\nBox it.<|im_end|>\n<|im_start|>assistant\n")
+    assert build_chat_prompt(NoTemplate(), "7 + 7 =", "Box it.", demonstrations=SHOTS[:1]) == \
+        "1 + 2 =\n\nBox it.\nThe answer is \\boxed{3}.\n\n7 + 7 =\n\nBox it.\n"
+
+
+def test_demonstrations_count_against_the_prompt_budget(tokenizer):
+    plain = check_prompt_room(tokenizer, "Box it.", None, 400)
+    with_shots = check_prompt_room(tokenizer, "Box it.", None, 400, demonstrations=SHOTS)
+    shots_only = count_tokens(tokenizer, build_chat_prompt(tokenizer, "x", "Box it.", demonstrations=SHOTS)) - \
+        count_tokens(tokenizer, build_chat_prompt(tokenizer, "x", "Box it."))
+    assert plain - with_shots == shots_only > 40
+    with pytest.raises(ConfigError, match="system prompt, demonstrations and instruction alone take"):
+        check_prompt_room(tokenizer, "Box it.", None, shots_only, demonstrations=SHOTS)
+    cut = build_chat_prompt(tokenizer, "9 + " * 200 + "1 =", "Box it.", max_tokens=plain - 100 + 40 + shots_only,
+                            demonstrations=SHOTS)
+    assert CUT_MARKER in cut and "Step by step: 4 + 5 = 9" in cut  # the question is cut, the examples kept whole
+
+
 # --- over-long questions: cut from the left, the template and the instruction kept whole ---
 
 SYSTEM = "Solve the arithmetic problem."
@@ -74,8 +103,8 @@ def test_a_budget_the_template_alone_overflows_is_a_one_line_config_error(tokeni
     with pytest.raises(ConfigError) as err:
         build_chat_prompt(tokenizer, "What is 3 + 4? " * 100, DEFAULT_INSTRUCTION, SYSTEM, max_tokens=frame)
     assert str(err.value) == (f"rollout.max_prompt_tokens={frame} leaves no room for a question: the chat template, "
-                              f"system prompt and instruction alone take {frame} tokens; allowed: a value above "
-                              f"{frame}")
+                              f"system prompt, demonstrations and instruction alone take {frame} tokens; allowed: a "
+                              f"value above {frame}")
 
 
 def test_the_cut_and_its_error_name_the_caller_s_setting(tokenizer):
