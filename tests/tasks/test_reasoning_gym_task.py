@@ -108,3 +108,18 @@ def test_rejected_difficulty_value():
 def test_bad_sizes(train_size, val_size):
     with pytest.raises(ConfigError, match="size"):
         ReasoningGymTask("chain_sum", train_size=train_size, val_size=val_size)
+
+
+def test_shipped_basic_arithmetic_answers_the_expression_it_shows(compose_cfg):
+    """Every gold answer equals the shown expression evaluated with the usual precedence (Python's), so the reward
+    pays for arithmetic, not for guessing how the generator grouped the terms."""
+    import reasoning_gym
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.to_container(compose_cfg("task=basic_arithmetic").task)
+    difficulty = {k: v for k, v in node.items() if k not in ("_target_", "dataset", "train_size", "val_size", "seed",
+                                                             "instruction", "last_number_fallback")}
+    data = reasoning_gym.create_dataset("basic_arithmetic", size=300, seed=node["seed"], **difficulty)
+    wrong = [(e["metadata"]["expression"], e["answer"]) for e in data
+             if abs(eval(e["metadata"]["expression"]) - float(e["answer"])) > 1e-9]  # digits and + - * / ( ) only
+    assert wrong == []
