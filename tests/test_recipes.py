@@ -196,3 +196,21 @@ def test_dapo_style_sweeps_grpo_and_hicra(tmp_path):
         assert run.info.status == "FINISHED" and run.data.params["algorithm.dynamic_sampling_rounds"] == "3"
         assert len(client.get_metric_history(run.info.run_id, "sampling/prompts_consumed")) == 2
         assert "train/overlong_penalty_mean" in run.data.metrics
+
+
+def test_planning_sum_offers_a_plan_whose_decision_token_the_grams_mark(compose_cfg, smollm2_tokenizer):
+    """experiment=planning_sum: one direct and one planned worked example as chat turns, an instruction that leaves
+    the choice open, and the planned reply's first token ("Step", the decision) inside a Strategic Gram."""
+    cfg = compose_cfg("experiment=planning_sum")
+    task = build(cfg.task)
+    assert "step" not in task.instruction.lower() and len(cfg.demonstrations) == 2
+    direct, planned = (d.answer for d in cfg.demonstrations)
+    assert direct.startswith("The answer is") and planned.startswith("Step by step:")
+    for shot in cfg.demonstrations:  # the worked examples add up
+        terms = [int(t) for t in shot.question.removeprefix("Calculate ").rstrip(".").split(" + ")]
+        assert f"\\boxed{{{sum(terms)}}}" in shot.answer
+    assert all(" + " in e.question and "*" not in e.question for e in task.train_examples()[:50])
+    ids = torch.tensor([smollm2_tokenizer(planned, add_special_tokens=False).input_ids])
+    mask = build(cfg.planner, tokenizer=smollm2_tokenizer).mask(ids, torch.ones_like(ids, dtype=torch.bool))
+    assert smollm2_tokenizer.decode(ids[0, :1]) == "Step" and bool(mask[0, 0])
+    assert not mask[0, -8:].any()  # "\boxed{20}." is not a gram
