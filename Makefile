@@ -43,10 +43,10 @@ train: setup
 # store take file locks). `make test TEST_WORKERS=0` runs it in one process; `make test-fast` skips `slow` tests.
 TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow" $(ARGS)
 
 # The lowest versions pyproject.toml declares (constraints/lowest.txt), in a throwaway venv made anew each time: the
 # model, rollout and training tests that are not `slow`, then three slow ones that run real tiny trainings (a LoRA CLI

@@ -46,6 +46,7 @@ CACHE_IMPLEMENTATIONS = ("static",)  # hicra.rollout.hf, besides null
 # Lightning's `precision` values (lightning_fabric's _PRECISION_INPUT): its canonical names, then its aliases.
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
               "transformer-engine-float16", "32", "16", "bf16", "64", 32, 16, 64)
+ARITHMETIC_OPERATORS = ("+", "-", "*", "/")  # reasoning-gym basic_arithmetic
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 
 
@@ -100,6 +101,8 @@ TASK = {
     "allow_parentheses": flag(), "allow_negation": flag(), "min_numbers": integer(1), "max_numbers": integer(1),
     "min_value": integer(), "max_value": integer(), "min_target": integer(), "max_target": integer(),
     "difficulty": number(0, lo_open=True),
+    "operators": Rule(lambda v: isinstance(v, list) and len(v) > 0 and all(o in ARITHMETIC_OPERATORS for o in v),
+                      f"a non-empty list of {', '.join(ARITHMETIC_OPERATORS)}"),  # basic_arithmetic's
 }
 
 ROLLOUT = {

@@ -49,8 +49,13 @@ def test_sigterm_is_forwarded_to_the_workers_and_the_sweep_ends_in_one_line(monk
 def test_without_workers_a_signal_is_handled_as_for_a_single_run(monkeypatch):
     """The basic launcher (or joblib with one job at a time) runs the jobs in this process: Ctrl-C stays Python's."""
     monkeypatch.setattr(sweep_signals, "pool_workers", list)
-    with pytest.raises(KeyboardInterrupt), SweepSignals():
-        signal.raise_signal(signal.SIGINT)
+    # Python's own Ctrl-C handler before the sweep, whatever an earlier test in this worker process left installed
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), SweepSignals():
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 WORKER_SIDE = """
