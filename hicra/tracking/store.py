@@ -70,7 +70,9 @@ def machine_description() -> str:
     return text + f", torch {torch.__version__}"
 
 
-PLANNER_SHORT = {"strategic_grams": "grams", "random_placebo": "placebo", "high_entropy": "entropy", "none": ""}
+# Short names of conf/planner/ options in run names (tests/training/test_cli.py checks the keys are real options)
+PLANNER_SHORT = {"strategic_grams": "grams", "placebo_grams": "placebo", "random": "placebo_spans",
+                 "high_entropy": "entropy", "authors_rule": "authors", "none": ""}
 NAMED_ELSEWHERE = ("seed", "algorithm", "planner")  # already in the name's first words
 
 

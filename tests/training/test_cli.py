@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import mlflow
 import pytest
-from support import TINY_RUN, run_train
+from support import PROJECT_ROOT, TINY_RUN, run_train
 
 REQUIRED_METRICS = [
     "train/reward_mean", "train/accuracy", "train/response_length", "train/frac_zero_std_groups", "loss/policy",
@@ -102,12 +102,20 @@ def test_high_entropy_planner_runs_with_hicra(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def test_planner_short_names_are_keyed_by_real_planner_options():
+    from hicra.tracking.store import PLANNER_SHORT
+
+    options = {p.stem for p in (PROJECT_ROOT / "conf" / "planner").glob("*.yaml")}
+    assert set(PLANNER_SHORT) <= options, set(PLANNER_SHORT) - options
+
+
 def test_run_names_put_the_seed_first_and_name_the_swept_keys(monkeypatch):
     from hicra.tracking.store import default_run_name
     from hicra.training.run import is_sweep
 
-    choices = {"algorithm": "hicra", "planner": "random_placebo"}
+    choices = {"algorithm": "hicra", "planner": "placebo_grams"}
     assert default_run_name(choices, 2) == "s2 hicra placebo"
+    assert default_run_name({"algorithm": "hicra", "planner": "random"}, 2) == "s2 hicra placebo_spans"
     assert default_run_name(choices, 0, {"algorithm.alpha": "0.1", "seed": "0", "algorithm": "hicra"}) == \
         "s0 hicra placebo alpha=0.1"
     assert default_run_name({"algorithm": "grpo", "planner": "none"}, 1) == "s1 grpo"
