@@ -200,11 +200,13 @@ class VLLMSampler(HFSampler):
                     for _ in range(num_prompts)]
         # Per-request seeds drawn from torch's RNG (the rank's sampling stream, hicra/rollout/sampling_stream.py,
         # saved in checkpoints): every request its own stream, reproducible for a seed as far as vLLM's kernels are
-        # deterministic. logprobs=0: the sampled token's own log-prob only (the mismatch correction's input).
-        first = int(torch.randint(0, 2**31 - 1 - num_prompts, ()))
+        # deterministic. vLLM seeds a request's child j with seed + j, so request i starts G seeds after request
+        # i - 1: with first + i, prompt i's child j would share prompt i+1's child j-1's seed (correlated groups).
+        # logprobs=0: the sampled token's own log-prob only (the mismatch correction's input).
+        first = int(torch.randint(0, 2**31 - 1 - num_prompts * group_size, ()))
         return [SamplingParams(n=group_size, temperature=self.temperature, top_p=self.top_p,
                                top_k=self.top_k if self.top_k > 0 else -1, max_tokens=self.max_new_tokens,
-                               min_tokens=self.min_new_tokens, seed=first + i, logprobs=0, **common)
+                               min_tokens=self.min_new_tokens, seed=first + i * group_size, logprobs=0, **common)
                 for i in range(num_prompts)]
 
     def _engine(self, policy, tokenizer):

@@ -190,7 +190,9 @@ def test_training_rollout_params_and_batch(with_fake_vllm, tiny):
     assert loads_before == 1 and llm.prefix_cache_resets == 1  # weights synced before sampling
     assert [(p.n, p.temperature, p.top_p, p.top_k, p.max_tokens, p.stop_token_ids, p.logprobs) for p in params] == \
         [(G, 0.7, 0.9, -1, 16, [eos], 0)] * 2
-    assert len({p.seed for p in params}) == 2  # every request its own sampling stream
+    # every request its own sampling stream, and no child's seed (vLLM: request seed + j) shared across requests
+    child_seeds = [p.seed + j for p in params for j in range(G)]
+    assert len(set(child_seeds)) == len(child_seeds) == 2 * G
 
     # Prompts: exactly HFSampler's tokenization (left padding, truncation to max_prompt_tokens, no special tokens).
     enc = tok(PROMPTS, return_tensors="pt", padding=True, truncation=True, max_length=8, add_special_tokens=False)
