@@ -16,7 +16,7 @@ from pathlib import Path
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import bootstrap_ratio  # noqa: E402
+from run import bootstrap_ratio
 
 
 def mean_ci(values: list[float]) -> tuple[float, float, float]:
@@ -30,8 +30,9 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
 def table(result: dict) -> str:
     rows, summary = result["batches"], result["summary"]
     grpo = [r["grpo"] for r in rows]
-    lines = ["| arm | mean change per lr [95% CI] | minus GRPO's, paired [95% CI] | ratio to GRPO [95% bootstrap] | "
-             "predicted 1 + alpha(1 - p) |", "|---|---|---|---|---|"]
+    header = ("| arm | mean change per lr [95% CI] | minus GRPO's, paired [95% CI] | ratio to GRPO [95% bootstrap] | "
+              "predicted 1 + alpha(1 - p) |")
+    lines = [header, "|---|---|---|---|---|"]
     m, lo, hi = mean_ci(grpo)
     lines.append(f"| GRPO | {m:+.1f} [{lo:+.1f}, {hi:+.1f}] | - | 1 | 1 |")
     for arm, info in summary["arms"].items():
@@ -50,12 +51,12 @@ def main() -> None:
     result = json.loads(Path(sys.argv[1]).read_text())
     s = result["summary"]
     print(f"{s['batches']} batches of {s['prompts_per_batch']} prompts x {s['group_size']}; held-out prompts "
-          f"{s['heldout_prompts']}, decision probability {s['heldout_decision_prob']:.3f}; sampled replies that plan "
+          f"{s['heldout_prompts']}, decision probability (geometric mean) {s['heldout_decision_prob']:.3f}; sampled replies that plan "
           f"p = {s['sampled_plan_frac']:.3f}; marked tokens {s['marked_token_frac']:.3f}\n")
     print(table(result))
     checks = result["checks"]
     if checks:
-        print("\nReal SGD steps (lr %g) vs first order:" % result["settings"]["lr"])
+        print(f"\nReal SGD steps (lr {result['settings']['lr']:g}) vs first order:")
         for c in checks:
             print(f"- batch {c['batch']} {c['arm']}: measured {c['measured']:+.4f}, first order {c['first_order']:+.4f}")
 

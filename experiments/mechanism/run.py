@@ -46,8 +46,9 @@ def load(overrides: list[str]):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     bundle, task, sampler = build(cfg.model), build(cfg.task), build(cfg.rollout)
-    render = lambda q: build_chat_prompt(bundle.tokenizer, q, task.instruction, cfg.system_prompt,  # noqa: E731
-                                         sampler.max_prompt_tokens, demonstrations=demonstrations(cfg))
+    def render(question: str) -> str:
+        return build_chat_prompt(bundle.tokenizer, question, task.instruction, cfg.system_prompt,
+                                 sampler.max_prompt_tokens, demonstrations=demonstrations(cfg))
     return cfg, bundle, task, sampler, render
 
 
@@ -60,9 +61,9 @@ def decision_logprob(model, tokenizer, prompts: list[str], decision_id: int, tem
 
 
 def direction(model, tokenizer, prompts, decision_id, temperature) -> tuple[list[torch.Tensor], float, float]:
-    """h/|h| per parameter, |h| and the mean decision probability on the held-out prompts."""
+    """h/|h| per parameter, |h| and the decision's geometric-mean probability on the held-out prompts."""
     model.zero_grad(set_to_none=True)
-    total, probs = 0.0, []
+    total = 0.0
     for i in range(0, len(prompts), 16):
         lp = decision_logprob(model, tokenizer, prompts[i:i + 16], decision_id, temperature)
         lp.backward()

@@ -42,32 +42,32 @@ def direct(answer: int) -> str:
 
 # name: (reasoning-gym dataset, its difficulty, keep a question? (None = all), worked examples: direct, then stepwise)
 CANDIDATES = {
-    "sum4x1_mixed": ("chain_sum", dict(min_terms=4, max_terms=4, min_digits=1, max_digits=1), None,
+    "sum4x1_mixed": ("chain_sum", {"min_terms": 4, "max_terms": 4, "min_digits": 1, "max_digits": 1}, None,
                      [("2 + 6 - 3 + 5", direct(10)),
                       ("7 - 4 + 8 + 1", "Step by step: 7 - 4 = 3, 3 + 8 = 11, 11 + 1 = 12. " + direct(12))]),
-    "sum4x1_add": ("chain_sum", dict(min_terms=4, max_terms=4, min_digits=1, max_digits=1), "no_minus",
+    "sum4x1_add": ("chain_sum", {"min_terms": 4, "max_terms": 4, "min_digits": 1, "max_digits": 1}, "no_minus",
                    [("2 + 6 + 3 + 5", direct(16)),
                     ("7 + 4 + 8 + 1", "Step by step: 7 + 4 = 11, 11 + 8 = 19, 19 + 1 = 20. " + direct(20))]),
-    "sum5x1_add": ("chain_sum", dict(min_terms=5, max_terms=5, min_digits=1, max_digits=1), "no_minus",
+    "sum5x1_add": ("chain_sum", {"min_terms": 5, "max_terms": 5, "min_digits": 1, "max_digits": 1}, "no_minus",
                    [("2 + 6 + 3 + 5 + 4", direct(20)),
                     ("7 + 4 + 8 + 1 + 6", "Step by step: 7 + 4 = 11, 11 + 8 = 19, 19 + 1 = 20, 20 + 6 = 26. "
                      + direct(26))]),
-    "sum3x2_add": ("chain_sum", dict(min_terms=3, max_terms=3, min_digits=2, max_digits=2), "no_minus",
+    "sum3x2_add": ("chain_sum", {"min_terms": 3, "max_terms": 3, "min_digits": 2, "max_digits": 2}, "no_minus",
                    [("23 + 46 + 15", direct(84)),
                     ("37 + 24 + 58", "Step by step: 37 + 24 = 61, 61 + 58 = 119. " + direct(119))]),
     # the same sums from basic_arithmetic, which draws + alone natively (a shippable task option, no filter)
-    "add4x1_ba": ("basic_arithmetic", dict(min_terms=4, max_terms=4, min_digits=1, max_digits=1, operators=("+",),
-                                           allow_parentheses=False, allow_negation=False), None,
+    "add4x1_ba": ("basic_arithmetic", {"min_terms": 4, "max_terms": 4, "min_digits": 1, "max_digits": 1, "operators": ("+",),
+                                           "allow_parentheses": False, "allow_negation": False}, None,
                   [("2 + 6 + 3 + 5", direct(16)),
                    ("7 + 4 + 8 + 1", "Step by step: 7 + 4 = 11, 11 + 8 = 19, 19 + 1 = 20. " + direct(20))]),
     # operator precedence: answering left to right is wrong whenever a * follows a + (reasoning-gym 0.1.19's gold
     # answers for these ignore precedence without parentheses: not a usable task, kept to show why)
-    "prec3x1": ("basic_arithmetic", dict(min_terms=3, max_terms=3, min_digits=1, max_digits=1, operators=("+", "*"),
-                                         allow_parentheses=False, allow_negation=False), "mixed_ops",
+    "prec3x1": ("basic_arithmetic", {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1, "operators": ("+", "*"),
+                                         "allow_parentheses": False, "allow_negation": False}, "mixed_ops",
                 [("6 + 2 * 4", direct(14)),
                  ("3 + 5 * 7", "Step by step: multiply first, 5 * 7 = 35, then 3 + 35 = 38. " + direct(38))]),
-    "prec4x1": ("basic_arithmetic", dict(min_terms=4, max_terms=4, min_digits=1, max_digits=1, operators=("+", "*"),
-                                         allow_parentheses=False, allow_negation=False), "mixed_ops",
+    "prec4x1": ("basic_arithmetic", {"min_terms": 4, "max_terms": 4, "min_digits": 1, "max_digits": 1, "operators": ("+", "*"),
+                                         "allow_parentheses": False, "allow_negation": False}, "mixed_ops",
                 [("6 + 2 * 4 + 1", direct(15)),
                  ("3 + 5 * 7 + 2", "Step by step: multiply first, 5 * 7 = 35, then 3 + 35 = 38, 38 + 2 = 40. "
                   + direct(40))]),
