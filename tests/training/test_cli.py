@@ -96,10 +96,19 @@ def test_multirun_2x2_lands_in_one_experiment(tmp_path):
     assert all("val/accuracy" in r.data.metrics for r in runs)
 
 
-def test_high_entropy_planner_runs_with_hicra(tmp_path):
-    result = run_train([*TINY_RUN, "algorithm=hicra", "planner=high_entropy", "logger=none",
-                        "algorithm.num_iterations=2", "trainer.max_steps=2"], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_high_entropy_planner_runs_with_hicra(compose_cfg, tmp_path):
+    """planner=high_entropy needs the old log-prob pass's entropies: it marks ceil(0.3 n) tokens of each reply, and
+    with two updates per batch the second one sees the moved policy (ratio != 1)."""
+    from hicra.training.run import train
+
+    cfg = compose_cfg(*TINY_RUN, "algorithm=hicra", "planner=high_entropy", "logger=none", "trainer.max_steps=4",
+                      "algorithm.num_iterations=2", f"paths.output_dir={tmp_path}", "task._target_=support.ParityTask",
+                      "score_truncated=true")  # mixed rewards on a random model: the updates move the policy
+    history = train(cfg, choices={"algorithm": "hicra", "planner": "high_entropy"})["train_history"]
+    assert len(history) == 2
+    for row in history:  # rho = 0.3 of each reply's tokens, rounded up: a little over 0.3 of the batch
+        assert 0.3 <= row["hierarchy/planning_token_frac"] <= 0.4
+        assert row["policy/ratio_max"] != 1.0
 
 
 def test_planner_short_names_are_keyed_by_real_planner_options():
