@@ -45,7 +45,8 @@ class RolloutBatch:
     def num_tokens(self) -> int:
         return int(self.response_mask.sum())
 
-    def rows(self, index: slice) -> "RolloutBatch":
+    def rows(self, index: slice | Tensor) -> "RolloutBatch":
+        """The rows at `index`: a slice (micro-batches) or a (K,) long tensor (dynamic sampling's kept groups)."""
         sampler = None if self.sampler_logprobs is None else self.sampler_logprobs[index]
         return RolloutBatch(*(t[index] for t in (self.prompt_ids, self.prompt_mask, self.response_ids,
                                                  self.response_mask, self.truncated)), sampler)

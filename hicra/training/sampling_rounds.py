@@ -39,11 +39,7 @@ class ScoredRollout:
     def groups(self, keep: Tensor, group_size: int) -> ScoredRollout:
         """The groups at indices `keep` (K,) long, in that order."""
         rows = (keep[:, None] * group_size + torch.arange(group_size, device=keep.device)).reshape(-1)  # (K*G,)
-        rollout = self.rollout
-        picked = RolloutBatch(*(t[rows.to(t.device)] for t in (rollout.prompt_ids, rollout.prompt_mask,
-                                                                rollout.response_ids, rollout.response_mask,
-                                                                rollout.truncated)),
-                              None if rollout.sampler_logprobs is None else rollout.sampler_logprobs[rows])
+        picked = self.rollout.rows(rows.to(self.rollout.response_ids.device))
         on_cpu = rows.tolist()
         return ScoredRollout(picked, [self.texts[i] for i in on_cpu], self.correctness[rows], self.in_form[rows],
                              self.overlong[rows], self.rewards[rows], [self.examples[i] for i in keep.tolist()],
@@ -115,18 +111,19 @@ def fill_with_informative_groups(first: ScoredRollout, draw: Callable[[], Scored
     Returns (the batch to train on, its Tally). Every rank trains on the smallest rank's count of informative groups;
     when no rank found any, on `first` as it is (all advantages 0: the update GRPO would make without filtering).
     """
-    target, tally, kept = len(first.prompts), Tally(), []
+    target, tally, kept, held = len(first.prompts), Tally(), [], 0  # held: this rank's informative groups so far
     batch = first
     while True:
         tally.rounds += 1
-        keep = informative(batch.rewards).nonzero().squeeze(1)  # (K,) indices of informative groups
-        tally.groups, tally.informative = tally.groups + len(batch.prompts), tally.informative + len(keep)
+        found = informative(batch.rewards).nonzero().squeeze(1)  # (K,) indices of the informative groups
+        keep = found[:target - held]  # those there is room for
+        tally.groups, tally.informative = tally.groups + len(batch.prompts), tally.informative + len(found)
         tally.correct += float((batch.correctness >= 1.0).sum())
         tally.replies += len(batch.texts)
-        room = target - sum(len(k.prompts) for k in kept)
-        if len(keep) and room > 0:
-            kept.append(batch.groups(keep[:room], group_size))
-        have = smallest(sum(len(k.prompts) for k in kept))
+        if len(keep):
+            kept.append(batch.groups(keep, group_size))
+            held += len(keep)
+        have = smallest(held)
         if have >= target or tally.rounds >= max_rounds:
             break
         batch = draw()
