@@ -122,6 +122,22 @@ def masked_token_stats(
     return out[0], out[1]
 
 
+def reply_share_with_marks(
+    planning_mask: Tensor,  # (B, T) bool or {0,1}
+    response_mask: Tensor,  # (B, T) bool or {0,1}
+) -> float:
+    """Share of replies with at least one marked response token: how many replies use a planning phrase at all (on a
+    task where a plan is optional, the adoption of the plan), where the token share mixes that with reply length.
+    Marks at padded positions do not count; an empty batch gives float('nan')."""
+    if planning_mask.shape != response_mask.shape:
+        raise ValueError(f"planning_mask {tuple(planning_mask.shape)} and response_mask "
+                         f"{tuple(response_mask.shape)} must have the same shape")
+    if planning_mask.shape[0] == 0:
+        return float("nan")
+    marked = (planning_mask.bool() & response_mask.bool()).any(dim=1)  # (B,)
+    return float(marked.float().mean())
+
+
 def relative_perplexity(mean_nll: float, reference_mean_nll: float) -> float:
     """exp(mean_nll) / exp(reference_mean_nll), computed as exp(mean_nll - reference) (no overflow)."""
     return math.exp(mean_nll - reference_mean_nll)

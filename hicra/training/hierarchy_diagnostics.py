@@ -16,6 +16,7 @@ from hicra.metrics.diagnostics import (
     masked_token_stats,
     pass_at_g,
     relative_perplexity,
+    reply_share_with_marks,
     semantic_entropy,
     semantic_entropy_at,
     top_entropy_overlap,
@@ -45,6 +46,7 @@ class HierarchyDiagnostics:
                                                                seed=self.seed * 1_000_003 + self.steps),
             "hierarchy/cond_entropy_after_gram": conditional_entropy_after_gram([p for row in pairs for p in row]),
             "train/pass_at_g": pass_at_g(rewards, group_size),
+            "hierarchy/gram_reply_frac": reply_share_with_marks(grams, response_mask),
         }
         ent_plan, ent_exec = masked_token_stats(entropies, grams, response_mask)
         nll_plan, nll_exec = masked_token_stats(-logprobs, grams, response_mask)

@@ -165,3 +165,18 @@ def test_semantic_entropy_at_a_fixed_number_of_occurrences():
     assert semantic_entropy_at(rows, 3, seed=7) == semantic_entropy_at(rows[::-1], 3, seed=7)  # order-free
     with pytest.raises(ValueError, match="n must be >= 1"):
         semantic_entropy_at(rows, 0, seed=0)
+
+
+def test_reply_share_with_marks_counts_replies_with_any_mark_inside_the_response():
+    from hicra.metrics.diagnostics import reply_share_with_marks
+
+    response = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
+    marks = torch.tensor([[0, 1, 0, 0],   # marked inside the reply
+                          [0, 0, 1, 0],   # marked only on padding: does not count
+                          [1, 1, 0, 1],   # several marks: one reply
+                          [0, 0, 0, 0]], dtype=torch.bool)
+    assert reply_share_with_marks(marks, response) == 0.5
+    assert reply_share_with_marks(torch.zeros(4, 4, dtype=torch.bool), response) == 0.0
+    assert math.isnan(reply_share_with_marks(torch.zeros(0, 4, dtype=torch.bool), torch.zeros(0, 4, dtype=torch.bool)))
+    with pytest.raises(ValueError, match="same shape"):
+        reply_share_with_marks(marks[:, :3], response)

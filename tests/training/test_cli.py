@@ -16,6 +16,7 @@ REQUIRED_METRICS = [
     "hierarchy/semantic_entropy", "hierarchy/cond_entropy_after_gram", "hierarchy/entropy_planning", "hierarchy/entropy_execution",
     "hierarchy/nll_planning", "hierarchy/nll_execution", "hierarchy/rel_ppl_planning", "hierarchy/rel_ppl_execution",
     "hierarchy/planning_in_top_entropy_frac", "hierarchy/top_entropy_in_planning_frac", "train/pass_at_g",
+    "hierarchy/gram_reply_frac",
     "perf/diagnostics_s",
 ]
 
