@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--top-fraction", type=_fraction("--top-fraction"), default=0.2,
                       help="keep this fraction of clusters, highest Cluster DF first (default 0.2)")
     mine.add_argument("--seed", type=int, default=0, help="clustering seed (default 0)")
+    mine.add_argument("--drop-answer-sentence", action="store_true",
+                      help="leave out each solution's sentence holding \\boxed{...} (the answer restated in the asked "
+                           "form) before taking n-grams: in short replies its n-grams are in every solution")
     mine.add_argument("--out", required=True, metavar="PATH", help="gram file to write (report goes beside it)")
     mine.add_argument("--no-progress", action="store_true", help="no embedding progress bar")
     placebo = sub.add_parser("placebo", help="draw the Placebo HICRA list: random n-grams of a corpus",
@@ -175,6 +178,10 @@ def run_mine(args) -> dict:
         raise ConfigError(f"--out={args.out} is a folder; allowed: a file path")
     start = time.perf_counter()
     texts, source = _load_corpus(args)
+    if args.drop_answer_sentence:
+        from hicra.grams.mining import drop_answer_sentence
+
+        texts = [kept for kept in map(drop_answer_sentence, texts) if kept.strip()]
     read_s = time.perf_counter() - start
     result = mine(texts, min_n=args.min_n, max_n=args.max_n, min_df=args.min_df, max_grams=args.max_grams,
                   clusterer=args.clusterer, clusters=args.clusters, top_fraction=args.top_fraction,

@@ -34,7 +34,9 @@ def default_model_dir() -> Path:
 
 
 def default_clusters(n_grams: int) -> int:
-    return min(MAX_DEFAULT_CLUSTERS, max(2, n_grams // 10))
+    """About ten n-grams per cluster, 2 to 1000, never more clusters than n-grams (a corpus of short, uniform replies
+    may leave a single frequent n-gram)."""
+    return min(n_grams, MAX_DEFAULT_CLUSTERS, max(2, n_grams // 10))
 
 
 def embed(grams: list[str], model_dir: str | Path | None = None, batch_size: int = 256,

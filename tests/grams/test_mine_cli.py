@@ -114,3 +114,20 @@ def test_bad_mlflow_runs(tmp_path, capsys, mlflow_store):
            "run '0123456789abcdef' not found")
     _fails(capsys, ["mine", "--mlflow-run", without, "--tracking-uri", uri, *out],
            f"run '{without}' has no artifact corpus/correct_completions.jsonl")
+
+
+def test_drop_answer_sentence_keeps_the_plan_phrase_instead_of_the_answer_form(tmp_path):
+    """Short replies that plan or not, all ending in the demonstrated answer sentence (experiment=planning_sum's
+    form): on frequency alone "the answer is" wins; without the answer sentence only the plan phrase is left (one
+    n-gram: one cluster, not an error)."""
+    planned = [f"Step by step: {a} + 1 = {a + 1}, {a + 1} + 2 = {a + 3}. The answer is \\boxed{{{a + 3}}}."
+               for a in range(6)]
+    direct = [f"The answer is \\boxed{{{a}}}." for a in range(6)]
+    corpus = tmp_path / "replies.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in planned + direct))
+    plain = mine(tmp_path, "plain.txt", "--jsonl", str(corpus), "--top-fraction", "0.5")
+    assert plain.read_text().splitlines() == ["the answer is"]
+    dropped = mine(tmp_path, "dropped.txt", "--jsonl", str(corpus), "--drop-answer-sentence")
+    assert dropped.read_text().splitlines() == ["step by step"]
+    report = json.loads((tmp_path / "dropped.report.json").read_text())
+    assert report["corpus"]["solutions"] == 6 and report["parameters"]["drop_answer_sentence"] is True

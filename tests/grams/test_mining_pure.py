@@ -79,3 +79,15 @@ def test_every_ngram_is_found_by_the_matcher_in_its_source(solutions):
         assert load_grams is not None  # the gram is already in load_grams' normal form:
         assert gram == " ".join(gram.split()).lower()
         assert not re.search(r"[.,!?\n]", gram)
+
+
+def test_drop_answer_sentence_keeps_the_work_and_leaves_no_run_across_the_gap():
+    from hicra.grams.mining import drop_answer_sentence
+
+    reply = "Step by step: 7 + 4 = 11, 11 + 8 = 19. The answer is \\boxed{19}."
+    assert drop_answer_sentence(reply) == "Step by step: 7 + 4 = 11, 11 + 8 = 19."
+    assert drop_answer_sentence("The answer is \\boxed{16}.") == ""
+    assert drop_answer_sentence("no box here. the answer is 3") == "no box here. the answer is 3"
+    # a sentence between two kept ones goes, and the kept ones do not join into one run of words
+    text = "we can use the fact. so the answer is \\boxed{4}. then check it"
+    assert ngrams(drop_answer_sentence(text), 3, 3) == ["we can use", "can use the", "use the fact", "then check it"]
