@@ -29,42 +29,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from bench_hicra import compose, prompt_batches, sync
+from bench_hicra import compose, prompt_batches
+from bench_support import SMOLLM2_SHAPE, SUM_TASK, decode_floor, sync
 
-from hicra.models import prefix_sharing
-from hicra.models.cache_compat import cache_kwargs
 from hicra.rollout import decode as decode_module
-from hicra.rollout.kv_cache import preallocate
 from hicra.rollout.packed_linear import packed_linears
-
-
-@torch.no_grad()
-def decode_floor(model, prompt_ids, prompt_mask, group_size: int, max_new_tokens: int, calls: int = 15) -> dict:
-    """Median seconds of one batched single-token forward at the mean cache length, and that times the steps.
-
-    prompt_ids, prompt_mask (U, Lp) left-padded, as the decoding loop gets them."""
-    model.eval()
-    U, Lp = prompt_ids.shape
-    B, extra = U * group_size, max_new_tokens // 2  # cache = prompt + half a reply: the mean over the reply
-    cache = prefix_sharing.prefilled_cache(model, prompt_ids, prompt_mask, group_size)
-    preallocate(cache, Lp + extra + 1)
-    filler = torch.full((B, extra), int(prompt_ids[0, -1]), dtype=torch.long, device=prompt_ids.device)
-    mask = torch.cat([prompt_mask.long().repeat_interleave(group_size, 0), torch.ones_like(filler)], dim=1)
-    positions = prefix_sharing.positions(mask)  # (B, Lp + extra)
-    model(input_ids=torch.cat([prompt_ids[:, -1:].repeat_interleave(group_size, 0), filler[:, :-1]], dim=1),
-          attention_mask=mask[:, :-1], position_ids=positions[:, Lp - 1:-1], use_cache=True,
-          **cache_kwargs(cache))
-    times = []
-    for _ in range(calls):
-        sync()
-        start = time.perf_counter()
-        model(input_ids=filler[:, -1:], attention_mask=mask, position_ids=positions[:, -1:], use_cache=True,
-              **cache_kwargs(cache))
-        sync()
-        times.append(time.perf_counter() - start)
-        cache.crop(-1)
-    step = statistics.median(times)
-    return {"forward_s": step, "floor_s": step * max_new_tokens, "cache_length": Lp + extra, "rows": B}
 
 
 @contextmanager
@@ -139,7 +108,6 @@ def main(argv: list[str] | None = None) -> dict:
     out_path = args.out or PROJECT_ROOT / "benchmarks" / "results" / f"decode-{args.preset}.json"
     task_node = None  # the default task (reasoning-gym chain_sum); the GPU host has no verifier libraries
     if shape:
-        from bench_step import SMOLLM2_SHAPE, SUM_TASK
         task_node = {"task": SUM_TASK}
         model_overrides = [*SMOLLM2_SHAPE, *([f"model.tokenizer_name_or_path={args.tokenizer}"] if args.tokenizer
                                              else [])]

@@ -10,6 +10,7 @@ import time
 
 import pytorch_lightning as pl
 import torch
+from bench_support import sync
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hicra.config.instantiate import build
@@ -39,11 +40,6 @@ def compose(overrides: list[str], replace: dict | None = None) -> DictConfig:
         for key, node in (replace or {}).items():
             cfg[key] = OmegaConf.create(node)
     return cfg
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def peak_gib() -> float | None:

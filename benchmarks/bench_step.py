@@ -13,7 +13,7 @@ HICRA + diagnostics and TRL interleaved step by step, the order rotated every ro
 `--steps` rounds, and reports: median wall time per step with a distribution-free 95% interval, the hicra/TRL ratios
 and the overheads of HICRA over GRPO and of the diagnostics over HICRA paired round by round (geometric mean, 95%
 t-interval), response tokens per second, peak CUDA memory, hicra's time breakdown (perf/* metrics) and its generation
-against the decoding floor (bench_decode.py). Targets are measured here, never asserted.
+against the decoding floor (bench_support.decode_floor). Targets are measured here, never asserted.
 """
 
 from __future__ import annotations
@@ -29,20 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from bench_decode import decode_floor
 from bench_hicra import VARIANTS, compose, prompt_batches, release_memory, run_hicra
 from bench_report import PROJECT_ROOT, compare, load_average, machine_info, summarize, write
+from bench_support import QWEN05B_SHAPE, SMOLLM2_SHAPE, SUM_TASK, decode_floor
 from bench_trl import run_trl, trl_version
 from bench_turns import ProcessTurns, Turns, rotations
 
 from hicra.config.instantiate import build
-
-SMOLLM2_SHAPE = ["model=tiny", "model.hidden_size=576", "model.num_hidden_layers=30", "model.num_attention_heads=9",
-                 "model.num_key_value_heads=3", "model.intermediate_size=1536"]
-QWEN05B_SHAPE = ["model=tiny", "model._target_=bench_support.build_qwen2_shaped", "model.hidden_size=896",
-                 "model.num_hidden_layers=24", "model.num_attention_heads=14", "model.num_key_value_heads=2",
-                 "model.intermediate_size=4864"]
-SUM_TASK = {"_target_": "bench_support.SumTask", "train_size": 256, "val_size": 8, "seed": 0}
 
 
 @dataclass(frozen=True)
@@ -192,7 +185,7 @@ def run_block(s: dict, model: str, gc: bool, trl: str | None) -> dict:
 
 
 def decode_floor_of(s: dict, model: str, gc: bool, task_node: dict | None) -> dict:
-    """The decoding floor on this block's model and first prompt batch (bench_decode.decode_floor)."""
+    """The decoding floor on this block's model and first prompt batch (bench_support.decode_floor)."""
     cfg = compose(overrides(s, model, gc, "grpo"), task_node)
     bundle = build(cfg.model)
     device = "cuda" if PRESETS[s["preset"]].trainer == "gpu" else "cpu"

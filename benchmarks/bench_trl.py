@@ -12,7 +12,8 @@ import tempfile
 import time
 
 import torch
-from bench_hicra import peak_gib, prompt_batches, release_memory, sync
+from bench_hicra import peak_gib, prompt_batches, release_memory
+from bench_support import sync
 from omegaconf import DictConfig
 
 from hicra.config.instantiate import build

@@ -1,14 +1,17 @@
-"""benchmarks/bench_decode.py on the tiny model: the floor is one forward per step, every variant does the same
-fixed-length work, and the "before" variants put the loop back as it was. No timing thresholds."""
+"""benchmarks/bench_decode.py on the tiny model: the floor (bench_support.decode_floor) is one forward per step, every
+variant does the same fixed-length work, and the "before" variants put the loop back as it was. No timing thresholds.
+And no benchmark script imports another: what two of them share lives in bench_support.py."""
 
 from __future__ import annotations
 
+import ast
+
 import pytest
 import torch
+from support import PROJECT_ROOT
 
 from hicra.models.loaders import build_tiny_model
 from hicra.rollout import decode as decode_module
-from support import PROJECT_ROOT
 
 
 @pytest.fixture
@@ -17,6 +20,14 @@ def bench_decode(monkeypatch):
     import bench_decode
 
     return bench_decode
+
+
+@pytest.fixture
+def bench_support(monkeypatch):
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "benchmarks"))
+    import bench_support
+
+    return bench_support
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +40,9 @@ def _prompts(tokenizer):
     return enc.input_ids, enc.attention_mask
 
 
-def test_floor_times_one_forward_per_new_token(bench_decode, tiny):
+def test_floor_times_one_forward_per_new_token(bench_support, tiny):
     ids, mask = _prompts(tiny.tokenizer)
-    floor = bench_decode.decode_floor(tiny.model, ids, mask, group_size=3, max_new_tokens=10, calls=3)
+    floor = bench_support.decode_floor(tiny.model, ids, mask, group_size=3, max_new_tokens=10, calls=3)
     assert floor["rows"] == 6 and floor["cache_length"] == ids.shape[1] + 5
     assert floor["floor_s"] == pytest.approx(floor["forward_s"] * 10)
 
@@ -48,3 +59,14 @@ def test_every_variant_does_the_same_work_and_the_loop_is_restored(bench_decode,
         assert runs[name]().shape == (4, 6), name  # min_new_tokens = max: no row stops early
         assert (decode_module.preallocate, decode_module.sample_from) == restored
         assert all("forward" not in vars(m) for m in tiny.model.modules())  # packed linears unpacked again
+
+
+def test_no_benchmark_script_imports_another():
+    folder = PROJECT_ROOT / "benchmarks"
+    scripts = {p.stem for p in folder.glob("*.py") if "__main__" in p.read_text()}  # bench_step, bench_decode, ...
+    assert {"bench_step", "bench_decode"} <= scripts
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} | \
+                   {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert imported & scripts == set(), path.name
