@@ -13,7 +13,7 @@ TORCH_CPU ?= torch==2.13.0
 # during imports: here that folder is the package itself, so the warning says nothing. Ignored by its message only.
 QUIET_EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
 
-.PHONY: setup train test test-fast test-compat bench mlflow-ui clean-outputs
+.PHONY: setup train test test-fast test-unit test-compat bench mlflow-ui clean-outputs
 
 setup: $(STAMP)
 
@@ -39,14 +39,23 @@ $(STAMP): pyproject.toml Makefile
 train: setup
 	$(VENV)/bin/hicra-train $(ARGS)
 
-# The whole suite in two pytest-xdist workers (CI and this VM have 2 cores; tests that share a training run or a
-# store take file locks). `make test TEST_WORKERS=0` runs it in one process; `make test-fast` skips `slow` tests.
+# Three tiers, each in two pytest-xdist workers (CI and this VM have 2 cores; tests that share a training run or a
+# store take file locks); budgets on 2 cores:
+#   make test-unit   < 1 min  the units, chosen by directory (UNIT_TESTS): maths (tests/algorithms), planning,
+#                             metrics, rollout and task tests not marked `slow`; no training run
+#   make test-fast   < 3 min  everything not marked `slow` (pyproject.toml's markers)
+#   make test        < 8 min  everything
+# `make test TEST_WORKERS=0` runs in one process; `ARGS="--durations=25"` lists the slowest tests.
 TEST_WORKERS ?= 2
+UNIT_TESTS := tests/algorithms tests/planning tests/metrics tests/rollout tests/tasks
 test: setup
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow" $(ARGS)
+
+test-unit: setup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow" $(UNIT_TESTS) $(ARGS)
 
 # The lowest versions pyproject.toml declares (constraints/lowest.txt), in a throwaway venv made anew each time: the
 # model, rollout and training tests that are not `slow`, then three slow ones that run real tiny trainings (a LoRA CLI

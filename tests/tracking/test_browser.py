@@ -11,7 +11,7 @@ import pytest
 
 from hicra.browser import Browser, chromium_binary, mlflow_server
 
-sys.path.insert(0, str(Path(__file__).parent / "compare"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "compare"))  # tests/compare: the hostile store
 from hostile_store import EXPERIMENT, RUN_NAME, TITLE, completions, make_hostile_store
 
 pytestmark = [pytest.mark.slow,
