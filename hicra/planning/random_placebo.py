@@ -27,10 +27,10 @@ import math
 import torch
 
 from hicra.errors import ConfigError
+from hicra.options import PLACEBO_MODES as MODES
 from hicra.planning.base import check_inputs
 from hicra.planning.strategic_grams import StrategicGramDetector
 
-MODES = ("spans", "tokens")
 MIN_SPAN, MAX_SPAN = 2, 5  # gram occurrences are mostly 2-5 tokens long
 _CEIL_EPS = 1e-9
 

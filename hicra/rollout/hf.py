@@ -21,13 +21,14 @@ from hicra.algorithms import logprobs_and_entropy
 from hicra.errors import ConfigError
 from hicra.models import prefix_sharing
 from hicra.models.cache_compat import cache_kwargs
+from hicra.options import CACHE_IMPLEMENTATIONS as _CACHES
 from hicra.rollout.decode import decode
 from hicra.rollout.kv_cache import static_cache
 from hicra.rollout.packed_linear import packed_linears
 
 # None: transformers' dynamic cache. "static": a fixed-size cache that transformers compiles the decoding step for
 # (torch.compile, CUDA graphs on GPU): per-token launch overhead, not FLOPs, bounds small-model decoding.
-CACHE_IMPLEMENTATIONS = (None, "static")
+CACHE_IMPLEMENTATIONS = (None, *_CACHES)
 
 
 @dataclass
