@@ -17,6 +17,8 @@ from hicra/options.py, which the code checks against too (Lightning's precisions
 
 from __future__ import annotations
 
+import os
+
 from hicra.config.rules import (
     Rule,
     any_text,
@@ -139,6 +141,17 @@ EXTRA_LOGGERS = {"tensorboard": node(), "tensorboard.save_dir": text(null=True),
 DIAGNOSTICS = {"grams_path": text(null=True), "top_entropy_fraction": FRACTION, "following_words": integer(0),
                "semantic_entropy_occurrences": integer(1), "seed": SEED}
 
+CKPT_KEYWORDS = ("last", "auto")  # hicra/training/find_checkpoint.py
+
+
+def names_a_checkpoint(value: object) -> bool:
+    """`last`, `auto` or a path. A bare word that is neither a keyword nor an existing file or folder is a misspelt
+    keyword (`ckpt_path=latest`), refused before anything loads; a path that does not exist is refused as the run
+    starts (hicra/training/find_checkpoint.py), which is where a sweep's jobs are told apart."""
+    return isinstance(value, str) and value.strip() != "" and (
+        value in CKPT_KEYWORDS or "/" in value or value.endswith(".ckpt") or os.path.exists(value))
+
+
 TRAIN: dict[str, Rule] = {
     "seed": SEED,
     "prompts_per_step": integer(1),
@@ -150,7 +163,8 @@ TRAIN: dict[str, Rule] = {
     "system_metrics_every_s": number(0),  # 0 = off
     "save_final_model": flag(),
     "checkpoint_every_n_steps": integer(0, meaning="0 = off"),
-    "ckpt_path": text(null=True),
+    "ckpt_path": Rule(lambda v: v is None or names_a_checkpoint(v), "null, last, auto, or a checkpoint file or run "
+                                                                      "folder (a path)"),
     "system_prompt": any_text(null=True),
     "demonstrations": worked_examples(null=True),
     "optimized_metric": text(null=True),

@@ -7,6 +7,10 @@ experiment config matches the command's (hicra.training.resume.config_changes) q
 never opened and an unrelated run is never continued; when they belong to more than one run the choice is refused,
 not guessed. Within a run, the newest is the one at the highest step: `last.ckpt`, or a `last-v<N>.ckpt` that
 Lightning's version counter wrote beside it when a moved run folder was resumed before hicra turned that counter off.
+
+`ckpt_path=auto` means this run folder's own checkpoint when it has one, else a new run: what a job that SLURM
+requeues (hydra/launcher=slurm_gpu) runs with, since it re-runs the same command in the same folder after a stop.
+It never looks elsewhere, so it cannot continue another run.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from hicra.errors import ConfigError
 from hicra.training.resume import RUN_KEY, config_changes, load_checkpoint
 
 LAST = "last.ckpt"
+AUTO = "auto"  # ckpt_path=auto: the run folder's own checkpoint if any, else start
+ALLOWED = "last, auto, a .ckpt file, or a run folder or its checkpoints/"
 NAMES = (LAST, "last-v*.ckpt")  # what a run's checkpoint folder may hold
 SEARCHED = ("runs", "multiruns")  # where `ckpt_path=last` looks under paths.output_dir
 
@@ -73,13 +79,12 @@ def checkpoint_at(value: str) -> Path:
         found = newest_in(path) or newest_in(path / "checkpoints")
         if found is None:
             raise ConfigError(f"ckpt_path={value} is a folder without a checkpoint (no {LAST} in it or in its "
-                              f"checkpoints/); allowed: last, a .ckpt file, or a run folder or its checkpoints/")
+                              f"checkpoints/); allowed: {ALLOWED}")
         return found
     if not path.exists():
-        raise ConfigError(f"ckpt_path={value} does not exist; allowed: last, a .ckpt file, or a run folder or its "
-                          f"checkpoints/")
+        raise ConfigError(f"ckpt_path={value} does not exist; allowed: {ALLOWED}")
     if not path.is_file():
-        raise ConfigError(f"ckpt_path={value} is not a file; allowed: last, a .ckpt file, or a run folder")
+        raise ConfigError(f"ckpt_path={value} is not a file; allowed: {ALLOWED}")
     return path
 
 
@@ -131,7 +136,10 @@ def checkpoint_to_resume(ckpt_path: str | None, out_dir: Path, output_dir: Path,
     """The checkpoint this run continues (None: a new run), after checking that nothing already written is
     overwritten: a run folder that holds a checkpoint or a final model is refused unless this run continues a
     checkpoint of that very folder."""
-    ckpt = resolve_checkpoint(ckpt_path, output_dir, run_dir, config, sweep_job) if ckpt_path else None
+    if str(ckpt_path) == AUTO:
+        ckpt = newest_in(out_dir / "checkpoints")  # this run folder's own, or None: a new run
+    else:
+        ckpt = resolve_checkpoint(ckpt_path, output_dir, run_dir, config, sweep_job) if ckpt_path else None
     own = out_dir / "checkpoints" / LAST
     for existing in (own, out_dir / "final_model"):
         if existing.exists() and (ckpt is None or ckpt.parent.resolve() != own.parent.resolve()):

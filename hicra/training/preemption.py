@@ -1,11 +1,19 @@
-"""SIGTERM and SIGUSR1 the way schedulers mean them: stop soon, keep the work, say so.
+"""SIGTERM, SIGUSR1 and SIGUSR2 the way schedulers mean them: stop soon, keep the work, say so.
 
 Kubernetes and SLURM stop a job with SIGTERM and SIGKILL it after a grace period (30 s by default on both); SLURM's
-`--signal=[B:]USR1@<seconds>` warns with SIGUSR1 that many seconds before a job's time ends. On either signal the
-run stops at the next safe point, the end of the training step (and of the validation due after it) or of the
-validation pass in progress (an update is never cut half-way), writes `last.ckpt` there, marks its MLflow run
-KILLED and exits with 128 + the signal number (143 for SIGTERM, 138 for SIGUSR1); `ckpt_path=...` continues it
-exactly. A SIGKILL before the stop leaves the previous checkpoint intact (atomic writes).
+`--signal=[B:]<sig>@<seconds>` warns that many seconds before a job's time ends (or at preemption, where the cluster
+sets PreemptParameters=send_user_signal): SIGUSR1 by hand, SIGUSR2 under submitit (hydra/launcher=slurm_gpu). On any
+of them the run stops at the next safe point, the end of the training step (and of the validation due after it) or
+of the validation pass in progress (an update is never cut half-way), writes `last.ckpt` there, marks its MLflow run
+KILLED and exits with 128 + the signal number (143 for SIGTERM, 138 for SIGUSR1, 140 for SIGUSR2); `ckpt_path=...`
+(or `ckpt_path=auto` in the same run folder) continues it exactly. A SIGKILL before the stop leaves the previous
+checkpoint intact (atomic writes).
+
+SIGUSR2 is submitit's requeue signal: submitit's own handler re-pickles the job, `scontrol requeue`s it and exits at
+once, mid-step and without a checkpoint. hicra takes the signal first and, once the checkpoint is written, hands it
+on to that handler (`HANDED_ON`), which then requeues the job as it would have; the requeued job continues from the
+checkpoint with `ckpt_path=auto`. SIGTERM and SIGUSR1 are not handed on: what ran before hicra (a sweep's own
+SIGTERM handling, hicra/training/sweep_signals.py) already learns of the stop from the exit.
 
 Built on Lightning's handling, not beside it: while fit or validate runs, Lightning chains our handler behind its
 SIGTERM notifier, and its loops still stop at their batch boundaries on `trainer.received_sigterm`
@@ -30,7 +38,8 @@ from hicra.errors import Preempted
 from hicra.tracking.store import mark_killed
 from hicra.training.sweep_signals import stopped_by
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+HANDED_ON = (signal.SIGUSR2,)  # after the stop, the handler hicra replaced gets these (submitit's requeue)
 
 
 class SignalWatch:
@@ -65,21 +74,37 @@ class SignalWatch:
                 exc = Preempted(signal.SIGTERM)
             if isinstance(exc, Preempted):
                 marked = mark_killed(self.logger)  # or why not: a tracking server that does not answer
-                raise Preempted(exc.signum, self.describe(exc.signum, marked)) from None
+                handed = self.hand_on(exc.signum)
+                raise Preempted(exc.signum, self.describe(exc.signum, marked, handed)) from None
             return False
         finally:  # after marking: a second SIGTERM meanwhile must not kill the process half-way
             for signum, handler in self._previous.items():
                 signal.signal(signum, handler)
 
-    def describe(self, signum: int, marked: str = "") -> str:
+    def hand_on(self, signum: int) -> str:
+        """Calls the handler that `signum` had before this watch when it is one to hand on (`HANDED_ON`) and a
+        function: submitit's checkpoint_and_try_requeue requeues the job on global rank 0 and asks to exit, returns
+        on the other ranks, or raises when it will not requeue (timed out too often). Returns what it did."""
+        handler = self._previous.get(signum)
+        if signum not in HANDED_ON or not callable(handler):
+            return ""
+        name = getattr(handler, "__qualname__", type(handler).__name__)
+        try:
+            handler(signum, None)
+        except SystemExit:  # submitit exits once the requeue is asked for: the exit code comes from hicra instead
+            return f"handed on to {name}, which asked to exit (submitit: the job is requeued)"
+        except Exception as err:  # noqa: BLE001 - e.g. submitit's UncompletedJobError: no requeue
+            return f"handed on to {name}, which failed: {(str(err).strip().splitlines() or [repr(err)])[0]}"
+        return f"handed on to {name}"
+
+    def describe(self, signum: int, marked: str = "", handed: str = "") -> str:
         parts = [f"stopped by {signal.Signals(signum).name}"]
         if self.checkpoint is not None and self.checkpoint.is_file():
             saved = f"saved at step {self.step}" if self.step is not None else "from an earlier step"
             parts.append(f"checkpoint {self.checkpoint} ({saved}); continue with ckpt_path={self.checkpoint}")
         else:
             parts.append("no checkpoint to continue from (stopped before the first one, or checkpointing is off)")
-        if marked:
-            parts.append(marked)
+        parts += [part for part in (marked, handed) if part]
         return "; ".join(parts)
 
 

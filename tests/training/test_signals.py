@@ -186,3 +186,43 @@ def test_cli_sigterm_and_a_second_process_on_the_same_run(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _only_run(tmp_path).info.status == "FINISHED"
     assert _steps(tmp_path, run.info.run_id, "train/reward_mean") == list(range(stop_step + 1))
+
+
+def _watched_stop(signum: int):
+    """The Preempted that leaving a SignalWatch raises after `signum` arrived inside it."""
+    from hicra.errors import Preempted
+    from hicra.training.preemption import SignalWatch
+
+    with pytest.raises(Preempted) as stop, SignalWatch() as watch:
+        os.kill(os.getpid(), signum)
+        watch.raise_if_signalled()
+    return stop.value
+
+
+@pytest.mark.parametrize(("outcome", "said"), [
+    (SystemExit(-1), "which asked to exit (submitit: the job is requeued)"),  # global rank 0: requeued
+    (RuntimeError("Job not requeued because: timed-out too many times.\nmore"),
+     "which failed: Job not requeued because: timed-out too many times."),
+    (None, "handed on to"),  # another rank: submitit returns
+])
+def test_sigusr2_is_handed_on_to_the_handler_it_replaced_after_the_stop(outcome, said):
+    """SIGUSR2 is submitit's requeue signal: hicra stops first, then the replaced handler runs once, and the stop's
+    line says what it did; SIGTERM's replaced handler is left alone (a sweep's own handling learns from the exit)."""
+    calls = []
+
+    def previous_handler(signum, frame):
+        calls.append(signum)
+        if outcome is not None:
+            raise outcome
+
+    saved = {s: signal.signal(s, previous_handler) for s in (signal.SIGUSR2, signal.SIGTERM)}
+    try:
+        stop = _watched_stop(signal.SIGUSR2)
+        assert stop.signum == signal.SIGUSR2 and calls == [signal.SIGUSR2]
+        assert str(stop).startswith("stopped by SIGUSR2; no checkpoint") and said in str(stop), str(stop)
+        assert signal.getsignal(signal.SIGUSR2) is previous_handler  # restored on leaving
+        calls.clear()
+        assert "handed on" not in str(_watched_stop(signal.SIGTERM)) and calls == []
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
