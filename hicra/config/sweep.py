@@ -36,3 +36,16 @@ def jobs(args: list[str], sweeper_params: Mapping[str, str] | None = None) -> li
 def varying(job: list[str], all_jobs: list[list[str]]) -> list[str]:
     """The overrides of `job` that differ between jobs: what names it in a message."""
     return [override for override in job if any(override not in other for other in all_jobs)]
+
+
+def is_sweep(value: str) -> bool:
+    """Whether `key=<value>` sweeps (`a,b`, `range(...)`, `choice(...)`, `interval(...)`, `glob(...)`), as Hydra's own
+    parser reads it: a comma inside a list, a dict or quotes, or escaped, is part of one value."""
+    (override,) = OverridesParser.create().parse_overrides([f"key={value}"])
+    return override.is_sweep_override()
+
+
+def swept_keys(args: list[str]) -> set[str]:
+    """The keys that a command line's `key=value` arguments sweep, without their +, ++ or ~."""
+    pairs = [a.split("=", 1) for a in args if "=" in a and not a.startswith("-")]
+    return {key.lstrip("+~") for key, value in pairs if is_sweep(value)}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,6 @@ from hicra.errors import TrainingError
 from hicra.training.resume import RUN_KEY
 
 RUN_RECORD = "run.json"
-
-# Under manual optimization Lightning warns, with 14 lines of sample code, that an every-n-steps checkpoint holds the
-# weights after that step's update. That is what resume needs here: it continues with the next batch.
-warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization and every_n_train_steps",
-                        category=UserWarning)
-# Resumed from a moved or copied run folder (`paths.*` may change), ModelCheckpoint warns that it will not reload its
-# best-k bookkeeping: hicra keeps no best-k checkpoints, only `last.ckpt`.
-warnings.filterwarnings("ignore", message="The dirpath has changed from", category=UserWarning)
-
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """torch.save into `<name>.tmp-<pid>` beside the target, fsync, then one atomic rename; loads with

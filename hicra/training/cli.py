@@ -24,10 +24,10 @@ from hicra.config.schema import TRAIN
 from hicra.errors import Preempted, UserError
 from hicra.tracking.store import PROJECT_ROOT
 from hicra.training import sweep_signals
+from hicra.training.hydra_job import COMMAND_LINE_ENV
 
 CONF_DIR = PROJECT_ROOT / "conf"
 JOB_NAME = Path(__file__).stem  # hydra.job.name, as Hydra's main names it
-COMMAND_LINE_ENV = "HICRA_TRAIN_ARGV"
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
@@ -37,7 +37,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         print(f"hicra-train: job skipped: the sweep was stopped by "
               f"{signal.Signals(sweep_signals.stopped_by()).name}", file=sys.stderr, flush=True)
         return None
-    from hicra.training.run import objective, train  # torch, Lightning, transformers: only for a checked config
+    from hicra.training.run import train  # torch, Lightning, transformers: only for a checked config
+    from hicra.training.summary import objective
 
     try:
         return objective(train(cfg), cfg.get("optimized_metric"))

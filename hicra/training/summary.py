@@ -1,6 +1,11 @@
-"""The block printed at the end of a run: where it started, where it ended, and where to look."""
+"""What a finished run reports: the summary numbers `train(cfg)` returns and prints as a block (where it started,
+where it ended, where to look), the MLflow run page's title and description, and the sweepers' objective."""
 
 from __future__ import annotations
+
+from hicra.errors import ConfigError
+from hicra.tracking.store import run_description
+from hicra.training.hydra_job import task_overrides
 
 
 def _mean(rows: list[dict], key: str) -> float:
@@ -52,3 +57,38 @@ def format_summary(summary: dict) -> str:
             lines.append(f"  open the UI      mlflow ui --backend-store-uri {uri}   # then http://127.0.0.1:5000{page}")
     lines.append("=" * 72)
     return "\n".join(lines)
+
+
+def run_summary(run, trainer, module, logger) -> dict:
+    """The numbers `train(cfg)` returns: choices, seed, steps, run folder, both histories, MLflow run, memory plan."""
+    return {"choices": run.choices, "seed": run.cfg.seed, "steps": trainer.global_step, "run_dir": str(run.out_dir),
+            "train_history": module.train_history, "val_history": module.val_history,
+            "mlflow": {"tracking_uri": logger._tracking_uri, "run_id": logger.run_id,
+                       "experiment": run.cfg.logger.experiment_name, "experiment_id": logger.experiment_id}
+            if logger is not None else None, "memory_plan": run.memory.record if run.memory is not None else None}
+
+
+def run_title(logger, name: str | None, choices: dict[str, str], seed: int) -> str:
+    """How pages name the run: `s1 hicra grams (run 1d42f3a3)`, or its choices when nothing is logged."""
+    if logger is None:
+        return " ".join(f"{k}={choices[k]}" for k in ("algorithm", "planner") if k in choices) + f" seed={seed}"
+    return f"{name} (algorithm {choices.get('algorithm', '?')}, run {logger.run_id[:8]})"
+
+
+def description(run, logger, name: str, steps: int, val_history: list[dict]) -> str:
+    """The MLflow run page's description of a finished run (hicra.tracking.store.run_description)."""
+    pages = sorted((run.out_dir / "completions").glob("completions_step*.html"))
+    return run_description(name, run.choices, run.cfg.seed, task_overrides(), steps, val_history,
+                           f"completions/{pages[-1].name}" if pages else None,
+                           f"#/experiments/{logger.experiment_id}/runs/{logger.run_id}")  # in-app link
+
+
+def objective(summary: dict, metric: str | None) -> float | None:
+    """The number a sweeper optimises: `metric` at the last validation, else at the last training step."""
+    if not metric:
+        return None
+    for history in (summary["val_history"], summary["train_history"]):
+        if history and metric in history[-1]:
+            return float(history[-1][metric])
+    logged = sorted({k for h in (summary["val_history"], summary["train_history"]) if h for k in h[-1]} - {"step"})
+    raise ConfigError(f"optimized_metric={metric!r} was not logged; allowed: {', '.join(logged)}")

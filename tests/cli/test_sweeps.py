@@ -22,7 +22,7 @@ from hicra.algorithms import Algorithm
 from hicra.config.checks import check_group_choices
 from hicra.config.instantiate import build
 from hicra.errors import ConfigError
-from hicra.training.run import objective
+from hicra.training.summary import objective
 
 
 def compose_with_hydra(*overrides: str):

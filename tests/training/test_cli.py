@@ -120,8 +120,8 @@ def test_planner_short_names_are_keyed_by_real_planner_options():
 
 
 def test_run_names_put_the_seed_first_and_name_the_swept_keys(monkeypatch):
+    from hicra.config.sweep import is_sweep
     from hicra.tracking.store import default_run_name
-    from hicra.training.run import is_sweep
 
     choices = {"algorithm": "hicra", "planner": "placebo_grams"}
     assert default_run_name(choices, 2) == "s2 hicra placebo"

@@ -57,7 +57,7 @@ def test_fsdp_run_validates_under_lightnings_nccl_inference_mode(compose_cfg, tm
     NCCL: step-0 validation, one update, and the final validation."""
     import pytorch_lightning.loops.utilities as loop_utilities
 
-    from hicra.training import run
+    from hicra.training import preflight, run
 
     class NcclBackend:  # the loops' only question to torch.distributed: which backend? (gloo -> no_grad)
         def __getattr__(self, name):
@@ -68,7 +68,7 @@ def test_fsdp_run_validates_under_lightnings_nccl_inference_mode(compose_cfg, tm
             return "nccl"
 
     monkeypatch.setattr(loop_utilities, "dist", NcclBackend())
-    monkeypatch.setattr(run, "check_devices", lambda cfg: None)  # trainer=fsdp is refused on CPU otherwise
+    monkeypatch.setattr(preflight, "check_devices", lambda cfg: None)  # trainer=fsdp is refused on CPU otherwise
     seen = []
     validation_step = run.PolicyGradientModule.validation_step
     monkeypatch.setattr(run.PolicyGradientModule, "validation_step",
