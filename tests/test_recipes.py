@@ -56,7 +56,8 @@ def test_paper_recipe_needs_the_data_path_and_says_what_is_unstated(stem, compos
     assert OmegaConf.is_missing(cfg.task, "path")  # cannot start by accident without the user's data
     text = (CONF_DIR / "experiment" / "paper" / f"{stem}.yaml").read_text()
     assert f"hicra-train experiment=paper/{stem} task.path=" in text  # the command that launches it
-    lines = text.splitlines()
+    assert "  - /_paper_recipe\n" in text  # the values the four recipes share, said once
+    lines = text.splitlines() + (CONF_DIR / "_paper_recipe.yaml").read_text().splitlines()
     for key in UNSTATED:
         (line,) = [line for line in lines if line.strip().startswith(key)]
         assert "# not stated in the paper" in line, line
