@@ -152,23 +152,26 @@ def check_every_job(args: list[str], cfg, conf_dir: Path, config_name: str, sche
 
 
 BUNDLED_PLACEBO = "bundled://placebo_grams_"  # bundled://placebo_grams_<dataset>.txt: drawn from that task's replies
+GRAM_DATA = Path(__file__).resolve().parents[1] / "planning" / "data"  # hicra/planning/data/, read without torch
 
 
 def check_placebo_task(cfg) -> None:
-    """A shipped placebo list holds random n-grams of one task's replies (`bundled://placebo_grams_chain_sum.txt`):
-    on another task they are not its phrases and mark nothing like the grams' share, so that run draws its own."""
+    """A shipped placebo list holds random n-grams of one task's replies (`bundled://placebo_grams_<dataset>.txt`,
+    conf/planner/placebo_grams.yaml picks the task's own): on another task they are not its phrases and mark nothing
+    like the grams' share, so a task without a shipped list draws its own."""
     planner, task = cfg.get("planner"), cfg.get("task")
     path = str(planner.get("grams_path") or "") if planner is not None else ""
     if not path.startswith(BUNDLED_PLACEBO):
         return
     drawn_from = path[len(BUNDLED_PLACEBO):].removesuffix(".txt")
+    shipped = sorted(p.stem[len("placebo_grams_"):] for p in GRAM_DATA.glob("placebo_grams_*.txt"))
     dataset = task.get("dataset") if task is not None else None
-    if dataset != drawn_from:
+    if dataset != drawn_from or drawn_from not in shipped:
         name = dataset or (task.get("path") if task is not None else None) or "without a dataset"
-        raise ConfigError(f"planner.grams_path={path} is {drawn_from}'s placebo list (random n-grams of its replies), "
-                          f"but the task is {name}; allowed: a list drawn from this task's replies, `hicra-grams "
-                          f"placebo --mlflow-run <a run of this task> --out placebo.txt`, then "
-                          f"planner.grams_path=placebo.txt")
+        raise ConfigError(f"planner.grams_path={path}: hicra ships placebo lists (random n-grams of a task's replies) "
+                          f"for {', '.join(shipped)} only, but the task is {name}; allowed: a list drawn from this "
+                          f"task's replies, `hicra-grams placebo --mlflow-run <a run of this task> --out placebo.txt`, "
+                          f"then planner.grams_path=placebo.txt")
 
 
 def check_output_folder(cfg, multirun: bool) -> None:

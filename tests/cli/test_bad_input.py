@@ -79,10 +79,13 @@ CASES = [
     (["planner=strategic_grams", "planner.grams_path={root}/binary_grams.txt"], ["planner.grams_path=",
                                                                                  "is not UTF-8 text"]),
     (["diagnostics.grams_path={root}/no_grams.txt"], ["diagnostics.grams_path=", "strategic grams file not found"]),
-    # chain_sum's shipped placebo list on another task: that task draws its own (hicra/config/checks.py)
+    # a task without a shipped placebo list draws its own (hicra/config/checks.py)
     (["algorithm=hicra", "planner=placebo_grams", "task=countdown"],
-     ["planner.grams_path=bundled://placebo_grams_chain_sum.txt is chain_sum's placebo list", "the task is countdown",
+     ["planner.grams_path=bundled://placebo_grams_countdown.txt", "ships placebo lists", "the task is countdown",
       "hicra-grams placebo --mlflow-run", "planner.grams_path=placebo.txt"]),
+    # another task's shipped list, named by hand
+    (["algorithm=hicra", "planner=placebo_grams", "task=countdown", "planner.grams_path=bundled://placebo_grams_chain_sum.txt"],
+     ["planner.grams_path=bundled://placebo_grams_chain_sum.txt", "the task is countdown"]),
     (["experiment=smoke", "rollout.max_prompt_tokens=8"],
      ["rollout.max_prompt_tokens=8 leaves no room for a question", "allowed: a value above"]),
     (["hydra.run.dir=/proc/hicra/run"], ["hydra.run.dir=/proc/hicra/run cannot be created", "paths.output_dir"]),
