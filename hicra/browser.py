@@ -1,5 +1,5 @@
 """Headless Chromium driven over the DevTools protocol (open a page, wait for it, read it, collect its script errors,
-take a screenshot) and a local `mlflow server` to point it at. What the browser tests (tests/test_browser.py) and the
+take a screenshot) and a local `mlflow server` to point it at. What the browser tests (tests/tracking/test_browser.py) and the
 README's screenshots (docs/screenshots/take_screenshots.py) need; Chromium comes from Debian's packages (`make setup`
 installs it where missing and it can), the protocol client from `websocket-client` (the dev extra).
 """

@@ -2,7 +2,7 @@
 Markdown, as anyone with write access to a shared tracking server can set them (a run renamed in the MLflow UI).
 
 Every payload, if it ever ran in a browser, would set `window.__hicra_xss` and the page title: tests check that
-neither happens (tests/test_browser.py) and that the HTML written holds no such element or attribute
+neither happens (tests/tracking/test_browser.py) and that the HTML written holds no such element or attribute
 (tests/compare/test_untrusted_text.py).
 
     run            name                                     choices                 algorithm.alpha

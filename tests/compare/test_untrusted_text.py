@@ -1,7 +1,7 @@
 """Text from runs (names, tags, swept values, the experiment's name, completion samples) is data in every HTML page
 hicra writes: report.html of hicra-compare and hicra-analyze, the token viewer, the completions pages. Checked on the
 HTML itself (its elements and attributes), on a store built by tests/compare/hostile_store.py; the same pages open in
-a real browser in tests/test_browser.py."""
+a real browser in tests/tracking/test_browser.py."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def test_analyze_report_token_viewer_and_completions_page_show_run_text_as_text(
     assert hostile_store.MATH_NAME in page.visible and (out / "validation.png").is_file()  # `$...$` drawn as text
 
     viewer = Page((out / "token_viewer.html").read_text(encoding="utf-8"))
-    assert_inert(viewer, own_scripts=1)  # the step and colouring switch (tests/test_browser.py)
+    assert_inert(viewer, own_scripts=1)  # the step and colouring switch (tests/tracking/test_browser.py)
     assert PROMPT in viewer.visible and TOKEN in viewer.visible and RUN_NAME in viewer.visible
 
     rows = [{**row, "pieces": [tuple(p) for p in row["pieces"]]} for row in completions()["rows"]]

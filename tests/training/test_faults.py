@@ -69,7 +69,7 @@ def test_too_many_skips_in_a_row_stop_with_a_clear_message(compose_cfg, tmp_path
 
 
 def test_non_finite_weights_after_a_step_stop_the_run_naming_the_learning_rate(compose_cfg, tmp_path, monkeypatch):
-    """optim.lr=inf is refused at startup (tests/test_bad_input.py); an infinite step size reaching AdamW anyway
+    """optim.lr=inf is refused at startup (tests/cli/test_bad_input.py); an infinite step size reaching AdamW anyway
     (as an overflow would) leaves finite gradients and NaN weights, which the gradient guard cannot see."""
     def infinite_step(self):
         return torch.optim.AdamW([p for p in self.policy.parameters() if p.requires_grad], lr=math.inf)

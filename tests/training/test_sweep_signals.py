@@ -1,7 +1,7 @@
 """Ctrl-C and SIGTERM on a sweep whose jobs run in joblib's workers (hicra/training/sweep_signals.py), piece by piece:
 the launching process forwards a stop to its workers and ends the sweep in one line; a worker ignores Ctrl-C and,
 between jobs, outlives SIGTERM and skips the jobs it is handed after it. Through the real console script (Ctrl-C to
-the whole process group, then the same command continuing the sweep): tests/test_sweeps.py."""
+the whole process group, then the same command continuing the sweep): tests/cli/test_sweeps.py."""
 
 from __future__ import annotations
 
