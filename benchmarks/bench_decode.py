@@ -106,13 +106,13 @@ def main(argv: list[str] | None = None) -> dict:
     names = (args.variants or ("generate,generate-static,loop" if device == "cuda" else
                                "generate,loop-before,loop-prealloc,loop-cdf,loop,loop-packed")).split(",")
     out_path = args.out or PROJECT_ROOT / "benchmarks" / "results" / f"decode-{args.preset}.json"
-    task_node = None  # the default task (reasoning-gym chain_sum); the GPU host has no verifier libraries
+    task_node = None  # chain_sum_default's task and prompt (the committed results); the GPU host has no verifiers
     if shape:
         task_node = {"task": SUM_TASK}
         model_overrides = [*SMOLLM2_SHAPE, *([f"model.tokenizer_name_or_path={args.tokenizer}"] if args.tokenizer
                                              else [])]
     else:
-        model_overrides = ["model=smollm2_135m"]
+        model_overrides = ["experiment=chain_sum_default", "model=smollm2_135m"]
     cfg = compose([*model_overrides, f"model.dtype={dtype}", "logger=none", f"prompts_per_step={P}"], task_node)
     bundle = build(cfg.model, gradient_checkpointing=False)
     model, tokenizer = bundle.model.to(device).eval(), bundle.tokenizer

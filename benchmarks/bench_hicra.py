@@ -17,6 +17,7 @@ from hicra.config.instantiate import build
 from hicra.training.cli import CONF_DIR
 from hicra.training.data import PromptDataModule
 from hicra.training.run import build_module, preflight
+from hicra.training.run_context import demonstrations
 
 # The three hicra arms timed against each other; GRPO is the one that does TRL's work.
 VARIANTS = {
@@ -76,7 +77,7 @@ def prompt_batches(cfg: DictConfig, tokenizer, num_batches: int) -> tuple[list[d
     algorithm, _, task = preflight(cfg, {})
     datamodule = PromptDataModule(task, tokenizer, cfg.prompts_per_step, num_batches, seed=cfg.seed,
                                   val_batch_size=cfg.val_batch_size, system_prompt=cfg.system_prompt,
-                                  updates_per_batch=algorithm.num_iterations)
+                                  demonstrations=demonstrations(cfg), updates_per_batch=algorithm.num_iterations)
     return list(datamodule.train_dataloader()), task
 
 

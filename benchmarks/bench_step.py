@@ -48,12 +48,15 @@ class Preset:
     trainer: str
     steps: int
     threads: int | None = None
-    task: dict | None = None  # None = the default task (reasoning-gym chain_sum)
+    task: dict | None = None  # None = the task the overrides compose (cpu: reasoning-gym chain_sum)
     hicra_overrides: list[str] = field(default_factory=list)
 
 
 PRESETS = {
-    "cpu": Preset({"smollm2": ["model=smollm2_135m"]}, 4, 8, 128, "float32", "cpu", steps=6, threads=2),
+    # chain_sum_default: the embedded default the committed CPU results measured (chain_sum, one system-message
+    # example); today's default adds worked chat turns that TRL's arm would not see, so the work would differ.
+    "cpu": Preset({"smollm2": ["experiment=chain_sum_default", "model=smollm2_135m"]}, 4, 8, 128, "float32", "cpu",
+                  steps=6, threads=2),
     # Random init is fine for throughput. hicra samples with a static KV cache (compiled decoding) and bucketed
     # prompt lengths, its GPU configuration; TRL with its defaults.
     "gpu": Preset({"smollm2": SMOLLM2_SHAPE, "qwen0.5b": QWEN05B_SHAPE}, 8, 8, 256, "bfloat16", "gpu", steps=6,
@@ -120,7 +123,7 @@ def settings(args: argparse.Namespace) -> dict:
             "micro_batch": args.micro_batch,
             "arms": args.arms.split(","),
             "hicra_overrides": preset.hicra_overrides if args.hicra_override is None else args.hicra_override,
-            "task": (preset.task or {}).get("_target_", "conf/task default (reasoning-gym chain_sum)"),
+            "task": (preset.task or {}).get("_target_", "the composed task (reasoning-gym chain_sum)"),
             "tokenizer": args.tokenizer}
 
 

@@ -153,11 +153,12 @@ def test_paper_recipe_without_weights_fails_in_one_line(tmp_path, data_file, mon
     assert len(errors) == 1 and "cannot load model 'Qwen/Qwen3-4B-Base'" in errors[0], result.stderr[-2000:]
 
 
-@pytest.mark.parametrize("name,accelerator,prompts,tokens,steps", [("cpu_small", "cpu", 2, 64, 8),
+@pytest.mark.parametrize("name,accelerator,prompts,tokens,steps", [("cpu_small", "cpu", 2, 96, 8),
                                                                    ("gpu_small", "gpu", 16, 256, 200)])
 def test_small_recipes_on_the_embedded_default(name, accelerator, prompts, tokens, steps, compose_cfg):
     cfg = compose_cfg(f"experiment={name}")
-    assert cfg.model.name_or_path == "bundled://smollm2-135m-instruct" and cfg.task.dataset == "chain_sum"
+    assert cfg.model.name_or_path == "bundled://smollm2-135m-instruct" and cfg.task.dataset == "basic_arithmetic"
+    assert cfg.demonstrations == compose_cfg().demonstrations  # the embedded default's prompt, only shorter or larger
     assert cfg.trainer.accelerator == accelerator and cfg.prompts_per_step == prompts
     assert cfg.rollout.max_new_tokens == tokens and cfg.trainer.max_steps == steps
     assert cfg.algorithm._target_ and compose_cfg(f"experiment={name}", "algorithm=grpo").algorithm.get("alpha") is None
@@ -179,7 +180,7 @@ def test_dapo_style_sets_dapos_four_pieces_and_leaves_the_method_to_the_sweep(co
         assert alg.dynamic_sampling_rounds == 3 and (alg.overlong_buffer, alg.overlong_penalty) == (16, 1.0)
         assert (alg.alpha is None) == (arm == "grpo")
     cfg = compose_cfg("experiment=dapo_style")
-    assert cfg.model.name_or_path == "bundled://smollm2-135m-instruct" and cfg.task.dataset == "chain_sum"
+    assert cfg.model.name_or_path == "bundled://smollm2-135m-instruct" and cfg.task.dataset == "basic_arithmetic"
     assert cfg.algorithm.overlong_buffer < cfg.rollout.max_new_tokens
 
 
@@ -199,10 +200,11 @@ def test_dapo_style_sweeps_grpo_and_hicra(tmp_path):
         assert "train/overlong_penalty_mean" in run.data.metrics
 
 
-def test_planning_sum_offers_a_plan_whose_decision_token_the_grams_mark(compose_cfg, smollm2_tokenizer):
-    """experiment=planning_sum: one direct and one planned worked example as chat turns, an instruction that leaves
+def test_the_embedded_default_offers_a_plan_whose_decision_token_the_grams_mark(compose_cfg, smollm2_tokenizer):
+    """make train's setting: one direct and one planned worked example as chat turns, an instruction that leaves
     the choice open, and the planned reply's first token ("Step", the decision) inside a Strategic Gram."""
-    cfg = compose_cfg("experiment=planning_sum")
+    cfg = compose_cfg()
+    assert cfg.format_reward == 0 and cfg.rollout.max_new_tokens == 96  # correctness alone decides the plan
     task = build(cfg.task)
     assert "step" not in task.instruction.lower() and len(cfg.demonstrations) == 2
     direct, planned = (d.answer for d in cfg.demonstrations)
@@ -215,3 +217,18 @@ def test_planning_sum_offers_a_plan_whose_decision_token_the_grams_mark(compose_
     mask = build(cfg.planner, tokenizer=smollm2_tokenizer).mask(ids, torch.ones_like(ids, dtype=torch.bool))
     assert smollm2_tokenizer.decode(ids[0, :1]) == "Step" and bool(mask[0, 0])
     assert not mask[0, -8:].any()  # "\boxed{20}." is not a gram
+
+
+def test_planning_sum_is_the_default_with_the_format_reward_and_chain_sum_default_is_the_old_default(compose_cfg):
+    """The named experiments that keep committed results reproducible: planning_sum (issue 27's first runs and the
+    mechanism test) differs from make train by the format reward alone; chain_sum_default is make train before it."""
+    default, planning = (OmegaConf.to_container(c, resolve=True)
+                         for c in (compose_cfg(), compose_cfg("experiment=planning_sum")))
+    assert planning.pop("format_reward") == 0.5 and default.pop("format_reward") == 0.0
+    assert planning["logger"].pop("experiment_name") == "planning_sum"
+    default["logger"].pop("experiment_name")
+    assert planning == default
+    old = compose_cfg("experiment=chain_sum_default")
+    assert old.task.dataset == "chain_sum" and (old.task.min_terms, old.task.max_terms) == (2, 2)
+    assert old.demonstrations is None and "Example answer: 12 + 7 = 19, so the answer is" in old.system_prompt
+    assert (old.rollout.max_new_tokens, old.format_reward, old.trainer.max_steps) == (64, 0.5, 15)

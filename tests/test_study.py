@@ -1,5 +1,5 @@
-"""The committed study experiments/hicra_vs_grpo/: its arms are make train's setting with only the algorithm and the
-planner swapped, and its report's statistics are the ones it says it computes."""
+"""The committed study experiments/hicra_vs_grpo/: its arms are make train's setting with only the method swapped, and
+its report's paired statistics are the ones it says it computes."""
 
 from __future__ import annotations
 
@@ -11,15 +11,19 @@ from omegaconf import OmegaConf
 
 from tests.support import PROJECT_ROOT as ROOT
 
-ARMS = {"grpo": ("grpo", "none"), "hicra": ("hicra", "strategic_grams"), "placebo": ("hicra", "placebo_grams"),
-        "placebo_spans": ("hicra", "random"), "entropy_reg": ("entropy_reg", "none"),
-        "high_entropy": ("hicra", "high_entropy")}
+# arm -> (algorithm option, planner option, the overrides that make the arm from make train's setting)
+ARMS = {"grpo": ("grpo", "none", ()), "hicra": ("hicra", "strategic_grams", ()),
+        "hicra_alpha": ("hicra", "strategic_grams", ("algorithm.alpha=0.5",)),
+        "hicra_mined": ("hicra", "strategic_grams", ("planner.grams_path=bundled://strategic_grams_four_term_sum.txt",)),
+        "placebo": ("hicra", "placebo_grams", ()), "placebo_spans": ("hicra", "random", ()),
+        "entropy_reg": ("entropy_reg", "none", ()), "high_entropy": ("hicra", "high_entropy", ())}
 
 
 def load_report():
     sys.path.insert(0, str(ROOT / "experiments"))
     spec = importlib.util.spec_from_file_location("study_report", ROOT / "experiments" / "hicra_vs_grpo" / "report.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
 
@@ -33,10 +37,10 @@ def without_arm_choice(cfg) -> dict:
 
 
 @pytest.mark.parametrize("arm", sorted(ARMS))
-def test_study_arm_is_make_train_with_its_algorithm_and_planner(arm, compose_cfg):
-    algorithm, planner = ARMS[arm]
+def test_study_arm_is_make_train_with_its_method(arm, compose_cfg):
+    algorithm, planner, overrides = ARMS[arm]
     cfg = compose_cfg(f"experiment=hicra_vs_grpo/{arm}")
-    same = compose_cfg(f"algorithm={algorithm}", f"planner={planner}", "logger.experiment_name=hicra_vs_grpo")
+    same = compose_cfg(f"algorithm={algorithm}", f"planner={planner}", *overrides, "logger.experiment_name=hicra_vs_grpo")
     assert cfg.logger.tags.arm == arm  # what report.py tells the arms apart by
     assert OmegaConf.to_container(cfg.algorithm) == OmegaConf.to_container(same.algorithm)
     assert OmegaConf.to_container(cfg.planner) == OmegaConf.to_container(same.planner)
@@ -49,9 +53,29 @@ def test_study_arms_cover_the_report_and_the_configs():
     assert set(report.ARMS) == configs == set(ARMS)
 
 
-def test_detectable_difference_by_hand():
+def test_window_values_by_hand():
     report = load_report()
-    a, b = [0.30, 0.40, 0.35], [0.20, 0.30, 0.25]
-    # both sd 0.05, n 3: SE = sqrt(2 * 0.0025 / 3) = 0.040825; Welch dof = 4; t_0.975(4) = 2.776445, t_0.8(4) = 0.940965
-    assert report.detectable(a, b) == pytest.approx((2.776445 + 0.940965) * 0.0408248, rel=1e-5)
-    assert report.detectable([0.3], b) is None  # one seed: no spread, no claim
+    history = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, float("nan")]
+    assert report.window_value(history, "last_steps") == pytest.approx((0.3 + 0.4 + 0.5 + 0.6) / 4)  # NaN skipped
+    assert report.window_value([0.2, 0.4, 0.5], "last_validations") == pytest.approx(0.45)
+    assert report.window_value([0.2, 0.4, 0.6], "all_steps") == pytest.approx(0.4)
+    assert report.window_value([float("nan")], "all_steps") is None
+
+
+def rows(values: dict[int, float]) -> dict[int, dict]:
+    return {seed: {"outcomes": {"accuracy": v, "adoption": v}} for seed, v in values.items()}
+
+
+def test_paired_difference_by_hand():
+    report = load_report()
+    arm = rows({0: 0.30, 1: 0.50, 2: 0.40, 3: 0.9})
+    grpo = rows({0: 0.20, 1: 0.30, 2: 0.35, 4: 0.1})
+    entry = report.paired(arm, grpo, "accuracy")
+    # seeds 0, 1, 2 pair: differences 0.10, 0.20, 0.05; mean 0.116667, sd 0.076376; t_0.975(2) = 4.302653
+    assert entry["seeds"] == ["0", "1", "2"] and entry["unpaired"] == ["3", "4"]
+    assert entry["differences"] == pytest.approx([0.10, 0.20, 0.05])
+    assert entry["mean"] == pytest.approx(0.116667, abs=1e-6)
+    assert entry["half_width"] == pytest.approx(4.302653 * 0.0763763 / 3 ** 0.5, rel=1e-5)
+    assert entry["detectable"] > entry["half_width"]  # power 0.8 asks for more than significance
+    assert entry["seeds_for_paper_effect"] >= 3
+    assert "seeds_for_paper_effect" not in report.paired(arm, grpo, "adoption")  # accuracy's paper effect only

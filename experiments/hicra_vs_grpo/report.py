@@ -1,181 +1,238 @@
-"""RESULTS.md, hicra_vs_grpo.png and results.json of the HICRA vs GRPO study, read from MLflow.
+"""RESULTS.md, hicra_vs_grpo.png and results.json of the paired HICRA vs GRPO study, read from MLflow.
 
     python experiments/hicra_vs_grpo/report.py --command "experiments/hicra_vs_grpo/run.sh"
 
-Arms are told apart by the `arm` tag the study's experiment configs set (conf/experiment/hicra_vs_grpo/*.yaml); per
-arm, the newest finished training run of each seed, and the newest eval run of that training run. The base model is
-the eval run without a source run. Every arm is compared with GRPO: Welch 95% interval of the difference over seeds,
-and the smallest true difference the study would find 80% of the time (its detectable difference).
+Arms are told apart by the `arm` tag of the study's configs (conf/experiment/hicra_vs_grpo/*.yaml); per arm, the newest
+finished training run of each seed. Every arm runs the same seeds, so each arm is compared with GRPO seed by seed
+(hicra.metrics.paired): the mean of the per-seed differences with its t interval, the smallest true difference the
+seeds would find 80% of the time (exact noncentral t), and for accuracy the seeds a paper-sized difference needs.
 `--missing --seed N --arms A B` prints the arms without a finished run of seed N as Hydra's comma list (run.sh trains
-them); `--has-base` exits 0 when the base model's eval run exists, 1 otherwise.
+them).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-import run_curves as rc  # noqa: E402
+import run_curves as rc
 
-from hicra.metrics.stats import mean_ci, t_quantile, welch_diff_ci  # noqa: E402
+from hicra.metrics.paired import METHOD, detectable_difference, pair_by_seed, seeds_needed
+from hicra.metrics.stats import mean_ci
 
 EXPERIMENT = "hicra_vs_grpo"
-ARMS = {"grpo": "GRPO", "hicra": "HICRA (paper's grams)", "placebo": "Placebo HICRA (random n-grams)",
+ARMS = {"grpo": "GRPO", "hicra": "HICRA, paper's grams, alpha 0.2", "hicra_mined": "HICRA, mined grams, alpha 0.2",
+        "hicra_alpha": "HICRA, paper's grams, alpha 0.5", "placebo": "Placebo HICRA (random n-grams, matched share)",
         "placebo_spans": "Placebo HICRA (random spans)", "entropy_reg": "Entropy-regularised GRPO",
         "high_entropy": "High-Entropy Advantage"}
-EVAL_KEYS = ("eval/pass_at_1", "eval/boxed_frac", "eval/truncated_frac", "eval/response_length")
-SETUP_KEYS = ["model.name_or_path", "task.dataset", "task.min_digits", "task.max_digits", "task.val_size",
+LAST_STEPS = 5        # a per-step outcome's end-of-run value: its mean over the last 5 training steps
+LAST_VALIDATIONS = 2  # held-out accuracy: the mean of the last 2 validations (steps 10 and 15 of the default)
+PAPER_EFFECT = 0.05   # the paper's HICRA-over-GRPO gains are +2 to +8 points of pass@1: 0.05 of accuracy
+SETUP_KEYS = ["model.name_or_path", "task.dataset", "task.min_terms", "task.max_terms", "task.val_size",
               "trainer.max_steps", "prompts_per_step", "algorithm.group_size", "rollout.max_new_tokens",
-              "rollout.temperature", "optim.lr", "format_reward", "algorithm.alpha"]
+              "rollout.temperature", "optim.lr", "format_reward"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    key: str          # the MLflow metric
+    label: str
+    window: str       # "last_steps": mean of the last LAST_STEPS steps; "last_validations"; "all_steps"
+
+
+OUTCOMES = {
+    # over every step, not the end: a plan both methods adopt in the end can still be adopted sooner under HICRA
+    "adoption": Outcome("hierarchy/gram_reply_frac", "plan adoption (replies with a Strategic Gram, mean over steps)",
+                        "all_steps"),
+    "nll_planning": Outcome("hierarchy/nll_planning", "planning tokens' NLL (nats)", "last_steps"),
+    "rel_ppl_planning": Outcome("hierarchy/rel_ppl_planning", "planning tokens' perplexity / step 0's",
+                                "last_steps"),
+    "accuracy": Outcome("val/accuracy", "held-out accuracy (greedy, strict)", "last_validations"),
+    "marked": Outcome("hierarchy/planning_token_frac", "tokens the arm's detector marks", "all_steps"),
+    "truncated": Outcome("train/truncated_frac", "training replies cut at the budget", "last_steps"),
+}
+PAIRED = ("adoption", "nll_planning", "rel_ppl_planning", "accuracy")  # primary, mechanism, secondary
 
 
 def arm_runs(client, arm: str) -> dict[int, object]:
     return rc.newest_per_seed(client, EXPERIMENT, f"tags.arm = '{arm}'")
 
 
-def eval_runs(client) -> list:
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    if exp is None:
-        return []
-    return client.search_runs([exp.experiment_id], "tags.`hicra.run_kind` = 'eval' and attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time DESC"], max_results=5000)
+def finite_mean(values: list[float]) -> float | None:
+    kept = [v for v in values if math.isfinite(v)]
+    return sum(kept) / len(kept) if kept else None
 
 
-def base_eval(evals: list):
-    return next((r for r in evals if "hicra.source_run_id" not in r.data.tags), None)
+def window_value(values: list[float], window: str) -> float | None:
+    """One run's value of an outcome from its history (in step order)."""
+    if window == "last_steps":
+        return finite_mean(values[-LAST_STEPS:])
+    if window == "last_validations":
+        return finite_mean(values[-LAST_VALIDATIONS:])
+    return finite_mean(values)
 
 
-def run_row(client, run, evals: list) -> dict:
-    """One training run: its validation curves, its eval numbers and its planning-token share."""
+def run_row(client, run) -> dict:
+    """One training run: every outcome's end-of-run value, its adoption curve and its held-out curve."""
     row = rc.run_curves(client, run)
-    row["final"] = row["val/accuracy"][-1]  # greedy held-out accuracy after training
-    ev = next((r for r in evals if r.data.tags.get("hicra.source_run_id") == run.info.run_id), None)
-    row |= {key: ev.data.metrics.get(key) if ev else None for key in EVAL_KEYS}
-    row["eval_run_id"] = ev.info.run_id if ev else None
-    planning = [v for _, v, _ in rc.history(client, run, "hierarchy/planning_token_frac")]
-    row["planning_token_frac"] = sum(planning) / len(planning) if planning else None
+    histories = {name: [v for _, v, _ in rc.history(client, run, o.key)] for name, o in OUTCOMES.items()}
+    row["outcomes"] = {name: window_value(values, OUTCOMES[name].window) for name, values in histories.items()}
+    row["adoption_curve"] = histories["adoption"]
     return row
 
 
-def detectable(a: list[float], b: list[float], power: float = 0.8) -> float | None:
-    """Smallest true difference of means a two-sided Welch test at 5% finds with `power`, given these seeds' spread:
-    (t_0.975 + t_power) x SE, at the Welch degrees of freedom of the data."""
-    ci = welch_diff_ci(a, b)
-    if ci.se is None or ci.dof is None:
-        return None
-    return (t_quantile(0.975, ci.dof) + t_quantile(power, ci.dof)) * ci.se
+def paired(rows: dict[int, dict], baseline: dict[int, dict], outcome: str) -> dict:
+    """Arm minus GRPO seed by seed: the differences, their mean and t interval, the detectable difference."""
+    values = lambda by_seed: {str(s): r["outcomes"][outcome] for s, r in by_seed.items()
+                              if r["outcomes"][outcome] is not None}
+    pairing = pair_by_seed(values(rows), values(baseline))
+    diffs = pairing.differences
+    ci = mean_ci(diffs)
+    entry = {"seeds": list(pairing.pairs), "differences": diffs, "mean": ci.mean, "low": ci.low, "high": ci.high,
+             "half_width": ci.half_width, "sd": ci.sd, "unpaired": pairing.only_arm + pairing.only_baseline,
+             "detectable": detectable_difference(ci.sd, len(diffs))}
+    if outcome == "accuracy":
+        entry["seeds_for_paper_effect"] = seeds_needed(PAPER_EFFECT, ci.sd) if ci.sd else None
+    return entry
 
 
-def present(rows: dict[int, dict], key: str) -> list[float]:
-    """One value per seed of `key`, the seeds without it (no eval run yet) left out."""
-    return [r[key] for r in rows.values() if r[key] is not None]
-
-
-def summary(rows: dict[int, dict], key: str) -> dict | None:
-    values = present(rows, key)
-    return mean_ci(values).__dict__ if values else None
-
-
-def collect(client) -> dict:
-    evals = eval_runs(client)
-    runs = {arm: found for arm in ARMS if (found := arm_runs(client, arm))}
+def collect(client, arms: list[str]) -> dict:
+    runs = {arm: found for arm in arms if (found := arm_runs(client, arm))}
     if "grpo" not in runs:
         raise SystemExit(f"no finished GRPO runs in MLflow experiment '{EXPERIMENT}'")
-    arms = {arm: {seed: run_row(client, run, evals) for seed, run in by_seed.items()} for arm, by_seed in runs.items()}
-    base = base_eval(evals)
+    rows = {arm: {seed: run_row(client, run) for seed, run in by_seed.items()} for arm, by_seed in runs.items()}
+    stats = {arm: {name: mean_ci([v for r in by_seed.values() if (v := r["outcomes"][name]) is not None]).__dict__
+                   for name in OUTCOMES} for arm, by_seed in rows.items()}
+    comparisons = {arm: {name: paired(by_seed, rows["grpo"], name) for name in PAIRED}
+                   for arm, by_seed in rows.items() if arm != "grpo"}
     first = next(iter(runs["grpo"].values()))
-    stats = {}
-    for arm, rows in arms.items():
-        stats[arm] = {
-            "seeds": list(rows), "step0": mean_ci([r["val/accuracy"][0] for r in rows.values()]).__dict__,
-            "gain": mean_ci([r["final"] - r["val/accuracy"][0] for r in rows.values()]).__dict__,
-            **{key: summary(rows, key) for key in ("final", *EVAL_KEYS, "planning_token_frac",
-                                                    "train/truncated_frac_last", "wall_s")},
-        }
-        for key, name in (("final", "val"), ("eval/pass_at_1", "eval")) if arm != "grpo" else ():
-            a, b = present(rows, key), present(arms["grpo"], key)
-            if len(a) >= 2 and len(b) >= 2:
-                stats[arm][f"diff_{name}"] = welch_diff_ci(a, b).__dict__
-                stats[arm][f"detectable_{name}"] = detectable(a, b)
-    return {
-        "experiment": EXPERIMENT, "arms": arms, "stats": stats,
-        "curves": {arm: rc.mean_curve(rows) for arm, rows in arms.items()},
-        "base": {key: base.data.metrics.get(key) for key in EVAL_KEYS} | {"run_id": base.info.run_id} if base else None,
-        "setup": {k: first.data.params[k] for k in SETUP_KEYS if k in first.data.params},
-    }
+    return {"experiment": EXPERIMENT, "method": METHOD, "arms": rows, "stats": stats, "paired": comparisons,
+            "setup": {k: first.data.params[k] for k in SETUP_KEYS if k in first.data.params}}
 
 
-def frac(stat: dict | None, digits: int = 3) -> str:
-    return "n/a" if stat is None else rc.ci_text(stat, digits)
+def num(value: float | None, digits: int = 3, sign: bool = False) -> str:
+    return "n/a" if value is None else f"{value:{'+' if sign else ''}.{digits}f}"
 
 
-def number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+def interval(entry: dict, digits: int = 3) -> str:
+    if entry.get("half_width") is None:
+        return num(entry.get("mean"), digits, sign=True)
+    return f"{entry['mean']:+.{digits}f} [{entry['low']:+.{digits}f}, {entry['high']:+.{digits}f}]"
 
 
-def mean_only(stat: dict | None, digits: int = 3) -> str:
-    return "n/a" if stat is None else f"{stat['mean']:.{digits}f}"
+def arm_table(results: dict) -> list[str]:
+    names = list(OUTCOMES)
+    lines = ["| arm | seeds | " + " | ".join(OUTCOMES[n].label for n in names) + " | wall time per run |",
+             "|---|---|" + "---|" * len(names) + "---|"]
+    for arm, by_seed in results["arms"].items():
+        cells = [rc.ci_text(results["stats"][arm][n]) if results["stats"][arm][n]["n"] else "n/a" for n in names]
+        wall = mean_ci([r["wall_s"] / 60 for r in by_seed.values()])
+        lines.append(f"| {ARMS[arm]} | {len(by_seed)} | " + " | ".join(cells) + f" | {wall.mean:.1f} min |")
+    return lines
+
+
+def paired_table(results: dict) -> list[str]:
+    lines = [("| arm minus GRPO | outcome | pairs | mean difference [95% CI] | detectable (power 0.8) | "
+              "per-seed differences |"), "|---|---|---|---|---|---|"]
+    for arm, by_outcome in results["paired"].items():
+        for name, entry in by_outcome.items():
+            diffs = ", ".join(f"{d:+.3f}" for d in entry["differences"])
+            lines.append(f"| {ARMS[arm]} | {OUTCOMES[name].label} | {len(entry['differences'])} | {interval(entry)} | "
+                         f"{num(entry['detectable'])} | {diffs} |")
+    return lines
+
+
+def per_run_table(results: dict) -> list[str]:
+    lines = [("| arm | seed | run | adoption (mean over steps) | planning NLL | accuracy (last 2 validations) | "
+              "marked tokens | truncated | wall time |"), "|---|---|---|---|---|---|---|---|---|"]
+    for arm, by_seed in results["arms"].items():
+        for seed, r in by_seed.items():
+            o = r["outcomes"]
+            lines.append(f"| {ARMS[arm]} | {seed} | `{r['run_id'][:8]}` | {num(o['adoption'])} | "
+                         f"{num(o['nll_planning'])} | {num(o['accuracy'])} | {num(o['marked'])} | "
+                         f"{num(o['truncated'])} | {r['wall_s'] / 60:.1f} min |")
+    return lines
+
+
+def paper_effect_lines(results: dict) -> list[str]:
+    lines = []
+    for arm, by_outcome in results["paired"].items():
+        needed = by_outcome["accuracy"].get("seeds_for_paper_effect")
+        if needed is not None:
+            lines.append(f"- {ARMS[arm]}: {needed} paired seeds for a true accuracy difference of {PAPER_EFFECT} "
+                         f"(the SD of its per-seed differences, {by_outcome['accuracy']['sd']:.3f}).")
+    return lines
 
 
 def markdown(results: dict, command: str) -> str:
-    arms, stats, base = results["arms"], results["stats"], results["base"]
-    table = ["| arm | seeds | greedy step 0 | greedy final | gain | eval pass@1 | eval boxed | eval truncated | "
-             "train truncated (last step) | planning tokens | wall time per run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    if base:
-        table.append(f"| base model (no training) | - | - | - | - | {base['eval/pass_at_1']:.3f} | "
-                     f"{base['eval/boxed_frac']:.3f} | {base['eval/truncated_frac']:.3f} | - | - | - |")
-    for arm, s in stats.items():
-        table.append(f"| {ARMS[arm]} | {len(s['seeds'])} | {frac(s['step0'])} | {frac(s['final'])} | "
-                     f"{frac(s['gain'])} | {frac(s['eval/pass_at_1'])} | {mean_only(s['eval/boxed_frac'])} | "
-                     f"{mean_only(s['eval/truncated_frac'])} | {mean_only(s['train/truncated_frac_last'])} | "
-                     f"{mean_only(s['planning_token_frac'])} | {rc.ci_text(s['wall_s'], 0)} s |")
-    diffs = ["| arm minus GRPO | greedy final: difference | detectable | eval pass@1: difference | detectable |",
-             "|---|---|---|---|---|"]
-    for arm, s in stats.items():
-        if "diff_val" in s:
-            diffs.append(f"| {ARMS[arm]} | {rc.ci_text(s['diff_val'])} | {s['detectable_val']:.3f} | "
-                         f"{frac(s.get('diff_eval'))} | "
-                         f"{number(s.get('detectable_eval'))} |")
-    per_run = [f"| {ARMS[arm]} | {seed} | `{r['run_id'][:8]}` | {r['val/accuracy'][0]:.3f} | "
-               f"{r['val/accuracy'][-1]:.3f} | {number(r['eval/pass_at_1'])} | {number(r['eval/truncated_frac'])} | "
-               f"{r['train/truncated_frac_last']:.3f} | {r['wall_s'] / 60:.1f} min |"
-               for arm, rows in arms.items() for seed, r in rows.items()]
-    every_run = {f"{arm}{seed}": r for arm, rows in arms.items() for seed, r in rows.items()}
+    every_run = {f"{arm}{seed}": r for arm, rows in results["arms"].items() for seed, r in rows.items()}
     return "\n".join([
-        *rc.report_header("HICRA vs GRPO and baselines on the embedded default", "experiments/hicra_vs_grpo/report.py",
-                          command, every_run),
+        *rc.report_header("HICRA vs GRPO, paired by seed, on the embedded default",
+                          "experiments/hicra_vs_grpo/report.py", command, every_run),
         "",
         "The reading of these numbers (what the study can and cannot detect): `experiments/hicra_vs_grpo/README.md`.",
         "",
         "| setting | value |", "|---|---|", *[f"| `{k}` | {v} |" for k, v in results["setup"].items()],
         "",
-        "Two held-out measurements, both strict (only a closed `\\boxed{}` in a finished reply counts; a reply cut at",
-        "the token budget scores 0), on the task's 200 held-out questions: **greedy** accuracy, logged by training at",
-        "each validation step (step 0 is the base model), and **eval pass@1**, `hicra-eval` after training with the",
-        "paper's sampling protocol at this scale (k = 4 samples at T = 0.6, top-p 0.95, 128 new tokens). Mean [95% CI]",
-        "over seeds; boxed, truncated and planning-token shares are means. Planning tokens: the share of response",
-        "tokens the arm's detector marked (`hierarchy/planning_token_frac`, mean over steps).",
+        "Outcomes, one value per run: plan adoption and marked tokens as their mean over every training step (how soon",
+        f"as well as how much); the planning tokens' NLL and perplexity and truncation over the last {LAST_STEPS} steps;",
+        f"held-out accuracy as the mean of the last {LAST_VALIDATIONS} validations (greedy, strict, the task's held-out",
+        "questions). Plan adoption, the planning tokens' NLL and their",
+        "relative perplexity use the paper's Strategic Grams in every arm (`diagnostics.grams_path`), whichever planner",
+        "drove the advantage, so the arms are measured with one ruler. Mean [95% CI] over seeds:",
         "",
-        *table,
+        *arm_table(results),
         "",
-        "Each arm against GRPO: Welch 95% interval of the difference over seeds; *detectable* is the smallest true",
-        "difference this many seeds would find 80% of the time (two-sided, 5%), given the spread the seeds showed.",
+        "Each arm minus GRPO, seed by seed (the same seed: the same prompts and the same first samples). Interval: t over",
+        f"the per-seed differences; detectable: the smallest true difference these pairs find 80% of the time ({METHOD}).",
         "",
-        *diffs,
+        *paired_table(results),
         "",
-        "| arm | seed | run | greedy step 0 | greedy final | eval pass@1 | eval truncated | train truncated | "
-        "wall time |",
-        "|---|---|---|---|---|---|---|---|---|",
-        *per_run,
+        f"Seeds a paper-sized accuracy difference ({PAPER_EFFECT}) needs at this spread (same test):",
+        "",
+        *(paper_effect_lines(results) or ["- not computable yet (fewer than 2 pairs, or no spread)"]),
+        "",
+        *per_run_table(results),
         "",
         "![HICRA vs GRPO](hicra_vs_grpo.png)",
         "",
     ])
+
+
+def plot(results: dict, path: Path) -> None:
+    """Plan adoption per training step and held-out accuracy per validation: mean over seeds, one colour per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (adoption, accuracy) = plt.subplots(1, 2, figsize=(11, 4))
+    for arm, by_seed in results["arms"].items():
+        curves = [r["adoption_curve"] for r in by_seed.values() if r["adoption_curve"]]
+        steps = min(map(len, curves)) if curves else 0
+        if steps:
+            adoption.plot(range(steps), [sum(c[i] for c in curves) / len(curves) for i in range(steps)],
+                          label=ARMS[arm])
+        runs = list(by_seed.values())
+        points = min(len(r["val/accuracy"]) for r in runs)
+        accuracy.plot(runs[0]["steps"][:points],
+                      [sum(r["val/accuracy"][i] for r in runs) / len(runs) for i in range(points)], marker="o",
+                      label=ARMS[arm])
+    adoption.set(xlabel="training step", ylabel="replies with a Strategic Gram", title="Plan adoption (mean of seeds)")
+    accuracy.set(xlabel="training step", ylabel="val/accuracy", title="Held-out accuracy (mean of seeds)")
+    for axis in (adoption, accuracy):
+        axis.grid(alpha=0.3)
+        axis.set_ylim(0, 1)
+    adoption.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> int:
@@ -183,7 +240,6 @@ def main() -> int:
     parser.add_argument("--missing", action="store_true")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--arms", nargs="+", default=list(ARMS))
-    parser.add_argument("--has-base", action="store_true")
     args = parser.parse_args()
     unknown = [a for a in args.arms if a not in ARMS]
     if unknown:
@@ -192,21 +248,15 @@ def main() -> int:
     if args.missing:
         print(",".join(f"hicra_vs_grpo/{arm}" for arm in args.arms if args.seed not in arm_runs(client, arm)))
         return 0
-    if args.has_base:
-        return 0 if base_eval(eval_runs(client)) else 1
-    results = collect(client)
+    results = collect(client, args.arms)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-    base_line = None
-    if results["base"]:
-        base_line = ("base model, eval pass@1", results["base"]["eval/pass_at_1"])
-    rc.plot_accuracy({ARMS[arm]: rows for arm, rows in results["arms"].items()}, args.out / "hicra_vs_grpo.png",
-                     base_line)
+    plot(results, args.out / "hicra_vs_grpo.png")
     (args.out / "RESULTS.md").write_text(markdown(results, args.command), encoding="utf-8")
     print(f"wrote {args.out / 'RESULTS.md'}, hicra_vs_grpo.png, results.json")
-    for arm, s in results["stats"].items():
-        if "diff_val" in s:
-            print(f"{ARMS[arm]} - GRPO: greedy final {rc.ci_text(s['diff_val'])}, eval {frac(s.get('diff_eval'))}")
+    for arm, by_outcome in results["paired"].items():
+        print(f"{ARMS[arm]} - GRPO: adoption {interval(by_outcome['adoption'])}, "
+              f"accuracy {interval(by_outcome['accuracy'])}")
     return 0
 
 

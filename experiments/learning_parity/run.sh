@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Learning parity with TRL: hicra's GRPO and TRL's GRPOTrainer on the embedded default (same model, task, reward,
+# Learning parity with TRL: hicra's GRPO and TRL's GRPOTrainer on experiment=chain_sum_default (same model, task, reward,
 # prompts in the same order, G, token budget, sampling, clip range, optimizer, steps), seeds interleaved so that a
 # drift of the machine's speed falls on both arms alike; then report.py (RESULTS.md, PNG, JSON).
 #   experiments/learning_parity/run.sh                 # seeds 0 1 2
@@ -19,7 +19,7 @@ for seed in $SEEDS; do
   if $PY $HERE/report.py --has hicra --seed "$seed"; then
     echo "hicra seed $seed: finished run found, skipped"
   else
-    .venv/bin/hicra-train algorithm=grpo planner=none seed="$seed" logger.experiment_name=$EXPERIMENT \
+    .venv/bin/hicra-train experiment=chain_sum_default algorithm=grpo planner=none seed="$seed" logger.experiment_name=$EXPERIMENT \
       +logger.tags.framework=hicra
   fi
   if $PY $HERE/report.py --has trl --seed "$seed"; then

@@ -24,16 +24,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the hicra -> TRL config mapping lives with the step benchmark
 
-from bench_hicra import compose, prompt_batches  # noqa: E402
-from bench_trl import grpo_config  # noqa: E402
-from omegaconf import open_dict  # noqa: E402
+from bench_hicra import compose, prompt_batches
+from bench_trl import grpo_config
+from omegaconf import open_dict
 
-from hicra.config.instantiate import build  # noqa: E402
-from hicra.evaluation.generation import sample_answers  # noqa: E402
-from hicra.rollout.hf import eos_token_ids  # noqa: E402
-from hicra.tasks.scoring import score_completions  # noqa: E402
-from hicra.tracking.store import log_run_metadata  # noqa: E402
-from hicra.training.run import build_logger  # noqa: E402
+from hicra.config.instantiate import build
+from hicra.evaluation.generation import sample_answers
+from hicra.rollout.hf import eos_token_ids
+from hicra.tasks.scoring import score_completions
+from hicra.tracking.store import log_run_metadata
+from hicra.training.run import build_logger
+from hicra.training.run_context import demonstrations
 
 # TRL's log keys -> hicra's names for the same quantity (both logged; TRL's under trl/*).
 TRL_TO_HICRA = {"reward": "train/reward_mean", "rewards/correctness/mean": "train/accuracy",
@@ -46,7 +47,8 @@ def validation_metrics(model, tokenizer, task, sampler, cfg) -> dict[str, float]
     """val/* exactly as hicra's module computes them: one greedy reply per held-out question, strict scoring."""
     was_training = model.training
     records = sample_answers(model, tokenizer, task, task.val_examples(), sampler, num_samples=1, greedy=True,
-                             batch_size=cfg.val_batch_size, system_prompt=cfg.system_prompt, desc="val")
+                             batch_size=cfg.val_batch_size, system_prompt=cfg.system_prompt, desc="val",
+                             demonstrations=demonstrations(cfg))
     model.train(was_training)
     n = len(records)
     return {"val/accuracy": sum(r["correct"] for r in records) / n,
@@ -67,7 +69,7 @@ def main() -> int:
     from transformers.trainer_callback import PrinterCallback
     from trl import GRPOTrainer
 
-    cfg = compose(["algorithm=grpo", "planner=none", f"seed={args.seed}",
+    cfg = compose(["experiment=chain_sum_default", "algorithm=grpo", "planner=none", f"seed={args.seed}",
                    f"logger.experiment_name={args.experiment}", *args.overrides])
     with open_dict(cfg):
         cfg.logger.run_name = f"trl_grpo__s{args.seed}"
