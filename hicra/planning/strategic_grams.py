@@ -76,9 +76,14 @@ def load_grams(path: str | None = None) -> list[str]:
     return grams
 
 
+_WORD_SEPARATOR = r"(?:\s*-\s*|\s+)"  # between two words of a gram: any whitespace run, or a hyphen
+
+
 def _atom(char: str) -> str:
-    if char == " ":
-        return r"\s+"  # grams are whitespace-normalised: one space stands for any whitespace run
+    if char in " -":
+        # One space stands for any whitespace run, and words joined by a hyphen are the same phrase: a policy that
+        # writes "Step-by-step" still plans ("step by step"), and "let's double-check" is "let's double check".
+        return _WORD_SEPARATOR
     if char == "'":
         return f"[{_APOSTROPHES}]"
     return re.escape(char)
@@ -127,8 +132,9 @@ def find_gram_spans(text: str, pattern: re.Pattern) -> list[tuple[int, int]]:
 
 
 def occurrence_text(text: str, span: tuple[int, int]) -> str:
-    """A matched occurrence as a gram string: lower-case, single spaces, straight apostrophes."""
-    return _normalise(text[span[0] : span[1]])
+    """A matched occurrence as a gram string: lower-case, single spaces (a hyphen between words too), straight
+    apostrophes: "Step-by-step" and "step by step" are one phrase."""
+    return _normalise(re.sub(_WORD_SEPARATOR, " ", text[span[0] : span[1]]))
 
 
 # Words of the text after a gram (conditional-entropy diagnostic): maximal runs of letters, digits, apostrophes

@@ -107,6 +107,17 @@ def test_whitespace_runs_inside_a_gram(tok):
     assert marked_runs(tok, det, "ok let\n  me verify it") == [" let\n  me verify"]
 
 
+def test_words_joined_by_a_hyphen_are_the_same_phrase(tok, paper):
+    """A policy that writes "Step-by-step" still plans: the paper's "step by step" marks it, and the paper's
+    "let's double-check" marks "let's double check"; "3 - 2" stays arithmetic."""
+    assert marked_runs(tok, paper, "Step-by-step: 3 + 4 = 7.")[0].startswith("Step-by-step")
+    assert marked_runs(tok, paper, "Step by step: 3 + 4 = 7.")[0].startswith("Step by step")
+    det = StrategicGramDetector(tok, grams=["let's double-check"])
+    assert marked_runs(tok, det, "ok, let's double check it") == [" let's double check"]
+    assert StrategicGramDetector(tok, grams=["step by step"]).occurrences(
+        *one(encode(tok, "Step-by-step: 3 - 2 = 1.")))[0] == ["step by step"]  # one phrase, one spelling
+
+
 # --- batches, padding, masks ---
 
 
