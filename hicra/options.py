@@ -17,3 +17,6 @@ MODEL_DTYPES = ("float32", "bfloat16", "float16")  # models.loaders: the torch d
 # rollout.hf, besides null (transformers' dynamic cache): "static" is a fixed-size cache whose decoding step
 # transformers compiles (torch.compile, CUDA graphs on GPU)
 CACHE_IMPLEMENTATIONS = ("static",)
+# ckpt_path keywords besides a path (training.find_checkpoint): the newest checkpoint of the named run folder or under
+# outputs/, and the run folder's own checkpoint if any, else start (SLURM requeue)
+CKPT_KEYWORDS = ("last", "auto")

@@ -39,6 +39,7 @@ from hicra.options import (
     ADVANTAGE_SCALES,
     AGGREGATIONS,
     CACHE_IMPLEMENTATIONS,
+    CKPT_KEYWORDS,
     KL_ESTIMATORS,
     LR_DECAYS,
     MODEL_DTYPES,
@@ -140,9 +141,6 @@ EXTRA_LOGGERS = {"tensorboard": node(), "tensorboard.save_dir": text(null=True),
 
 DIAGNOSTICS = {"grams_path": text(null=True), "top_entropy_fraction": FRACTION, "following_words": integer(0),
                "semantic_entropy_occurrences": integer(1), "seed": SEED}
-
-CKPT_KEYWORDS = ("last", "auto")  # hicra/training/find_checkpoint.py
-
 
 def names_a_checkpoint(value: object) -> bool:
     """`last`, `auto` or a path. A bare word that is neither a keyword nor an existing file or folder is a misspelt

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from hicra.errors import ConfigError
+from hicra.options import CKPT_KEYWORDS
 from hicra.training.resume import RUN_KEY, config_changes, load_checkpoint
 
 LAST = "last.ckpt"
-AUTO = "auto"  # ckpt_path=auto: the run folder's own checkpoint if any, else start
+KEYWORD_LAST, AUTO = CKPT_KEYWORDS  # ckpt_path=auto: the run folder's own checkpoint if any, else start
 ALLOWED = "last, auto, a .ckpt file, or a run folder or its checkpoints/"
 NAMES = (LAST, "last-v*.ckpt")  # what a run's checkpoint folder may hold
 SEARCHED = ("runs", "multiruns")  # where `ckpt_path=last` looks under paths.output_dir
@@ -94,7 +95,7 @@ def resolve_checkpoint(ckpt_path: str, output_dir: Path, run_dir: Path | None = 
     the command's config_snapshot, which a checkpoint found under `output_dir` must match. A job of a sweep
     (`sweep_job`) that finds no checkpoint of its own gets None: it starts, so that rerunning an interrupted sweep
     with `ckpt_path=last` continues what it can and starts the rest. A single run is refused instead."""
-    if str(ckpt_path) != "last":
+    if str(ckpt_path) != KEYWORD_LAST:
         return checkpoint_at(str(ckpt_path))
     if run_dir is not None:
         own = newest_in(run_dir / "checkpoints")

@@ -37,6 +37,10 @@ def test_the_schema_and_the_code_read_the_same_tuples():
     assert tuple(_DTYPES) == options.MODEL_DTYPES and schema.MODEL_DTYPES is options.MODEL_DTYPES
     assert hf.CACHE_IMPLEMENTATIONS == (None, *options.CACHE_IMPLEMENTATIONS)
     assert schema.CACHE_IMPLEMENTATIONS is options.CACHE_IMPLEMENTATIONS
+    from hicra.training import find_checkpoint
+
+    assert schema.CKPT_KEYWORDS is options.CKPT_KEYWORDS
+    assert (find_checkpoint.KEYWORD_LAST, find_checkpoint.AUTO) == options.CKPT_KEYWORDS
 
 
 def test_a_value_outside_the_list_is_refused_by_the_schema_and_by_the_code():
