@@ -37,8 +37,19 @@ def absolute_artifact_location(location: str | None) -> str | None:
     return Path(location).expanduser().resolve().as_uri()
 
 
+_GIT_STATES: dict[Path, dict[str, str]] = {}
+
+
 def git_state(root: Path = PROJECT_ROOT) -> dict[str, str]:
-    """SHA and dirty flag of the checkout the code runs from ('unknown' outside git)."""
+    """SHA and dirty flag of the checkout the code runs from ('unknown' outside git), read once per process: the jobs
+    of a multirun in one process run the code imported at its first job, so a commit made while the sweep runs must
+    not be credited to its later jobs."""
+    if root not in _GIT_STATES:
+        _GIT_STATES[root] = _read_git_state(root)
+    return dict(_GIT_STATES[root])
+
+
+def _read_git_state(root: Path) -> dict[str, str]:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
 
