@@ -131,3 +131,14 @@ def test_drop_answer_sentence_keeps_the_plan_phrase_instead_of_the_answer_form(t
     assert dropped.read_text().splitlines() == ["step by step"]
     report = json.loads((tmp_path / "dropped.report.json").read_text())
     assert report["corpus"]["solutions"] == 6 and report["parameters"]["drop_answer_sentence"] is True
+
+
+def test_the_shipped_mined_list_is_what_its_committed_corpus_mines_to(tmp_path):
+    """bundled://strategic_grams_four_term_sum.txt (the study's hicra_mined arm) from the GRPO replies it came from."""
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    corpus = root / "experiments" / "hicra_vs_grpo" / "mined" / "corpus.jsonl"
+    out = tmp_path / "mined.txt"
+    main(["mine", "--jsonl", str(corpus), "--drop-answer-sentence", "--no-progress", "--out", str(out)])
+    assert out.read_text().splitlines() == load_grams("bundled://strategic_grams_four_term_sum.txt") == ["step by step"]

@@ -17,7 +17,6 @@ from hicra.grams.placebo import draw_placebo_grams, marked_tokens, overlapping_n
 from hicra.planning.strategic_grams import StrategicGramDetector, compile_grams, find_gram_spans, load_grams
 
 REFERENCE = ["so", "let me", "hmm,", "we can see", "## step"]  # word lengths 1, 2, 1, 3, 1
-CHAIN_SUM_CORPUS = Path(__file__).parents[2] / "experiments" / "hicra_vs_grpo" / "placebo" / "corpus.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +111,14 @@ def test_cli_bad_input_is_one_line(args, fragment, tmp_path, solutions_jsonl, ca
     assert not (tmp_path / "p.txt").exists()
 
 
-def test_the_shipped_chain_sum_list_marks_the_grams_share_of_its_corpus(smollm2_tokenizer):
-    grams = load_grams("bundled://placebo_grams_chain_sum.txt")
-    report = json.loads((Path(__file__).parents[2] / "hicra" / "planning" / "data" /
-                         "placebo_grams_chain_sum.report.json").read_text())
-    assert report["corpus"]["source"] == "jsonl:experiments/hicra_vs_grpo/placebo/corpus.jsonl"
-    texts = [json.loads(line)["text"] for line in CHAIN_SUM_CORPUS.read_text().splitlines()]
+@pytest.mark.parametrize("dataset,corpus", [("chain_sum", "experiments/hicra_vs_grpo/placebo/corpus.jsonl"),
+                                            ("basic_arithmetic", "experiments/hicra_vs_grpo/mined/corpus.jsonl")])
+def test_each_shipped_list_marks_the_grams_share_of_its_corpus(dataset, corpus, smollm2_tokenizer):
+    root = Path(__file__).parents[2]
+    grams = load_grams(f"bundled://placebo_grams_{dataset}.txt")
+    report = json.loads((root / "hicra" / "planning" / "data" / f"placebo_grams_{dataset}.report.json").read_text())
+    assert report["corpus"]["source"] == f"jsonl:{corpus}"
+    texts = [json.loads(line)["text"] for line in (root / corpus).read_text().splitlines()]
     responses = tokenize(texts, smollm2_tokenizer)
     placebo, paper = marked_tokens(responses, grams), marked_tokens(responses, load_grams(None))
     marked = report["marked_tokens"]  # the report's numbers are what the detector measures today
