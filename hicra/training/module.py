@@ -20,8 +20,10 @@ from torch import Tensor
 
 from hicra.algorithms import Algorithm, aggregate_denominator, masked_mean
 from hicra.errors import TrainingError
+from hicra.planning.base import PlanningDetector
 from hicra.rollout.hf import HFSampler, RolloutBatch, sequence_logprobs
 from hicra.rollout.sampling_stream import SamplingStream
+from hicra.tasks.base import Task
 from hicra.training.distributed import (
     clip_gradients,
     full_weights_for_generation,
@@ -35,6 +37,7 @@ from hicra.training.faults import FaultCounter, all_finite
 from hicra.training.micro_batches import micro_batches, scoring_pass
 from hicra.training.module_state import restore_module_state, save_module_state
 from hicra.training.optimizers import optimizers_for
+from hicra.training.sampling_rounds import sample_step
 from hicra.training.step_metrics import (
     add_micro_batch,
     loss_inputs,
@@ -44,14 +47,14 @@ from hicra.training.step_metrics import (
     update_metrics,
 )
 from hicra.training.step_output import KEY, StepOutput
-from hicra.training.sampling_rounds import sample_step
 from hicra.training.step_scoring import score_rollout
 from hicra.training.timing import Stopwatch, start_step
 from hicra.training.validation import ValidationTally
 
 
 class PolicyGradientModule(pl.LightningModule):
-    def __init__(self, policy, tokenizer, algorithm: Algorithm, detector, task, sampler: HFSampler, optimizer_factory,
+    def __init__(self, policy, tokenizer, algorithm: Algorithm, detector: PlanningDetector, task: Task,
+                 sampler: HFSampler, optimizer_factory,
                  micro_batch_size: int = 8, max_grad_norm: float | None = 1.0, diagnostics=None,
                  max_skipped_updates_in_a_row: int = 5, reference=None, format_reward: float = 0.0,
                  score_truncated: bool = False, sampling_seed: int | None = None, lr_schedule=None, refill=None):
