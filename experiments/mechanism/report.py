@@ -1,9 +1,9 @@
-"""Summarise experiments/mechanism/results.json (written by run.py) as a Markdown table: per arm, the mean first-order
+"""Summarise a results JSON of experiments/mechanism/run.py as a Markdown table: per arm, the mean first-order
 change of the held-out decision log-prob per unit learning rate over the batches (95% t-interval), its paired
 difference from GRPO's (95% t-interval over batches), and the ratio of summed changes HICRA/GRPO (95% bootstrap)
 next to the prediction 1 + alpha(1 - p).
 
-    python experiments/mechanism/report.py experiments/mechanism/results.json
+    python experiments/mechanism/report.py experiments/mechanism/results_default.json
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ step with each weighting and compare the measured change with the first-order on
 Plain SGD, not AdamW: AdamW's first step divides each coordinate by its own gradient's size (a sign step), so it
 would measure the optimizer, not how the advantages weight the gradient.
 
-    python experiments/mechanism/run.py --out experiments/mechanism/results.json [hydra overrides ...]
+    python experiments/mechanism/run.py --out experiments/mechanism/results_default.json [hydra overrides ...]
 """
 
 from __future__ import annotations
