@@ -43,7 +43,8 @@ def test_bootstrap_ratio_brackets_the_ratio_of_sums():
 def test_first_order_change_matches_a_real_sgd_step(tmp_path):
     out = tmp_path / "mechanism.json"
     subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--batches", "1", "--check", "1", "--heldout", "8",
-                    "experiment=smoke", "task._target_=support.ParityTask", "score_truncated=true"],
+                    "experiment=smoke", "task._target_=support.ParityTask", "score_truncated=true", "format_reward=0.5",
+                    "demonstrations=null"],  # the tiny model on a short prompt: a step large enough to measure
                    cwd=tmp_path, env=cli_env(), check=True, timeout=600, capture_output=True, stdin=subprocess.DEVNULL)
     result = json.loads(out.read_text())
     assert result["summary"]["batches"] == 1 and len(result["checks"]) == 2  # GRPO and HICRA

@@ -80,7 +80,7 @@ def test_trackers_beside_mlflow_get_its_metric_names_and_the_run_has_its_dataset
     inputs = {tag.value: d.dataset for d in run.inputs.dataset_inputs for tag in d.tags
               if tag.key == "mlflow.data.context"}
     assert set(inputs) == {"training", "validation"}
-    assert {d.name for d in inputs.values()} == {"basic_arithmetic"}
+    assert {d.name for d in inputs.values()} == {"four_term_sum"}  # the task option
     assert inputs["training"].digest != inputs["validation"].digest
     assert '"train_size": 64' in inputs["training"].source
     check_final_model_logged(tmp_path, run)

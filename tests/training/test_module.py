@@ -23,7 +23,8 @@ from hicra.training.run import train
 from hicra.training.sampling_rounds import sample_and_score
 from hicra.training.step_metrics import rollout_metrics
 
-PARITY = ["task._target_=support.ParityTask", "score_truncated=true"]  # mixed rewards on a random model
+PARITY = ["task._target_=support.ParityTask", "score_truncated=true",  # mixed rewards on a random model,
+          "format_reward=0.5"]  # and spread within groups: the default (correctness alone) leaves some uniform
 PROMPTS = ["What is 1 + 2?", "What is 3 + 4?"]
 FORMAT_REWARD = 0.5
 
