@@ -216,6 +216,7 @@ def test_trl_accumulates_micro_batches_over_one_rollout_batch(bench, tmp_path):
     assert args.generation_batch_size == 32  # one generation of 4 prompts x 8, one optimizer step
 
 
+@pytest.mark.slow  # a whole training run or a fresh interpreter (make test-fast leaves it out)
 def test_update_benchmark_times_forward_and_backward(monkeypatch):
     monkeypatch.syspath_prepend(str(PROJECT_ROOT / "benchmarks"))
     import bench_update

@@ -139,6 +139,7 @@ def test_paper_recipe_without_data_fails_in_one_line(tmp_path):
     assert errors == ["hicra-train: error: Missing mandatory value: task.path"], result.stderr[-2000:]
 
 
+@pytest.mark.slow  # the real console script in a fresh interpreter (make test-fast leaves it out)
 def test_paper_recipe_without_weights_fails_in_one_line(tmp_path, data_file, monkeypatch):
     """The real console script: HF_HUB_OFFLINE / HF_HOME are read when transformers is imported."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

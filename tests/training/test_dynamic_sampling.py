@@ -116,6 +116,7 @@ def _train(compose_cfg, tmp_path, *overrides):
     return train(cfg, choices={"algorithm": "grpo"})["train_history"]
 
 
+@pytest.mark.slow  # a whole training run or a fresh interpreter (make test-fast leaves it out)
 def test_a_run_trains_informative_groups_only_and_logs_what_it_consumed(compose_cfg, tmp_path):
     plain = _train(compose_cfg, tmp_path / "plain")
     assert max(row["train/frac_zero_std_groups"] for row in plain) >= 0.5  # half the questions carry no signal
@@ -129,6 +130,7 @@ def test_a_run_trains_informative_groups_only_and_logs_what_it_consumed(compose_
         assert 0 <= row["sampling/kept_frac"] <= 1 and 0 <= row["sampling/informative_frac"] <= 1
 
 
+@pytest.mark.slow  # a whole training run or a fresh interpreter (make test-fast leaves it out)
 def test_a_resumed_run_draws_the_same_prompts(compose_cfg, tmp_path):
     dynamic = "algorithm.dynamic_sampling_rounds=4"
     straight = _train(compose_cfg, tmp_path / "straight", dynamic)

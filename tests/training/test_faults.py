@@ -87,6 +87,7 @@ def test_a_failing_reward_scores_zero_and_is_counted(compose_cfg, tmp_path):
     assert all(0.0 <= row["train/reward_mean"] <= 1.0 for row in summary["train_history"])
 
 
+@pytest.mark.slow  # a whole training run or a fresh interpreter (make test-fast leaves it out)
 def test_truncated_responses_can_be_dropped_from_the_loss(compose_cfg, tmp_path):
     # A random tiny model almost never emits EOS within 8 tokens: every response is truncated.
     common = ["trainer.max_steps=1", "rollout.max_new_tokens=8"]

@@ -80,6 +80,7 @@ def test_kahan_adamw_keeps_bf16_weights_on_the_fp32_trajectory():
     assert ((kahan_end - bf16_start) - (reference - start)).abs().mean() < 0.05 * moved.mean()
 
 
+@pytest.mark.slow  # a whole training run or a fresh interpreter (make test-fast leaves it out)
 def test_the_recipe_moves_a_bf16_stored_model_at_lr_1e6(tmp_path, data_file_path):
     from hicra.models.loaders import build_tiny_model, load_pretrained
 
@@ -98,6 +99,7 @@ def test_the_recipe_moves_a_bf16_stored_model_at_lr_1e6(tmp_path, data_file_path
     assert changed / total > 0.9, f"only {changed / total:.1%} of the weights moved"
 
 
+@pytest.mark.slow  # a whole training run or a fresh interpreter (make test-fast leaves it out)
 def test_pure_bf16_at_the_recipes_rate_is_refused_in_one_line(tmp_path, data_file_path):
     from hicra.models.loaders import build_tiny_model
 

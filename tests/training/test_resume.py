@@ -330,6 +330,7 @@ def test_a_resume_that_changes_the_experiment_is_refused(finished_copy, override
     assert after.info.status == "FINISHED" and after.data.tags == before.data.tags  # nothing re-tagged
 
 
+@pytest.mark.slow  # a whole training run or a fresh interpreter (make test-fast leaves it out)
 def test_a_resume_may_extend_and_change_cadence_and_says_so(finished_copy):
     """Also: the run folder here is a copy (`paths.*` may change on resume), resumed twice. Lightning used to write
     `last-v1.ckpt` beside the copied `last.ckpt` at the first resume, and the second `ckpt_path=last` took the stale

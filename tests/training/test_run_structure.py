@@ -31,6 +31,7 @@ def test_swept_keys_drop_prefixes_and_ignore_flags_and_plain_values():
     assert swept_keys(args) == {"seed", "extra@pkg"}
 
 
+@pytest.mark.slow  # a whole training run or a fresh interpreter (make test-fast leaves it out)
 def test_importing_the_run_installs_no_filter():
     probe = ("import logging, warnings; before = list(warnings.filters); import hicra.training.run; "
              "added = [f for f in warnings.filters if f not in before and f[1] is not None and "
