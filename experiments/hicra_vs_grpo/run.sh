@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paired study in one command: every arm x seed on the embedded default (make train's setting, strict scoring),
 # the same seeds in every arm, then report.py (RESULTS.md: each arm minus GRPO seed by seed).
-#   experiments/hicra_vs_grpo/run.sh                          # 5 arms x 6 seeds, about 11 min per run on 2 cores
+#   experiments/hicra_vs_grpo/run.sh                          # 5 arms x 6 seeds, about 13 min per run on 2 cores
 #   SEEDS="0 1 2" ARMS="grpo hicra" experiments/hicra_vs_grpo/run.sh
 #   ARMS="grpo placebo_spans entropy_reg high_entropy" experiments/hicra_vs_grpo/run.sh   # the optional arms
 # Resumable: an arm x seed with a finished training run (tag `arm`) in MLflow experiment `hicra_vs_grpo` is skipped,
