@@ -80,9 +80,7 @@ _WORD_SEPARATOR = r"(?:\s*-\s*|\s+)"  # between two words of a gram: any whitesp
 
 
 def _atom(char: str) -> str:
-    if char in " -":
-        # One space stands for any whitespace run, and words joined by a hyphen are the same phrase: a policy that
-        # writes "Step-by-step" still plans ("step by step"), and "let's double-check" is "let's double check".
+    if char == " ":
         return _WORD_SEPARATOR
     if char == "'":
         return f"[{_APOSTROPHES}]"
@@ -112,6 +110,9 @@ def compile_grams(grams: list[str]) -> re.Pattern:
         raise ConfigError("strategic grams: the list of grams is empty")
     trie: dict = {}
     for gram in cleaned:
+        # Words joined by a hyphen are the same phrase: a policy that writes "Step-by-step" still plans ("step by
+        # step"), and "let's double-check" is "let's double check". So a gram's hyphen is a space, which matches either.
+        gram = " ".join(gram.replace("-", " ").split())
         node = trie
         for char in gram:
             node = node.setdefault(char, {})
