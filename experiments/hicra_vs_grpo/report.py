@@ -80,8 +80,9 @@ def window_value(values: list[float], window: str) -> float | None:
 
 def run_row(client, run) -> dict:
     """One training run: every outcome's end-of-run value, its adoption curve and its held-out curve."""
-    row = rc.run_curves(client, run)
-    histories = {name: [v for _, v, _ in rc.history(client, run, o.key)] for name, o in OUTCOMES.items()}
+    row = rc.run_curves(client, run)  # reads val/* already: those histories are not fetched twice
+    histories = {name: row[o.key] if o.key in row else [v for _, v, _ in rc.history(client, run, o.key)]
+                 for name, o in OUTCOMES.items()}
     row["outcomes"] = {name: window_value(values, OUTCOMES[name].window) for name, values in histories.items()}
     row["adoption_curve"] = histories["adoption"]
     return row
@@ -89,8 +90,9 @@ def run_row(client, run) -> dict:
 
 def paired(rows: dict[int, dict], baseline: dict[int, dict], outcome: str) -> dict:
     """Arm minus GRPO seed by seed: the differences, their mean and t interval, the detectable difference."""
-    values = lambda by_seed: {str(s): r["outcomes"][outcome] for s, r in by_seed.items()
-                              if r["outcomes"][outcome] is not None}
+    def values(by_seed: dict[int, dict]) -> dict[str, float]:
+        return {str(s): r["outcomes"][outcome] for s, r in by_seed.items() if r["outcomes"][outcome] is not None}
+
     pairing = pair_by_seed(values(rows), values(baseline))
     diffs = pairing.differences
     ci = mean_ci(diffs)
