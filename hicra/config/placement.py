@@ -1,9 +1,9 @@
 """Where a run's processes go, checked on the command line before anything loads (hicra.config.checks runs it for
 every job): combinations that would otherwise fail minutes in, once the model has loaded.
 
-- A sampler that lives in one process (`rollout=vllm`: one in-process engine, fed the policy's whole `state_dict`)
-  cannot serve several training processes: each rank would build its own engine, and under FSDP it would be handed
-  sharded DTensors.
+- A sampler whose engines span several ranks (`rollout.tensor_parallel_size`, rollout=vllm: one engine per that
+  many consecutive ranks) must cut the ranks into whole engines. Known here when trainer.devices is a number; with
+  devices=auto each rank checks at the first rollout (hicra/rollout/vllm_groups.py), with the same line.
 - A SLURM launcher must allocate what Lightning will ask for: one task per device on every node (Lightning's
   SLURMEnvironment refuses any other `--ntasks-per-node` or `--nodes` at Trainer construction), and a GPU per task.
 
@@ -14,10 +14,6 @@ from __future__ import annotations
 
 from hicra.errors import ConfigError
 
-# Samplers whose class sets `one_process_only = True`, by `_target_` (read without importing them), with the
-# option that names them; tests/config/test_placement.py checks this table against the classes.
-ONE_PROCESS_ROLLOUTS = {"hicra.rollout.vllm.VLLMSampler": "vllm"}
-SINGLE_PROCESS_STRATEGIES = ("auto", "single_device")  # Lightning's names of strategies that start no other rank
 SLURM_LAUNCHER = "SlurmLauncher"  # hydra-submitit's class: its jobs run under SLURM, whose settings Lightning checks
 
 
@@ -31,24 +27,21 @@ def devices_per_node(trainer) -> int | None:
     return len(devices) if hasattr(devices, "__len__") and not isinstance(devices, str) else None
 
 
-def _strategy(trainer) -> str:
-    strategy = trainer.get("strategy", "auto")
-    return str(strategy.get("_target_")) if hasattr(strategy, "get") else str(strategy)
+def check_tensor_parallel(tp: int, ranks: int) -> None:
+    """Every engine takes `tp` whole ranks (hicra/rollout/vllm_groups.py asks the same of the running group)."""
+    if ranks % tp:
+        raise ConfigError(f"rollout.tensor_parallel_size={tp} does not divide the {ranks} training ranks (trainer."
+                          f"devices x trainer.num_nodes); allowed: a divisor of {ranks}, e.g. 1")
 
 
-def check_rollout_processes(cfg) -> None:
-    """A one-process sampler with a trainer that may start several processes (or shard the policy) is refused."""
-    name = ONE_PROCESS_ROLLOUTS.get(str(cfg.get("rollout", {}).get("_target_")))
+def check_rollout_ranks(cfg) -> None:
+    """A sampler's tensor-parallel size against the ranks the trainer starts, when both are known numbers."""
+    tp = (cfg.get("rollout") or {}).get("tensor_parallel_size")
     trainer = cfg.get("trainer") or {}
-    if name is None:
-        return
-    devices, nodes, strategy = devices_per_node(trainer), trainer.get("num_nodes", 1), _strategy(trainer)
-    if devices == 1 and nodes == 1 and strategy in SINGLE_PROCESS_STRATEGIES:
-        return
-    raise ConfigError(f"rollout={name} samples in one training process only (one in-process engine fed the whole "
-                      f"policy), not with trainer.devices={trainer.get('devices', 1)}, trainer.num_nodes={nodes}, "
-                      f"trainer.strategy={strategy}; allowed: rollout=hf with this trainer, or rollout={name} with "
-                      f"trainer=gpu trainer.devices=1")
+    devices, nodes = devices_per_node(trainer), trainer.get("num_nodes", 1)
+    if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1 or not devices or not isinstance(nodes, int):
+        return  # no such sampler, a bad value (the sampler refuses it), or ranks Lightning counts at launch
+    check_tensor_parallel(tp, devices * nodes)
 
 
 def check_slurm_allocation(trainer, launcher) -> None:
@@ -105,5 +98,5 @@ def check_one_run_folder(args: list[str], run_dir_template: str, environ) -> Non
 
 def check_placement(cfg, launcher=None) -> None:
     """One job's config (`cfg`, without its hydra node) against its sampler and, in a multirun, its launcher."""
-    check_rollout_processes(cfg)
+    check_rollout_ranks(cfg)
     check_slurm_allocation(cfg.get("trainer") or {}, launcher)

@@ -3,29 +3,35 @@
 from __future__ import annotations
 
 import pytest
-from hydra.utils import get_class
 from omegaconf import OmegaConf
 from support import CONF_DIR
 
-from hicra.config.placement import ONE_PROCESS_ROLLOUTS, check_placement
+from hicra.config.placement import check_placement
 from hicra.errors import ConfigError
 
 
-def test_the_one_process_table_is_what_the_sampler_classes_say():
-    for path in sorted((CONF_DIR / "rollout").glob("*.yaml")):
-        target = OmegaConf.load(path)._target_
-        one_process = getattr(get_class(target), "one_process_only", False)
-        assert (ONE_PROCESS_ROLLOUTS.get(target) == path.stem) if one_process else target not in ONE_PROCESS_ROLLOUTS
+@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "fsdp"])
+def test_vllm_goes_with_every_trainer(trainer, compose_cfg):
+    """One engine per rank (or per tensor-parallel group of ranks) through vLLM's external launcher."""
+    check_placement(compose_cfg("rollout=vllm", f"trainer={trainer}", "trainer.devices=4"))
+    check_placement(compose_cfg("rollout=vllm", f"trainer={trainer}", "trainer.devices=4",
+                                "rollout.tensor_parallel_size=4"))
 
 
-@pytest.mark.parametrize("trainer,refused", [("cpu", False), ("gpu", False), ("ddp", True), ("fsdp", True)])
-def test_vllm_samples_for_one_training_process_only(trainer, refused, compose_cfg):
-    cfg = compose_cfg("rollout=vllm", f"trainer={trainer}")
-    if not refused:
+@pytest.mark.parametrize("overrides,ranks", [(["trainer=ddp", "trainer.devices=4"], 4),
+                                             (["trainer=fsdp", "trainer.devices=2", "trainer.num_nodes=3"], 6),
+                                             (["trainer=gpu"], 1)])
+def test_a_tensor_parallel_size_that_does_not_divide_the_ranks_is_refused(overrides, ranks, compose_cfg):
+    cfg = compose_cfg("rollout=vllm", *overrides, "rollout.tensor_parallel_size=8")
+    with pytest.raises(ConfigError, match=rf"^rollout.tensor_parallel_size=8 does not divide the {ranks} training "
+                                          rf"ranks \(trainer.devices x trainer.num_nodes\); allowed: a divisor of "
+                                          rf"{ranks}, e.g. 1$"):
         check_placement(cfg)
-        return
-    with pytest.raises(ConfigError, match="rollout=vllm samples in one training process only"):
-        check_placement(cfg)
+
+
+def test_ranks_counted_at_launch_are_checked_by_the_ranks(compose_cfg):
+    """trainer.devices=auto: the number of ranks is Lightning's to find; each rank checks it at the first rollout."""
+    check_placement(compose_cfg("rollout=vllm", "trainer=ddp", "rollout.tensor_parallel_size=8"))
 
 
 @pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "fsdp"])

@@ -1,16 +1,15 @@
-"""rollout=vllm without vLLM: a one-line CLI error; with a fake `vllm` module: sampling params, layout, weight sync."""
+"""rollout=vllm without vLLM: a one-line CLI error; with a fake `vllm` module: sampling params, layout, weight sync.
+Sleep mode, isolation and seeds: test_vllm_engine.py; FSDP and LoRA syncs: test_vllm_sync.py; 2 ranks: test_vllm_ranks.py."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
-import types
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from rollout.test_vllm_fake import PROMPTS, FakeV1LLM, canned, install_fake_vllm
 from support import run_train
 
 from hicra.errors import ConfigError
@@ -18,6 +17,16 @@ from hicra.models.loaders import build_tiny_model
 from hicra.rollout.vllm import MISSING_VLLM, NO_CUDA, VLLMSampler, batch_from_token_lists
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+@pytest.fixture
+def with_fake_vllm(monkeypatch):
+    return install_fake_vllm(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_tiny_model(seed=0)
 
 # --- without vLLM --------------------------------------------------------------------------------------------
 
@@ -69,93 +78,7 @@ def test_layout_with_several_eos_ids():
     assert batch.response_mask.tolist() == [[1, 1, 0, 0]] and batch.truncated.tolist() == [False]
 
 
-# --- a fake vLLM ---------------------------------------------------------------------------------------------
-
-def canned(i: int, j: int, eos: int) -> tuple[list[int], str]:
-    """Completion j of prompt i: even j stop on EOS (odd ones without it: hit max_tokens)."""
-    body = [100 + 10 * i + j] * (j + 1)
-    return (body + [eos], "stop") if j % 2 == 0 else (body, "length")
-
-
-def canned_logprobs(token_ids: list[int], params) -> list[dict] | None:
-    """vLLM's answer with logprobs=0: per position, {sampled token: Logprob}; here -token_id / 1000."""
-    if getattr(params, "logprobs", None) is None:
-        return None
-    return [{t: SimpleNamespace(logprob=-t / 1000)} for t in token_ids]
-
-
-class FakeLLM:
-    """Records its settings, the weights it is given and the requests; answers with `canned` completions."""
-
-    def __init__(self, **kwargs):
-        self.kwargs = kwargs
-        self.saved = json.loads(Path(kwargs["model"], "config.json").read_text())
-        self.inference_mode_at_init = torch.is_inference_mode_enabled()
-        self.loaded: list[dict[str, torch.Tensor]] = []
-        self.requests: list[tuple[list, list, int]] = []
-        self.prefix_cache_resets = 0
-        runner = SimpleNamespace(model=SimpleNamespace(load_weights=self._record))
-        self.llm_engine = SimpleNamespace(model_executor=SimpleNamespace(driver_worker=SimpleNamespace(
-            model_runner=runner)))
-
-    def _record(self, weights):
-        self.loaded.append({name: t.clone() for name, t in weights})
-
-    def reset_prefix_cache(self):
-        self.prefix_cache_resets += 1
-
-    def generate(self, prompts, sampling_params, use_tqdm=True):
-        self.requests.append((prompts, sampling_params, len(self.loaded)))
-        eos = sampling_params[0].stop_token_ids[0]
-        outputs = []
-        for i, params in enumerate(sampling_params):
-            completions = [SimpleNamespace(index=j, token_ids=canned(i, j, eos)[0], finish_reason=canned(i, j, eos)[1],
-                                           stop_reason=None, logprobs=canned_logprobs(canned(i, j, eos)[0], params))
-                           for j in range(params.n)]
-            outputs.append(SimpleNamespace(outputs=completions[::-1]))  # any order: the sampler sorts by index
-        return outputs
-
-
-class FakeV1LLM(FakeLLM):
-    """A vLLM V1 without the V0-compatible `llm_engine.model_executor`: only `collective_rpc` reaches the model."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.worker = SimpleNamespace(model_runner=SimpleNamespace(get_model=lambda: SimpleNamespace(
-            load_weights=self._record)))
-        del self.llm_engine
-
-    def collective_rpc(self, method, args=()):
-        return [method(self.worker, *args)]
-
-
-def fake_vllm(llm_class) -> types.ModuleType:
-    module = types.ModuleType("vllm")
-    module.LLM = llm_class
-    module.SamplingParams = lambda **kwargs: SimpleNamespace(**kwargs)
-    return module
-
-
-@pytest.fixture
-def with_fake_vllm(monkeypatch):
-    """Install a fake `vllm` (FakeLLM by default) and pretend CUDA is there; returns a function to swap the LLM."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # restored after the test; the sampler sets it to 0
-
-    def install(llm_class=FakeLLM):
-        monkeypatch.setitem(sys.modules, "vllm", fake_vllm(llm_class))
-
-    install()
-    return install
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return build_tiny_model(seed=0)
-
-
-PROMPTS = ["What is 2 + 2?", "Compute the sum of the first three odd numbers, then explain why it is a square."]
-
+# --- with the fake vLLM (rollout/test_vllm_fake.py) ------------------------------------------------------
 
 def test_no_cuda_is_a_config_error(with_fake_vllm, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -170,6 +93,9 @@ def test_settings_are_validated_like_hf(with_fake_vllm):
         VLLMSampler(gpu_memory_utilization=1.5)
     with pytest.raises(ConfigError, match="rollout.max_model_len=100"):
         VLLMSampler(max_model_len=100, max_prompt_tokens=64, max_new_tokens=64)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ConfigError, match=f"^rollout.tensor_parallel_size={bad} is not allowed"):
+            VLLMSampler(tensor_parallel_size=bad)
     sampler = VLLMSampler(max_prompt_tokens=64, max_new_tokens=32, val_max_new_tokens=48)
     assert (sampler.max_new_tokens, sampler.val_max_new_tokens, sampler.max_model_len) == (32, 48, 112)
     assert (sampler.temperature, sampler.top_p, sampler.top_k, sampler.max_prompt_tokens) == (1.0, 1.0, 0, 64)
@@ -184,7 +110,8 @@ def test_training_rollout_params_and_batch(with_fake_vllm, tiny):
     assert llm.kwargs["model"] == llm.kwargs["tokenizer"]  # the temp folder with the policy's config and tokenizer
     assert {k: v for k, v in llm.kwargs.items() if k not in ("model", "tokenizer")} == {
         "load_format": "dummy", "dtype": "bfloat16", "gpu_memory_utilization": 0.25, "enforce_eager": False,
-        "max_model_len": 8 + 16, "seed": 3, "logprobs_mode": "processed_logprobs"}
+        "max_model_len": 8 + 16, "seed": 3, "logprobs_mode": "processed_logprobs", "tensor_parallel_size": 1,
+        "enable_sleep_mode": True}  # one process: a plain engine, no external launcher
     assert llm.saved["architectures"] == ["LlamaForCausalLM"] and not llm.inference_mode_at_init
     prompts, params, loads_before = llm.requests[0]
     assert loads_before == 1 and llm.prefix_cache_resets == 1  # weights synced before sampling
@@ -264,10 +191,8 @@ def test_engine_starts_in_process_outside_inference_mode(with_fake_vllm, tiny):
     assert not sampler._llm.inference_mode_at_init and os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
 
 
-def test_lora_policy_is_refused(with_fake_vllm, tiny, monkeypatch):
-    monkeypatch.setattr(tiny.model, "peft_config", {"default": None}, raising=False)
-    with pytest.raises(ConfigError, match="does not support LoRA"):
-        VLLMSampler().generate(tiny.model, tiny.tokenizer, PROMPTS, group_size=2)
+def test_lora_is_supported_for_preflight():
+    assert VLLMSampler.supports_lora  # hicra/training/preflight.py refuses lora=... with a sampler that says False
 
 
 def test_a_completion_stopped_on_eos_keeps_its_eos():
