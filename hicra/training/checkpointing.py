@@ -10,7 +10,9 @@ Why our own CheckpointIO: Lightning's local save goes through an fsspec "transac
 the system temp dir and `shutil.move`s it, which is a copy (not a rename) when /tmp is another filesystem, and
 never fsyncs. A SIGKILL during that copy leaves a truncated `last.ckpt`. Here the bytes go to a temp file in the
 same folder, are fsynced, and replace the old file with one `os.replace`: a reader sees the old complete file
-or the new complete one, never a partial one.
+or the new complete one, never a partial one. Under trainer=fsdp `last.ckpt` is a folder of shards instead, written
+beside it and swapped in with the same guarantee (hicra/training/sharded_checkpoint.py); trainer=fsdp with
+`save_distributed_checkpoint: false` writes the single file through this class.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def _what_is_kept(target: Path) -> str:
-    if target.is_file():
+    if target.exists():  # a file, or a sharded folder this save would have replaced
         return (f"the previous checkpoint is intact: free space (or fix the folder) and continue with "
                 f"ckpt_path={target}")
     return "no checkpoint of this run was written yet: free space (or fix the folder) and start it again"

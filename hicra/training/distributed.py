@@ -157,13 +157,9 @@ def full_state_dict(model) -> dict | None:
 
 
 def fully_sharded_strategy(**kwargs):
-    """Lightning's ModelParallelStrategy with every rank in the data-parallel dimension: plain FSDP2, no tensor
-    parallelism, for any `trainer.devices` x `trainer.num_nodes` (its "auto" would shard over nodes only)."""
-    from pytorch_lightning.strategies import ModelParallelStrategy
+    """trainer=fsdp's strategy: Lightning's ModelParallelStrategy with every rank data-parallel (plain FSDP2) and
+    crash-safe sharded checkpoints; defined in hicra/training/sharded_checkpoint.py (imported here when called, so
+    that this module stays free of Lightning)."""
+    from hicra.training.sharded_checkpoint import fully_sharded_strategy as strategy
 
-    class FullyShardedStrategy(ModelParallelStrategy):
-        def setup_environment(self) -> None:
-            self._data_parallel_size = self.num_nodes * self.num_processes
-            super().setup_environment()
-
-    return FullyShardedStrategy(data_parallel_size="auto", tensor_parallel_size=1, **kwargs)
+    return strategy(**kwargs)

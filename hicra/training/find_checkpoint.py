@@ -11,6 +11,9 @@ Lightning's version counter wrote beside it when a moved run folder was resumed 
 `ckpt_path=auto` means this run folder's own checkpoint when it has one, else a new run: what a job that SLURM
 requeues (hydra/launcher=slurm_gpu) runs with, since it re-runs the same command in the same folder after a stop.
 It never looks elsewhere, so it cannot continue another run.
+
+A checkpoint is a file, or under trainer=fsdp a folder of shards (hicra/training/sharded_checkpoint.py): both are
+found, compared and refused the same way.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from hicra.training.resume import RUN_KEY, config_changes, load_checkpoint
 
 LAST = "last.ckpt"
 KEYWORD_LAST, AUTO = CKPT_KEYWORDS  # ckpt_path=auto: the run folder's own checkpoint if any, else start
-ALLOWED = "last, auto, a .ckpt file, or a run folder or its checkpoints/"
+ALLOWED = "last, auto, a .ckpt file or sharded .ckpt folder, or a run folder or its checkpoints/"
 NAMES = (LAST, "last-v*.ckpt")  # what a run's checkpoint folder may hold
 SEARCHED = ("runs", "multiruns")  # where `ckpt_path=last` looks under paths.output_dir
 
@@ -51,6 +54,11 @@ def peek(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def exists(path: Path) -> bool:
+    """A checkpoint by its name: a file, or a folder (sharded; whether it reads is `peek`'s question)."""
+    return path.is_file() or path.is_dir()
+
+
 def candidate(path: Path) -> Candidate | None:
     state = peek(path)
     if state is None:
@@ -63,19 +71,23 @@ def candidate(path: Path) -> Candidate | None:
 def newest_in(folder: Path) -> Path | None:
     """The checkpoint at the highest step in a run's checkpoint folder (then the latest written); `last.ckpt` when
     none of several is readable, so that loading it says what is wrong. None when the folder holds none."""
-    files = sorted({p for name in NAMES for p in folder.glob(name) if p.is_file()})
+    files = sorted({p for name in NAMES for p in folder.glob(name) if exists(p)})
     if len(files) <= 1:
         return files[0] if files else None
     readable = [c for c in map(candidate, files) if c is not None]
     if readable:
         return max(readable, key=lambda c: (c.step, c.mtime)).path
-    return folder / LAST if (folder / LAST).is_file() else files[0]
+    return folder / LAST if exists(folder / LAST) else files[0]
 
 
 def checkpoint_at(value: str) -> Path:
-    """An explicit `ckpt_path`: a file, or a folder holding a run's checkpoints (the run folder or its
-    `checkpoints/`)."""
+    """An explicit `ckpt_path`: a file, a sharded checkpoint folder, or a folder holding a run's checkpoints (the run
+    folder or its `checkpoints/`)."""
+    from hicra.training.sharded_checkpoint import is_sharded
+
     path = Path(value).expanduser()
+    if is_sharded(path):
+        return path
     if path.is_dir():
         found = newest_in(path) or newest_in(path / "checkpoints")
         if found is None:
@@ -110,7 +122,7 @@ def yours_for(output_dir: Path, config: dict[str, Any], sweep_job: bool) -> Path
     """The newest checkpoint under `output_dir` that the invoking user owns and that was trained with `config`'s
     experiment; refused when they belong to several runs (which one to continue is the user's call)."""
     files = sorted({p for top in SEARCHED for name in NAMES for p in (output_dir / top).glob(f"**/checkpoints/{name}")
-                    if p.is_file()})
+                    if exists(p)})
     mine = [p for p in files if p.stat().st_uid == os.geteuid()]  # another user's file is never even opened
     found = [c for c in map(candidate, mine) if c is not None and c.config is not None
              and not config_changes(c.config, config)[0]]

@@ -101,12 +101,15 @@ def load_checkpoint(path: Path) -> dict:
     `weights_only=True`: tensors, plain containers and numbers, nothing that runs code. hicra's own checkpoints hold
     nothing else (see `config_snapshot`, `rng_state`), so a file that needs more was planted or written by other
     code, and is refused before any of it runs. A truncated or empty file is refused in one line too: the run it
-    belongs to is left exactly as it is."""
+    belongs to is left exactly as it is. A sharded checkpoint (a `last.ckpt` folder, trainer=fsdp): its `meta.pt`,
+    everything but the weights and optimizer state (hicra/training/sharded_checkpoint.py)."""
     import pickle
 
     import torch
 
     try:
+        if path.is_dir():
+            return _sharded_meta(path)
         if path.stat().st_size == 0:
             raise EOFError("empty file")
         if not _is_torch_zip(path):
@@ -124,6 +127,20 @@ def load_checkpoint(path: Path) -> dict:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise ConfigError(f"ckpt_path={path} is damaged ({reason}); nothing was changed: restore the file, resume "
                           f"from another checkpoint, or start a new run without ckpt_path") from None
+
+
+def _sharded_meta(path: Path) -> dict:
+    """A sharded checkpoint's `meta.pt`, once its shards' index (DCP's `.metadata`) reads as data too."""
+    from hicra.training.sharded_checkpoint import DCP_METADATA, META, is_sharded, read_meta, weight_shapes
+
+    if not is_sharded(path):
+        raise ConfigError(f"ckpt_path={path} is a folder but not a sharded checkpoint (no {META} or {DCP_METADATA} "
+                          f"in it); it was not loaded and nothing was changed")
+    for part in (META, DCP_METADATA):
+        if not (path / part).is_file():
+            raise FileNotFoundError(f"{part} is missing")
+    weight_shapes(path)  # unpickles the index with the restricted unpickler: refused here, not at the resume
+    return read_meta(path)
 
 
 def _is_torch_zip(path: Path) -> bool:
@@ -152,8 +169,29 @@ def resume_point(checkpoint: Path, cfg: DictConfig, run_json: dict[str, Any] | N
                               f"{checkpoint.parent / 'run.json'} or start a new run without ckpt_path")
         raise ConfigError(f"ckpt_path={checkpoint} was trained without MLflow (logger=none); resume it with "
                           f"logger=none (a new MLflow run would hold only part of its history)")
-    shapes = {key: tuple(value.shape) for key, value in state.get("state_dict", {}).items()}
-    return ResumePoint(checkpoint, run_id, int(state.get("global_step", 0)), safe, shapes)
+    check_strategy_loads(checkpoint, cfg)
+    return ResumePoint(checkpoint, run_id, int(state.get("global_step", 0)), safe, saved_weight_shapes(checkpoint, state))
+
+
+def saved_weight_shapes(checkpoint: Path, state: dict) -> dict[str, tuple[int, ...]]:
+    if checkpoint.is_dir():
+        from hicra.training.sharded_checkpoint import weight_shapes
+
+        return weight_shapes(checkpoint)
+    return {key: tuple(value.shape) for key, value in state.get("state_dict", {}).items()}
+
+
+def check_strategy_loads(checkpoint: Path, cfg: DictConfig) -> None:
+    """A sharded checkpoint resumes only under a strategy that reads shards (trainer=fsdp, on any number of ranks);
+    said before anything loads, instead of a stack trace from Lightning's loader."""
+    if not checkpoint.is_dir():
+        return
+    from hydra.utils import get_object
+
+    target = OmegaConf.select(cfg, "trainer.strategy._target_", default=None)
+    if target is None or not getattr(get_object(target), "loads_sharded_checkpoints", False):
+        raise ConfigError(f"ckpt_path={checkpoint} is a sharded checkpoint (trainer=fsdp); resume it with "
+                          f"trainer=fsdp (any trainer.devices), or export its weights with hicra-export")
 
 
 def check_model_fits(point: ResumePoint, module) -> None:

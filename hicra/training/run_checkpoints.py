@@ -22,16 +22,22 @@ from hicra.training.hydra_job import in_sweep, named_run_dir
 from hicra.training.preemption import SignalWatch, StopAtSafePoint
 from hicra.training.resume import ResumePoint, config_snapshot, describe_changes, resume_point
 from hicra.training.run_lock import RunLocks
+from hicra.training.sharded_checkpoint import recover_interrupted_save
 
 
 def find_resume_point(cfg: DictConfig, out_dir: Path, locks: RunLocks) -> ResumePoint:
     """Where the run starts: a new run, or with `ckpt_path=...` the checkpoint and the MLflow run it continues.
 
-    Locks the run folder's checkpoints, finds the checkpoint (hicra/training/find_checkpoint.py: never one that
-    would overwrite what the run folder holds), locks its folder too (one process per run, see run_lock.py), then
-    checks that it may continue under `cfg`.
+    Locks the run folder's checkpoints, completes a sharded save that a kill interrupted in it (with the lock held:
+    no other process writes there), finds the checkpoint (hicra/training/find_checkpoint.py: never one that would
+    overwrite what the run folder holds), locks its folder too (one process per run, see run_lock.py), then checks
+    that it may continue under `cfg`.
     """
     locks.acquire(out_dir / "checkpoints")
+    if locks.enabled:  # rank 0 (the other ranks of a job hold no lock and read what rank 0 left)
+        recovered = recover_interrupted_save(out_dir / "checkpoints" / LAST)
+        if recovered:
+            print(f"hicra-train: {recovered}", flush=True)
     ckpt = checkpoint_to_resume(cfg.get("ckpt_path"), out_dir, Path(cfg.paths.output_dir), named_run_dir(out_dir),
                                 config_snapshot(cfg), sweep_job=in_sweep())
     if ckpt is None:
