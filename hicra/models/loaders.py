@@ -7,6 +7,10 @@ Three ways to get a model, one code path for loading:
   ``$HICRA_CACHE_DIR`` (default ``~/.cache/hicra``); every later run loads that checkpoint.
 * any hub id or local folder - handed straight to ``from_pretrained`` (users with weights or internet).
 * ``build_tiny_model`` - a random-init small Llama built from a config, with the SmolLM2 tokenizer (tests).
+
+Each takes ``meta_device=True``: the same architecture with its weights on the meta device, nothing read and no
+memory held. trainer=fsdp builds the model so on every rank but global rank 0, whose weights reach the others'
+shards once the model is sharded (hicra.training.distributed.shard_from_rank0): one copy per node, not one per rank.
 """
 
 from __future__ import annotations
@@ -21,7 +25,15 @@ from pathlib import Path
 import torch
 from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+)
 
 from hicra.errors import ConfigError
 from hicra.models import prefix_sharing
@@ -143,14 +155,19 @@ def load_pretrained(
     gradient_checkpointing: bool = False,
     lora: dict | None = None,
     share_prompt_prefix: bool = True,
+    meta_device: bool = False,
 ) -> PolicyBundle:
-    """Load a causal LM and its tokenizer from a hub id, a local folder or a bundled model."""
+    """Load a causal LM and its tokenizer from a hub id, a local folder or a bundled model; with `meta_device` only
+    its architecture (config and generation config read, weights not: see the module docstring)."""
     resolved = resolve_name_or_path(name_or_path)
     try:
-        model, loading_info = AutoModelForCausalLM.from_pretrained(
-            resolved, dtype=_dtype(dtype), attn_implementation=attn_implementation, output_loading_info=True
-        )
-        check_loaded_as_saved(name_or_path, loading_info)
+        if meta_device:
+            model = empty_pretrained(resolved, _dtype(dtype), attn_implementation)
+        else:
+            model, loading_info = AutoModelForCausalLM.from_pretrained(
+                resolved, dtype=_dtype(dtype), attn_implementation=attn_implementation, output_loading_info=True
+            )
+            check_loaded_as_saved(name_or_path, loading_info)
         tokenizer = load_tokenizer(name_or_path if name_or_path.startswith(BUNDLED_SCHEME) else resolved)
     except ConfigError:
         raise
@@ -167,6 +184,19 @@ def load_pretrained(
         message = " ".join(lines[:2] if isinstance(err, StrictDataclassError) else lines[:1]) or type(err).__name__
         raise ConfigError(f"cannot load model '{name_or_path}': {message}") from err
     return finish_model(model, tokenizer, gradient_checkpointing, lora, share_prompt_prefix)
+
+
+def empty_pretrained(resolved: str, dtype: torch.dtype, attn_implementation: str | None) -> PreTrainedModel:
+    """What `from_pretrained(resolved)` builds, weights on the meta device: its config, its generation config (the
+    folder's generation_config.json when there is one, as from_pretrained reads it) and eval mode."""
+    config = AutoConfig.from_pretrained(resolved)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+    try:
+        model.generation_config = GenerationConfig.from_pretrained(resolved)
+    except OSError:  # no generation_config.json: from_pretrained keeps the one derived from the config too
+        pass
+    return model.eval()
 
 
 def check_loaded_as_saved(name_or_path: str, loading_info: dict) -> None:
@@ -195,8 +225,10 @@ def build_tiny_model(
     gradient_checkpointing: bool = False,
     lora: dict | None = None,
     share_prompt_prefix: bool = True,
+    meta_device: bool = False,
 ) -> PolicyBundle:
-    """A random-init Llama with a real tokenizer: same code paths as the real model, seconds instead of minutes."""
+    """A random-init Llama with a real tokenizer: same code paths as the real model, seconds instead of minutes.
+    `meta_device`: the same model without its weights (no init, no memory), for a rank that receives rank 0's."""
     tokenizer = load_tokenizer(tokenizer_name_or_path)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -211,9 +243,13 @@ def build_tiny_model(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    with torch.random.fork_rng():  # the weights depend on `seed` only, not on what ran before
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config).to(_dtype(dtype))
+    if meta_device:
+        with torch.device("meta"):
+            model = LlamaForCausalLM(config).to(_dtype(dtype))
+    else:
+        with torch.random.fork_rng():  # the weights depend on `seed` only, not on what ran before
+            torch.manual_seed(seed)
+            model = LlamaForCausalLM(config).to(_dtype(dtype))
     return finish_model(model, tokenizer, gradient_checkpointing, lora, share_prompt_prefix)
 
 

@@ -60,12 +60,32 @@ def reduce_metrics(metrics: dict[str, float], trainer) -> dict[str, float]:
     return reduced
 
 
-def gradient_sync(trainer, last: bool):
-    """Context for one micro-batch's backward: DDP's all-reduce runs on the last micro-batch only (the earlier
-    ones accumulate locally under `no_sync`), one exchange per optimizer step instead of one per micro-batch."""
-    wrapped = trainer.strategy.model if trainer is not None and world_size(trainer) > 1 else None
-    no_sync = getattr(wrapped, "no_sync", None)
-    return contextlib.nullcontext() if last or no_sync is None else no_sync()
+@contextlib.contextmanager
+def gradient_sync(trainer, last: bool, model=None, every_micro_batch: bool = False):
+    """Context for one micro-batch's backward: gradients are exchanged on the last micro-batch only, one exchange per
+    optimizer step instead of one per micro-batch.
+
+    * DDP (the strategy's model has `no_sync`): the earlier micro-batches accumulate locally under `no_sync`.
+    * FSDP2 (`model`, the policy, is sharded): `set_requires_gradient_sync(False)` on the earlier micro-batches, so
+      their gradients stay unsharded and add up on every rank, and the last backward reduce-scatters the sum. The
+      price is memory: until then every rank holds the whole model's gradients, unsharded (fp32 under bf16, as the
+      reduction runs; memory_plan's `accumulated_gradients`), e.g. 28 GiB for 7B parameters, where the sharded ones
+      take 1/ranks of it. `every_micro_batch` (the run's `reduce_gradients_every_micro_batch`) keeps the
+      reduce-scatter after every micro-batch, for runs whose device cannot hold them. DDP's gradients are whole on
+      every rank either way, so `no_sync` costs nothing there and the option does not apply.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(model, FSDPModule):
+        model.set_requires_gradient_sync(last or every_micro_batch)
+        try:
+            yield
+        finally:  # a backward outside this context (or after a failed micro-batch) syncs as FSDP2 does by default
+            model.set_requires_gradient_sync(True)
+        return
+    no_sync = getattr(getattr(getattr(trainer, "strategy", None), "model", None), "no_sync", None)
+    with contextlib.nullcontext() if last or no_sync is None else no_sync():
+        yield
 
 
 def shard(items: list, trainer) -> list:
@@ -94,20 +114,84 @@ def mixed_precision_policy(precision: str | None):
     return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
 
 
-def shard_model(model, mesh, precision: str | None = None) -> None:
+def shard_model(model, mesh, precision: str | None = None, offload: bool = False) -> None:
     """FSDP2 (`fully_shard`): one unit per transformer block, any architecture, then the rest of the model (embeddings,
     final norm, head) as the root unit. Parameters, gradients and AdamW state are sharded over `mesh`; a block's
     weights are gathered only while it runs (in bf16 under a bf16 `precision`: `mixed_precision_policy`), and the
-    model stays a plain module (`generate` works on it)."""
-    from torch.distributed.fsdp import FSDPModule, fully_shard
+    model stays a plain module (`generate` works on it). `offload`: the shards live in host memory (FSDP2's
+    CPUOffloadPolicy, pinned on GPUs) and are copied to the device for each forward: the frozen reference's option."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, fully_shard
 
     if isinstance(model, FSDPModule):  # Lightning calls configure_model for validate and again for fit
         return
     policy = mixed_precision_policy(precision)
     options = {"mp_policy": policy} if policy is not None else {}
+    if offload:  # pinned host memory makes the copies to the GPU asynchronous; a CPU-only machine has none to pin
+        options["offload_policy"] = CPUOffloadPolicy(pin_memory=mesh.device_type == "cuda")
     for block in [m for m in model.modules() if _is_block(m)]:
         fully_shard(block, mesh=mesh, **options)
     fully_shard(model, mesh=mesh, **options)
+
+
+def shard_from_rank0(policy, reference, mesh, precision: str | None = None, reference_offload: bool = False) -> None:
+    """trainer=fsdp's start-up (PolicyGradientModule.configure_model): shard the policy and the KL term's frozen
+    reference, and fill every rank's shards with global rank 0's weights.
+
+    Only rank 0 read the weights (hicra/training/run.py); the other ranks built the model on the meta device and hold
+    no memory for it until their shards arrive, one tensor at a time (torch.distributed.checkpoint's
+    `broadcast_from_rank0`): a node's host memory holds one copy of the model, not one per rank. Buffers are not in
+    a state dict when they are non-persistent (the rotary embedding's inv_freq) and a meta rank has no values for
+    them: every buffer is broadcast from rank 0 too. Ties (tied input and output embeddings) survive: the meta
+    weights are replaced in place (`to_empty`), never re-assigned one name at a time.
+
+    `reference` (None without a KL term; built on the meta device everywhere, hicra.models.reference) is the policy
+    at step 0: each rank copies its own shards from the policy's, with no exchange and no whole copy anywhere.
+    `reference_offload` keeps its shards in host memory (`shard_model`'s offload)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(policy, FSDPModule):  # Lightning calls configure_model for validate and again for fit
+        return
+    # rank 0: the loaded tensors themselves (no copy), kept alive while fully_shard moves its shard into FSDP's own
+    full = policy.state_dict() if dist.get_rank() == 0 else {}
+    shard_model(policy, mesh, precision)
+    device = _mesh_device(mesh)
+    _materialize(policy, device)
+    set_model_state_dict(policy, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    del full
+    with torch.no_grad():
+        for buffer in policy.buffers():
+            dist.broadcast(buffer, src=0)
+    if reference is None:
+        return
+    shard_model(reference, mesh, precision, offload=reference_offload)
+    _materialize(reference, device)
+    copy_shards(policy, reference)
+
+
+def _mesh_device(mesh) -> torch.device:
+    """The device a mesh's shards live on (this rank's current GPU for a CUDA mesh), as fully_shard places them."""
+    if mesh.device_type == "cpu":
+        return torch.device("cpu")
+    return torch.device(mesh.device_type, torch.get_device_module(mesh.device_type).current_device())
+
+
+def _materialize(model, device: torch.device) -> None:
+    """Give a model built on the meta device uninitialised memory on `device` (its values are written next)."""
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        model.to_empty(device=device)
+
+
+def copy_shards(source, target) -> None:
+    """`target` := `source`, shard by shard on this rank: two models sharded alike (same names, shapes and mesh)."""
+    with torch.no_grad():
+        for (name, theirs), (other, mine) in zip(source.named_parameters(), target.named_parameters(), strict=True):
+            if name != other:
+                raise ValueError(f"copy_shards: {name} and {other} are not the same weight")
+            local = mine.to_local() if hasattr(mine, "to_local") else mine
+            local.copy_(theirs.to_local() if hasattr(theirs, "to_local") else theirs)
+        for (_, theirs), (_, mine) in zip(source.named_buffers(), target.named_buffers(), strict=True):
+            mine.copy_(theirs)
 
 
 @contextlib.contextmanager

@@ -17,8 +17,9 @@ What one device holds, term by term (bytes):
   optimizer         P_t * b_opt / R        AdamW: 2 moments in the weights' dtype; optimi's Kahan AdamW adds a buffer
   ddp_buckets       P_t * b_w              DDP (several ranks, not sharded): the reducer's gradient buckets, a second
                                            copy of the gradients (gradient_as_bucket_view is off)
-  reference         P   * b_w / R          the KL term's frozen copy (hicra/models/reference.py); 0 without KL or
-                                           under LoRA (the policy with its adapters off)
+  reference         P   * b_w / R          the KL term's frozen copy (hicra/models/reference.py); 0 without KL,
+                                           under LoRA (the policy with its adapters off), or offloaded to host
+                                           memory (trainer=fsdp reference_offload=true)
   gathered_weights  P   * b_f              FSDP: the whole model, unsharded for a whole generation
                                            (distributed.full_weights_for_generation)
   weight_casts      P   * b_c              autocast's cast cache kept for a generation, when b_f != b_c
@@ -27,6 +28,11 @@ What one device holds, term by term (bytes):
   sampling_*        rows * V * 18          one step's logits: model output (b_c) widened to fp32 (4), probabilities
                                            (4) and their float64 cumulative sum (8), ~18 bytes per entry
   block_gather      2 * P_block * b_f      FSDP in the update: the running block and the prefetched next one
+  accumulated_gradients P_t * b_a          FSDP with the update's micro-batches accumulating unsharded gradients
+                                           (one reduce-scatter per update, hicra.training.distributed.gradient_sync):
+                                           every rank holds the whole model's gradients until the last micro-batch;
+                                           b_a = 4 under a half precision (FSDP2 reduces in fp32), else b_w; 0 with
+                                           one micro-batch or a reduce-scatter per micro-batch
   update_logits     m * T * V * 2 * b_c + chunk_temps
                                            the micro-batch's logits kept for the backward and their gradient;
                                            m = micro_batch_size rows, T = new tokens
@@ -45,7 +51,7 @@ ddp_buckets + reference:
   generation   state + gathered_weights + weight_casts + kv_cache_rollout + sampling_rollout
   validation   the same with the validation batch's rows and budget
   log-probs    state + block_gather + scoring_logits + one layer's activations (only when such a pass runs)
-  update       state + block_gather + update_logits + activations
+  update       state + block_gather + accumulated_gradients + update_logits + activations
 
 Left out: the CUDA context, NCCL buffers and allocator fragmentation (USABLE_FRACTION leaves 10% for them), the
 prompt's own cache while it is copied into the preallocated one (prompt-sized), rollout.cache_implementation=static
@@ -101,6 +107,10 @@ class RunShape:
     val_new_tokens: int
     micro_batch_size: int
     scoring_pass: bool  # a no-graph log-prob pass runs (old log-probs, entropies, or the reference)
+    reference_offload: bool = False  # FSDP: the reference's shards in host memory (the run's reference_offload)
+    # FSDP: the update's micro-batches accumulate unsharded gradients, one reduce-scatter per update (the run's
+    # reduce_gradients_every_micro_batch=false); False: a reduce-scatter per micro-batch
+    unsharded_gradient_accumulation: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,7 +164,7 @@ def state_terms(model: ModelShape, run: RunShape) -> dict[str, int]:
         "gradients": model.trainable * run.weight_bytes // shard,
         "optimizer": model.trainable * run.optimizer_bytes // shard,
         "ddp_buckets": model.trainable * run.weight_bytes if run.ranks > 1 and not run.sharded else 0,
-        "reference": model.parameters * run.weight_bytes // shard if run.reference else 0,
+        "reference": model.parameters * run.weight_bytes // shard if run.reference and not run.reference_offload else 0,
     }
 
 
@@ -174,8 +184,11 @@ def update_terms(model: ModelShape, run: RunShape) -> dict[str, int]:
     logits = run.micro_batch_size * run.new_tokens * model.vocab * run.compute_bytes  # (m, T, V)
     chunk_temps = 4 * min(CHUNK_ROWS, run.micro_batch_size * run.new_tokens) * model.vocab * 4
     tokens = run.prompt_tokens + run.new_tokens
+    accumulates = run.sharded and run.unsharded_gradient_accumulation and run.rollout_rows > run.micro_batch_size
     return {
         "block_gather": 2 * model.block_parameters * run.gather_bytes if run.sharded else 0,
+        "accumulated_gradients": model.trainable * (4 if run.compute_bytes == 2 else run.weight_bytes)
+        if accumulates else 0,
         "update_logits": 2 * logits + chunk_temps,
         "activations": activation_bytes(model, run),
         "scoring_logits": logits + chunk_temps if run.scoring_pass else 0,
@@ -191,7 +204,7 @@ def memory_plan(model: ModelShape, run: RunShape) -> MemoryPlan:
     phases = {
         "generation": state + ("gathered_weights", "weight_casts", "kv_cache_rollout", "sampling_rollout"),
         "validation": state + ("gathered_weights", "weight_casts", "kv_cache_validation", "sampling_validation"),
-        "update": state + ("block_gather", "update_logits", "activations"),
+        "update": state + ("block_gather", "accumulated_gradients", "update_logits", "activations"),
     }
     if run.scoring_pass:
         phases["log-probs"] = state + ("block_gather", "scoring_logits", "scoring_activations")

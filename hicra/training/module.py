@@ -30,7 +30,7 @@ from hicra.training.distributed import (
     global_sum,
     gradient_sync,
     reduce_metrics,
-    shard_model,
+    shard_from_rank0,
     world_size,
 )
 from hicra.training.faults import FaultCounter, all_finite
@@ -57,7 +57,8 @@ class PolicyGradientModule(pl.LightningModule):
                  sampler: HFSampler, optimizer_factory,
                  micro_batch_size: int = 8, max_grad_norm: float | None = 1.0, diagnostics=None,
                  max_skipped_updates_in_a_row: int = 5, reference=None, format_reward: float = 0.0,
-                 score_truncated: bool = False, sampling_seed: int | None = None, lr_schedule=None, refill=None):
+                 score_truncated: bool = False, sampling_seed: int | None = None, lr_schedule=None, refill=None,
+                 reference_offload: bool = False, reduce_every_micro_batch: bool = False):
         super().__init__()
         self.automatic_optimization = False  # several updates per rollout batch, micro-batching, our own clipping
         if algorithm.needs_reference and reference is None:
@@ -66,6 +67,9 @@ class PolicyGradientModule(pl.LightningModule):
         if sampler is not None:
             algorithm.check_token_budget(sampler.max_new_tokens)
         self.policy, self.reference = policy, reference  # reference: None unless the loss has a KL term
+        # trainer=fsdp only (the run's `reference_offload` and `reduce_gradients_every_micro_batch`, read by
+        # hicra/training/run.py): the reference's shards in host memory; a reduce-scatter after every micro-batch
+        self.reference_offload, self.reduce_every_micro_batch = reference_offload, reduce_every_micro_batch
         self.tokenizer, self.algorithm, self.detector, self.task, self.sampler = (
             tokenizer, algorithm, detector, task, sampler)
         self.optimizer_factory = optimizer_factory
@@ -87,13 +91,14 @@ class PolicyGradientModule(pl.LightningModule):
 
     def configure_model(self) -> None:
         """trainer=fsdp (Lightning's ModelParallelStrategy) hands over a device mesh: shard the policy (and a
-        frozen reference) with FSDP2. Other strategies set no mesh, and the models stay whole."""
+        frozen reference) with FSDP2, their shards filled from global rank 0's weights, the only rank that read them
+        (hicra.training.distributed.shard_from_rank0). Other strategies set no mesh, and the models stay whole."""
         mesh = getattr(self, "_device_mesh", None)
         if mesh is None:
             return
-        for model in (self.policy, self.reference):
-            if isinstance(model, torch.nn.Module):
-                shard_model(model, mesh["data_parallel"], precision=self.trainer.precision)
+        reference = self.reference if isinstance(self.reference, torch.nn.Module) else None  # LoRA: no copy
+        shard_from_rank0(self.policy, reference, mesh["data_parallel"], precision=self.trainer.precision,
+                         reference_offload=self.reference_offload)
 
     def configure_optimizers(self):
         return optimizers_for(self.policy, self.optimizer_factory, self.lr_schedule)
@@ -190,7 +195,8 @@ class PolicyGradientModule(pl.LightningModule):
         sums: dict[str, float] = {}
         batches = micro_batches(rollout, self.micro_batch_size, {**per_token, "loss_mask": loss_mask})
         for i, (rows, end, micro, tok) in enumerate(batches):
-            with gradient_sync(self._trainer, last=i == last):
+            with gradient_sync(self._trainer, last=i == last, model=self.policy,
+                               every_micro_batch=self.reduce_every_micro_batch):
                 metrics, logprobs, entropy = self._micro_batch_backward(micro, tok, total)
             if record is not None:
                 record["logprobs"][rows, :end], record["entropy"][rows, :end] = logprobs, entropy

@@ -14,6 +14,7 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from hicra.config.instantiate import build
+from hicra.errors import ConfigError
 from hicra.models.lora import save_final_model
 from hicra.models.reference import build_reference
 from hicra.tracking.dataset_input import log_task_datasets
@@ -107,9 +108,28 @@ def announce_start(run: RunContext, resume: ResumePoint) -> None:
         print(f"hicra-train: {run.memory.text}", flush=True)
 
 
+def shards_the_model(trainer_cfg: DictConfig) -> bool:
+    """Whether the trainer's strategy hands configure_model a device mesh, i.e. shards the model with FSDP2
+    (trainer=fsdp: Lightning's ModelParallelStrategy). Building the strategy object starts nothing."""
+    from pytorch_lightning.strategies import ModelParallelStrategy
+
+    strategy = trainer_cfg.get("strategy")
+    return isinstance(strategy, DictConfig) and isinstance(build(strategy), ModelParallelStrategy)
+
+
 def build_module(cfg: DictConfig, algorithm, sampler, task, num_batches: int):
-    """The model (loaded now), the prompt datamodule and the LightningModule of a run: (bundle, datamodule, module)."""
-    bundle = build(cfg.model)
+    """The model (loaded now), the prompt datamodule and the LightningModule of a run: (bundle, datamodule, module).
+
+    Sharded (trainer=fsdp), only global rank 0 reads the weights: the other ranks build the model and the KL term's
+    reference on the meta device, and every rank's shards are filled from rank 0's in configure_model
+    (hicra.training.distributed.shard_from_rank0): host memory for one copy of the model per node, not one per rank."""
+    sharded = shards_the_model(cfg.trainer)
+    reference_offload = bool(cfg.get("reference_offload", False))
+    if reference_offload and not sharded:
+        raise ConfigError("reference_offload=true needs trainer=fsdp (FSDP2 keeps the reference's shards in host "
+                          "memory); allowed with this trainer: reference_offload=false")
+    receives_weights = sharded and rank_zero_only.rank != 0
+    bundle = build(cfg.model, **({"meta_device": True} if receives_weights else {}))
     datamodule = PromptDataModule(task, bundle.tokenizer, cfg.prompts_per_step, num_batches, seed=cfg.seed,
                                   val_batch_size=cfg.val_batch_size, system_prompt=cfg.system_prompt,
                                   demonstrations=demonstrations(cfg),
@@ -121,7 +141,10 @@ def build_module(cfg: DictConfig, algorithm, sampler, task, num_batches: int):
                                   max_skipped_updates_in_a_row=cfg.faults.max_skipped_updates_in_a_row,
                                   diagnostics=build(cfg.diagnostics, tokenizer=bundle.tokenizer)
                                   if cfg.get("diagnostics") else None,
-                                  reference=build_reference(bundle.model, needed=algorithm.needs_reference),
+                                  reference=build_reference(bundle.model, needed=algorithm.needs_reference,
+                                                            empty=sharded),
+                                  reference_offload=reference_offload,
+                                  reduce_every_micro_batch=bool(cfg.get("reduce_gradients_every_micro_batch", False)),
                                   format_reward=cfg.format_reward, score_truncated=cfg.score_truncated,
                                   lr_schedule=instantiate(cfg.lr_schedule) if cfg.get("lr_schedule") else None,
                                   refill=datamodule.refill)

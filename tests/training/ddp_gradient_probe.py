@@ -1,5 +1,8 @@
 """One gradient accumulation over a fixed rollout batch (2 prompts x 4 responses), run by Lightning as 1 process
-or as 2 ranks (gloo, CPU) with DDP or FSDP2; rank 0 saves the full gradient the optimizer would see.
+or as 2 ranks (gloo, CPU) with DDP or FSDP2; rank 0 saves the full gradient the optimizer would see and the
+micro-batch (0, 1, ...) during whose backward each gradient exchange ran (DDP's bucket all-reduces, FSDP2's
+reduce-scatters). Under FSDP2 rank 1 builds the model on the meta device and receives rank 0's weights, as
+`hicra-train trainer=fsdp` starts (hicra.training.distributed.shard_from_rank0).
 
     python tests/training/ddp_gradient_probe.py OUT.pt 1 2 auto   # 1 rank: 8 rows in 4 micro-batches of 2
     python tests/training/ddp_gradient_probe.py OUT.pt 2 2 ddp    # 2 ranks: 4 rows (one whole group) each, 2 micro-batches
@@ -8,6 +11,7 @@ or as 2 ranks (gloo, CPU) with DDP or FSDP2; rank 0 saves the full gradient the 
 
 from __future__ import annotations
 
+import os
 import sys
 from functools import partial
 
@@ -31,8 +35,27 @@ class GradientProbe(PolicyGradientModule):
     def __init__(self, out: str, **kwargs):
         super().__init__(**kwargs)
         self.out = out
+        self.micro_batch = -1  # the micro-batch whose backward runs now
+        self.exchanges: list[int] = []  # the micro-batch of each gradient exchange
+
+    def _micro_batch_backward(self, *args):
+        self.micro_batch += 1
+        return super()._micro_batch_backward(*args)
+
+    def count_exchanges(self) -> None:
+        """Record each exchange: a comm hook around DDP's own all-reduce; FSDP2's reduce-scatter, wrapped."""
+        import torch.distributed as dist
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+        wrapped = self.trainer.strategy.model
+        if hasattr(wrapped, "register_comm_hook"):  # DDP
+            wrapped.register_comm_hook(None, lambda state, bucket: self.exchanges.append(self.micro_batch)
+                                       or allreduce_hook(state, bucket))
+        reduce_scatter = dist.reduce_scatter_single
+        dist.reduce_scatter_single = lambda *a, **k: self.exchanges.append(self.micro_batch) or reduce_scatter(*a, **k)
 
     def training_step(self, batch, batch_idx):
+        self.count_exchanges()
         torch.manual_seed(0)  # every rank samples the same 8 responses, then keeps its own share
         rollout = self.sampler.generate(self.policy, self.tokenizer, PROMPTS, 4)
         rollout.response_mask = torch.arange(rollout.response_ids.shape[1]) < LENGTHS[:, None]
@@ -46,7 +69,8 @@ class GradientProbe(PolicyGradientModule):
         grads = {name: p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad.clone()
                  for name, p in self.policy.named_parameters()}
         if self.trainer.is_global_zero:
-            torch.save(grads, self.out)
+            torch.save({"gradients": grads, "exchanges": self.exchanges, "micro_batches": self.micro_batch + 1},
+                       self.out)
         self.optimizers().step()  # lr 0: nothing moves, but the step counts (Lightning stops at max_steps)
 
 
@@ -55,7 +79,8 @@ STRATEGIES = {"auto": lambda ranks: "auto", "ddp": lambda ranks: "ddp",
 
 
 def main(out: str, ranks: int, micro_batch_size: int, strategy: str) -> None:
-    bundle = build_tiny_model(seed=0)
+    # Lightning's launcher gives the ranks it starts their LOCAL_RANK (hicra-train's start-up reads the same)
+    bundle = build_tiny_model(seed=0, meta_device=strategy == "fsdp" and os.environ.get("LOCAL_RANK", "0") != "0")
     module = GradientProbe(out, policy=bundle.model, tokenizer=bundle.tokenizer,
                            algorithm=Algorithm(partial(group_advantages, group_size=4), identity_token_advantages,
                                                group_size=4), detector=NullDetector(),

@@ -17,7 +17,9 @@ from hicra.models.loaders import build_tiny_model
 pytestmark = pytest.mark.slow
 
 
-def _probe(tmp_path, ranks: int, micro_batch_size: int, strategy: str = "auto") -> dict[str, torch.Tensor]:
+def _probe(tmp_path, ranks: int, micro_batch_size: int, strategy: str = "auto") -> dict:
+    """tests/training/ddp_gradient_probe.py's findings: "gradients" (name -> full gradient), "exchanges" (the
+    micro-batch of each gradient exchange), "micro_batches" (per rank)."""
     out = tmp_path / f"grad_{strategy}_{ranks}x{micro_batch_size}.pt"
     subprocess.run([sys.executable, str(PROJECT_ROOT / "tests" / "training" / "ddp_gradient_probe.py"), str(out), str(ranks),
                     str(micro_batch_size), strategy], cwd=tmp_path, env=cli_env(), check=True, timeout=600,
@@ -33,8 +35,15 @@ def single_rank_gradient(tmp_path_factory):
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_gradient_is_the_same_for_one_rank_x4_micro_batches_and_two_ranks_x2(strategy, single_rank_gradient,
                                                                               tmp_path):
-    single = single_rank_gradient
-    ranked = _probe(tmp_path, ranks=2, micro_batch_size=2, strategy=strategy)  # 4 responses (a group) per rank
+    """... with one gradient exchange per optimizer step: every all-reduce (DDP's buckets) or reduce-scatter (FSDP2's
+    units) runs in the last micro-batch's backward. Under FSDP2 rank 1 started on the meta device (rank 0's weights)."""
+    single = single_rank_gradient["gradients"]
+    probe = _probe(tmp_path, ranks=2, micro_batch_size=2, strategy=strategy)  # 4 responses (a group) per rank
+    ranked = probe["gradients"]
+    assert probe["micro_batches"] == 2 and probe["exchanges"] and set(probe["exchanges"]) == {1}, probe["exchanges"]
+    if strategy == "fsdp":  # each FSDP unit (2 decoder blocks, the root) reduce-scatters, once per forward pass
+        assert len(probe["exchanges"]) >= 3  # through it (prompt sharing runs the blocks twice: 5 in all)
+    assert single_rank_gradient["exchanges"] == []  # one process: nothing to exchange
     assert single.keys() == ranked.keys()
     assert sum(float(g.abs().sum()) for g in single.values()) > 0
     for name in single:  # the ranks hold different token counts (LENGTHS): only a global normaliser matches
