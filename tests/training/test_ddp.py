@@ -52,9 +52,11 @@ def test_gradient_is_the_same_for_one_rank_x4_micro_batches_and_two_ranks_x2(str
 
 @pytest.mark.parametrize("trainer", ["ddp", "fsdp"])
 def test_hicra_train_on_two_ranks_logs_one_run(trainer, tmp_path):
+    # fsdp: rank 1 starts on the meta device, and a KL term's reference is built from the policy's shards
+    kl = ["algorithm.kl_coef=0.01"] if trainer == "fsdp" else []
     result = run_cli([*TINY_RUN, f"trainer={trainer}", "trainer.accelerator=cpu", "trainer.devices=2",
                       "trainer.precision=32-true", "prompts_per_step=2", "trainer.max_steps=2",
-                      "save_final_model=true", "checkpoint_every_n_steps=1"], tmp_path)
+                      "save_final_model=true", "checkpoint_every_n_steps=1", *kl], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Starting with 2 processes" in result.stdout + result.stderr
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
@@ -66,7 +68,8 @@ def test_hicra_train_on_two_ranks_logs_one_run(trainer, tmp_path):
     assert [m.step for m in val] == [0, 2]
     final = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final_model")  # whole weights, even if sharded
     assert sum(p.numel() for p in final.parameters()) == sum(p.numel() for p in build_tiny_model().model.parameters())
-    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert last.is_dir() if trainer == "fsdp" else last.is_file()  # FSDP: a folder of the ranks' shards
     assert run_id in (tmp_path / "run" / "checkpoints" / "run.json").read_text()  # rank 1 did not overwrite it
 
 
