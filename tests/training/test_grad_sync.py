@@ -88,3 +88,33 @@ def test_ddp_all_reduces_once_per_update(one_rank):
             with gradient_sync(trainer, last=i == 2, model=ddp.module):
                 ddp(torch.randn(2, 4)).sum().backward()
     assert exchanges == [2, 5]  # one bucket (a small model), exchanged at the last micro-batch of each update
+
+
+def _plan(**overrides):
+    from hicra.training.memory_check import run_dtypes
+    from hicra.training.memory_plan import ModelShape, RunShape, memory_plan
+
+    model = ModelShape(parameters=1000, trainable=800, block_parameters=100, layers=2, hidden=8, intermediate=16,
+                       kv_heads=1, head_dim=4, vocab=50)
+    run = dict(ranks=4, sharded=True, **run_dtypes("float32", "bf16-mixed", True), optimizer_bytes=8,
+               reference=True, gradient_checkpointing=False, rollout_rows=8, val_rows=2, prompt_tokens=8,
+               new_tokens=6, val_new_tokens=6, micro_batch_size=2, scoring_pass=False,
+               unsharded_gradient_accumulation=True)
+    return memory_plan(model, RunShape(**run | overrides))
+
+
+def test_the_memory_plan_counts_the_unsharded_gradients_an_fsdp_update_accumulates():
+    plan = _plan()
+    assert plan.terms["accumulated_gradients"] == 800 * 4  # every trainable weight's, fp32 (FSDP2 reduces in fp32)
+    assert "accumulated_gradients" in plan.phases["update"] and "accumulated_gradients" not in plan.phases["generation"]
+    assert plan.terms["gradients"] == 800 * 4 // 4  # the sharded ones, kept between updates
+    bf16_weights = _plan(weight_bytes=2, compute_bytes=2, gather_bytes=2)  # model.dtype=bfloat16: still fp32 sums
+    assert bf16_weights.terms["accumulated_gradients"] == 800 * 4
+    for no_accumulation in ({"unsharded_gradient_accumulation": False},  # a reduce-scatter per micro-batch
+                            {"rollout_rows": 2},  # one micro-batch
+                            {"sharded": False, "ranks": 1}):  # DDP or one device: gradients are whole anyway
+        assert _plan(**no_accumulation).terms["accumulated_gradients"] == 0, no_accumulation
+
+
+def test_the_memory_plan_puts_an_offloaded_reference_in_host_memory():
+    assert _plan().terms["reference"] == 1000 * 4 // 4 and _plan(reference_offload=True).terms["reference"] == 0
