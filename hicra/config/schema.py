@@ -116,7 +116,7 @@ ROLLOUT = {
     "max_new_tokens": integer(1), "max_prompt_tokens": integer(1), "val_max_new_tokens": integer(1, null=True),
     "min_new_tokens": integer(0), "cache_implementation": one_of(*CACHE_IMPLEMENTATIONS, null=True),
     "prompt_bucket": integer(0, meaning="0 = off"), "packed_linears": flag(), "gpu_memory_utilization": FRACTION,
-    "enforce_eager": flag(),
+    "enforce_eager": flag(), "tensor_parallel_size": integer(1), "enable_sleep_mode": flag(),
     "dtype": one_of("auto", *MODEL_DTYPES), "max_model_len": integer(1, null=True), "seed": SEED,
 }
 
