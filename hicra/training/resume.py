@@ -170,7 +170,8 @@ def resume_point(checkpoint: Path, cfg: DictConfig, run_json: dict[str, Any] | N
         raise ConfigError(f"ckpt_path={checkpoint} was trained without MLflow (logger=none); resume it with "
                           f"logger=none (a new MLflow run would hold only part of its history)")
     check_strategy_loads(checkpoint, cfg)
-    return ResumePoint(checkpoint, run_id, int(state.get("global_step", 0)), safe, saved_weight_shapes(checkpoint, state))
+    shapes = saved_weight_shapes(checkpoint, state)
+    return ResumePoint(checkpoint, run_id, int(state.get("global_step", 0)), safe, shapes)
 
 
 def saved_weight_shapes(checkpoint: Path, state: dict) -> dict[str, tuple[int, ...]]:
@@ -189,7 +190,11 @@ def check_strategy_loads(checkpoint: Path, cfg: DictConfig) -> None:
     from hydra.utils import get_object
 
     target = OmegaConf.select(cfg, "trainer.strategy._target_", default=None)
-    if target is None or not getattr(get_object(target), "loads_sharded_checkpoints", False):
+    try:
+        loads = getattr(get_object(target), "loads_sharded_checkpoints", False) if target else False
+    except Exception:  # noqa: BLE001 - a target that does not import cannot load shards either
+        loads = False
+    if not loads:
         raise ConfigError(f"ckpt_path={checkpoint} is a sharded checkpoint (trainer=fsdp); resume it with "
                           f"trainer=fsdp (any trainer.devices), or export its weights with hicra-export")
 

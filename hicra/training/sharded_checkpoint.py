@@ -163,13 +163,6 @@ def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The whole weights of a sharded checkpoint, in this process, with no process group (no optimizer state read)."""
-    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
-
-    return _load_state_dict_from_keys(keys={WEIGHTS}, storage_reader=SafeFileSystemReader(path))[WEIGHTS]
-
-
 # --- the strategy ----------------------------------------------------------------------------------------------------
 
 class FullyShardedStrategy(ModelParallelStrategy):
@@ -198,6 +191,8 @@ class FullyShardedStrategy(ModelParallelStrategy):
             if self.is_global_zero:
                 swap_in(staging, target)
         except OSError as err:  # a full disk, a quota, a vanished mount: the previous checkpoint is untouched
+            if self.is_global_zero:
+                _remove(staging)
             raise TrainingError(f"cannot write checkpoint {target} ({err.strerror or err}); "
                                 f"{'the previous checkpoint is intact' if target.exists() else 'none was written yet'}"
                                 f": free space (or fix the folder) and continue with ckpt_path={target}") from None

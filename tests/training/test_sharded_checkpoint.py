@@ -91,6 +91,51 @@ def test_a_completed_swap_replaces_a_full_file_with_a_folder_and_back(tmp_path):
     assert target.is_file() and _step(target) == 3 and not retired_path(target).exists()
 
 
+def _lightning_checkpoint(step: int) -> dict:
+    """What Lightning hands the strategy to save (plain tensors stand for the ranks' shards)."""
+    return {"global_step": step, "state_dict": {"policy.model.w": torch.full((4, 2), float(step))},
+            "optimizer_states": [{"state": {"policy.model.w": {"exp_avg": torch.ones(4, 2)}}, "param_groups": []}]}
+
+
+def _one_process_strategy(sharded: bool):
+    """FullyShardedStrategy as rank 0 of a job of one, without a process group (DCP then writes as one process)."""
+    from hicra.training.checkpointing import AtomicCheckpointIO
+
+    strategy = sharded_checkpoint.fully_sharded_strategy(save_distributed_checkpoint=sharded)
+    strategy.checkpoint_io = AtomicCheckpointIO()
+    strategy.broadcast = lambda obj, src=0: obj
+    strategy.barrier = lambda name=None: None
+    return strategy
+
+
+def test_the_strategy_swaps_shards_in_for_a_file_and_a_full_file_in_for_shards(tmp_path):
+    target = tmp_path / "last.ckpt"
+    torch.save({"global_step": 1, "state_dict": {}}, target)  # a run saved with save_distributed_checkpoint=false
+    _one_process_strategy(sharded=True).save_checkpoint(_lightning_checkpoint(2), target)
+    assert target.is_dir() and _step(target) == 2 and "optimizer_0.state.policy.model.w.exp_avg" in \
+        sharded_checkpoint.SafeFileSystemReader(target).read_metadata().state_dict_metadata
+    _one_process_strategy(sharded=True).save_checkpoint(_lightning_checkpoint(3), target)
+    assert _step(target) == 3
+    _one_process_strategy(sharded=False).save_checkpoint(_lightning_checkpoint(4), target)
+    assert target.is_file() and _step(target) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_a_full_disk_during_a_sharded_save_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    from hicra.errors import TrainingError
+
+    target = write_sharded(tmp_path / "last.ckpt", step=1)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dcp, "save", full_disk)
+    with pytest.raises(TrainingError, match="cannot write checkpoint .* .No space left on device.; the previous "
+                                            "checkpoint is intact"):
+        _one_process_strategy(sharded=True).save_checkpoint(_lightning_checkpoint(2), target)
+    assert _step(target) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
 @pytest.fixture
 def sharded_run(compose_cfg, tmp_path):
     """A run folder whose checkpoints/last.ckpt is sharded and carries its run record; the fsdp config resumes it."""
