@@ -139,7 +139,7 @@ def decode(model, prompt_ids: Tensor, prompt_mask: Tensor, group_size: int, max_
     B = feed.shape[0]
     out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)  # (B, T_max)
     out_logprobs = torch.zeros((B, max_new_tokens), device=device) if return_logprobs else None  # (B, T_max)
-    sampling = dict(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p)
+    sampling = {"greedy": greedy, "temperature": temperature, "top_k": top_k, "top_p": top_p}
     step = _Step(model, cache, Lp, min_new_tokens, torch.tensor(eos_ids, device=device), sampling)
     loop = _eager_loop if stop_check_every == 1 else _checked_loop
     length = loop(step, mask, position, feed, out, out_logprobs, pad_id, stop_check_every)

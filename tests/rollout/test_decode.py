@@ -38,8 +38,12 @@ def _encode(tokenizer, prompts):
 PROMPTS = ["What is 2 + 2?", "Compute the sum of the first three odd numbers.", "Hi", "Name a prime number above 10."]
 
 
+CHECKS = pytest.mark.parametrize("every", [None, 4], ids=["eager", "checked-every-4"])  # CPU default; GPU-shaped
+
+
+@CHECKS
 @pytest.mark.parametrize("packed", [False, True], ids=["plain", "packed-linears"])
-def test_greedy_equals_generate_when_rows_finish_at_different_times(tiny, packed):
+def test_greedy_equals_generate_when_rows_finish_at_different_times(tiny, packed, every):
     ids, mask = _encode(tiny.tokenizer, PROMPTS)
     pad = tiny.tokenizer.pad_token_id
     free = tiny.model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=16,
@@ -49,7 +53,7 @@ def test_greedy_equals_generate_when_rows_finish_at_different_times(tiny, packed
     expected = tiny.model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=16,
                                    pad_token_id=pad, eos_token_id=eos)[:, ids.shape[1]:]
     with packed_linears(tiny.model, len(ids), enabled=packed) as n_packed:
-        got = decode(tiny.model, ids, mask, 1, 16, eos, pad, greedy=True)
+        got = decode(tiny.model, ids, mask, 1, 16, eos, pad, greedy=True, stop_check_every=every)
     assert n_packed == (15 if packed else 0)  # 2 layers x 7 projections + the LM head
     assert torch.isin(got, torch.tensor(eos)).any(dim=1).sum() >= 2  # the test exercises early finishing
     assert torch.equal(got, expected[:, :got.shape[1]])
@@ -125,18 +129,20 @@ def test_sample_from_a_one_hot_row_is_deterministic():
     assert sample_from(probs).tolist() == [0, 9, 4]
 
 
+@CHECKS
 @pytest.mark.parametrize("packed", [False, True], ids=["plain", "packed-linears"])
-def test_sampled_tokens_come_from_the_model_at_their_prefix(tiny, packed):
+def test_sampled_tokens_come_from_the_model_at_their_prefix(tiny, packed, every):
     """Sampling with rows leaving at different steps: every token is among the top-k that a full forward over the
-    prompt and the reply so far gives, so the cache (preallocated, rows dropped) feeds each step the right prefix."""
+    prompt and the reply so far gives, so the cache (preallocated, rows dropped; with checks every 4 tokens, rows
+    kept a while after their EOS) feeds each step the right prefix."""
     ids, mask = _encode(tiny.tokenizer, PROMPTS[:2])
     pad, G, k = tiny.tokenizer.pad_token_id, 4, 3
     torch.manual_seed(3)
-    probe = decode(tiny.model, ids, mask, G, 12, [-1], pad, top_k=k)  # (8, 12) no EOS: pick EOS ids from it
+    probe = decode(tiny.model, ids, mask, G, 12, [-1], pad, top_k=k, stop_check_every=every)  # (8, 12) no EOS
     eos = sorted({int(probe[0, 2]), int(probe[5, 6])})
     torch.manual_seed(3)
     with packed_linears(tiny.model, G * len(ids), enabled=packed):
-        out = decode(tiny.model, ids, mask, G, 12, eos, pad, top_k=k)  # (8, T)
+        out = decode(tiny.model, ids, mask, G, 12, eos, pad, top_k=k, stop_check_every=every)  # (8, T)
     ended = torch.isin(out, torch.tensor(eos))
     assert ended.any(dim=1).sum() >= 2 and not ended.any(dim=1).all()  # some rows leave the batch early
     full_ids = torch.cat([ids.repeat_interleave(G, 0), out], dim=1)

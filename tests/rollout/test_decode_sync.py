@@ -116,7 +116,7 @@ def test_checked_path_equals_the_eager_path_while_no_row_stops(tiny):
     sort keeps the nucleus the candidate search finds, so both paths give the same tokens and log-probs."""
     ids, mask = _encode(tiny.tokenizer, PROMPTS)
     pad, T = tiny.tokenizer.pad_token_id, 10
-    for kwargs in (dict(top_p=0.9), dict(top_k=5, temperature=0.7), dict(top_p=0.6, top_k=50)):
+    for kwargs in ({"top_p": 0.9}, {"top_k": 5, "temperature": 0.7}, {"top_p": 0.6, "top_k": 50}):
         runs = []
         for every in (1, 3):
             torch.manual_seed(4)
