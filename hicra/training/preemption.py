@@ -99,7 +99,7 @@ class SignalWatch:
 
     def describe(self, signum: int, marked: str = "", handed: str = "") -> str:
         parts = [f"stopped by {signal.Signals(signum).name}"]
-        if self.checkpoint is not None and self.checkpoint.is_file():
+        if self.checkpoint is not None and self.checkpoint.exists():
             saved = f"saved at step {self.step}" if self.step is not None else "from an earlier step"
             parts.append(f"checkpoint {self.checkpoint} ({saved}); continue with ckpt_path={self.checkpoint}")
         else:
