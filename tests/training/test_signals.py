@@ -226,3 +226,19 @@ def test_sigusr2_is_handed_on_to_the_handler_it_replaced_after_the_stop(outcome,
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_a_stops_line_names_the_checkpoint_whether_a_file_or_a_sharded_folder(tmp_path, sharded):
+    """trainer=fsdp saves `last.ckpt` as a folder of shards: the stop's line must still name it (it used to say
+    'no checkpoint to continue from' for a folder)."""
+    from hicra.training.preemption import SignalWatch
+
+    checkpoint = tmp_path / "last.ckpt"
+    checkpoint.mkdir() if sharded else checkpoint.write_bytes(b"saved")
+    watch = SignalWatch()
+    watch.checkpoint, watch.step = checkpoint, 3
+    assert watch.describe(signal.SIGTERM) == (f"stopped by SIGTERM; checkpoint {checkpoint} (saved at step 3); "
+                                              f"continue with ckpt_path={checkpoint}")
+    watch.checkpoint = tmp_path / "missing.ckpt"
+    assert "no checkpoint to continue from" in watch.describe(signal.SIGTERM)
