@@ -67,6 +67,7 @@ def worker(rank: int, folder: str, out: str, backend: str) -> None:
         found[f"policy_on_meta_before/{offload}"] = tensors_on_meta(policy)
         found[f"reference_on_meta_before/{offload}"] = tensors_on_meta(reference)
         shard_from_rank0(policy, reference, mesh, reference_offload=offload)
+        policy.to(device), reference.to(device)  # what Lightning's model_to_device does next: offloaded shards stay
         found[f"policy_same/{offload}"] = same_weights(policy, expected)
         found[f"reference_same/{offload}"] = same_shards(reference, policy)  # so today's weights too
         found[f"tied/{offload}"] = tied(policy) and tied(reference)
