@@ -16,6 +16,9 @@ Variants (each also a record of what a change bought; the "previous" pieces are 
   generate-static   model.generate with a static cache, its decoding step compiled (gpu preset only)
 Variants run round-robin, rotated each repeat, in one process; medians and their spread are reported. The floor is
 also measured with packed linear weights (`floor_packed`): what the same forward costs with the loop's packing.
+`--stop-check-every N` runs the loop variants with stop checks every N tokens (default: the device's, 1 on CPU and 8
+on a GPU; hicra/rollout/decode.py): `--preset gpu --variants loop --stop-check-every 1` against the default measures
+what the GPU path's fewer host reads buy.
 """
 
 from __future__ import annotations
@@ -43,21 +46,22 @@ def _patched(cache: bool, cdf: bool):
     if not cache:
         decode_module.preallocate = lambda c, capacity: c
     if not cdf:
-        decode_module.sample_from = lambda probs: torch.multinomial(probs, 1).squeeze(1)
+        decode_module.sample_from = lambda probs, uniforms=None: torch.multinomial(probs, 1).squeeze(1)
     try:
         yield
     finally:
         decode_module.preallocate, decode_module.sample_from = saved
 
 
-def variants(model, tokenizer, ids, mask, G: int, T: int, eos: list[int], temperature: float) -> dict:
+def variants(model, tokenizer, ids, mask, G: int, T: int, eos: list[int], temperature: float,
+             every: int | None = None) -> dict:
     pad = tokenizer.pad_token_id
 
     def loop(cache: bool, cdf: bool, packed: bool = False):
         def run():
             with _patched(cache, cdf), packed_linears(model, len(ids) * G, enabled=packed):
                 return decode_module.decode(model, ids, mask, G, T, eos, pad, temperature=temperature,
-                                            min_new_tokens=T)
+                                            min_new_tokens=T, stop_check_every=every)
         return run
 
     def generate():
@@ -92,6 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--variants", default=None, help="comma-separated (default cpu: generate,loop-before,"
                    "loop-prealloc,loop-cdf,loop,loop-packed; gpu: generate,generate-static,loop)")
+    p.add_argument("--stop-check-every", type=int, default=None,
+                   help="tokens between the loop's stop checks (default: the device's, 1 on CPU, 8 on a GPU)")
     p.add_argument("--threads", type=int, default=2, help="torch threads on the cpu preset")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder for the gpu preset's random-init model")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/decode-<preset>.json)")
@@ -119,7 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
     prompts = prompt_batches(cfg, tokenizer, 1)[0][0]["prompts"]
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     eos = eos_token_ids(tokenizer, model)
-    runs = variants(model, tokenizer, enc.input_ids, enc.attention_mask, G, T, eos, temperature)
+    runs = variants(model, tokenizer, enc.input_ids, enc.attention_mask, G, T, eos, temperature,
+                    args.stop_check_every)
     times: dict[str, list[float]] = {n: [] for n in names}
     floors = []
     for r in range(args.repeats):
@@ -141,6 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     floor = statistics.median(f["floor_s"] for f in floors)
     result = {"machine": machine_info(), "preset": args.preset,
               "work": {"prompts": len(prompts), "group_size": G, "new_tokens": T,
+                       "stop_check_every": args.stop_check_every,
                        "prompt_tokens": enc.input_ids.shape[1], "dtype": dtype, "temperature": temperature},
               "floor": floors, "times": times,
               "summary": {n: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
