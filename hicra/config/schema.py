@@ -167,6 +167,7 @@ TRAIN: dict[str, Rule] = {
     "demonstrations": worked_examples(null=True),
     "optimized_metric": text(null=True),
     "max_grad_norm": number(0, lo_open=True, null=True),
+    "reference_offload": flag(), "reduce_gradients_every_micro_batch": flag(),  # trainer=fsdp only
     # below a correct answer's 1, so a right answer always outscores a well-formatted wrong one
     "format_reward": number(0, 1, hi_open=True),
     "score_truncated": flag(),

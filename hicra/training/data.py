@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from hicra.errors import ConfigError
 from hicra.tasks import Example, build_chat_prompt
 from hicra.tasks.prompts import Demonstrations, check_prompt_room
-from hicra.training.distributed import shard
+from hicra.training.distributed import world_size
 
 
 class PromptStream(Dataset):
@@ -155,5 +155,25 @@ class PromptDataModule(pl.LightningDataModule):
                                    generator=torch.Generator().manual_seed(self.seed))
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(shard(self.task.val_examples(), self.trainer), batch_size=self.val_batch_size, shuffle=False,
-                          collate_fn=self._collate, generator=torch.Generator().manual_seed(self.seed))
+        rank, num_ranks = (self.trainer.global_rank, world_size(self.trainer)) if self.trainer else (0, 1)
+        return DataLoader(even_shard(self.task.val_examples(), rank, num_ranks), batch_size=self.val_batch_size,
+                          shuffle=False, collate_fn=self._collate_validation,
+                          generator=torch.Generator().manual_seed(self.seed))
+
+    def _collate_validation(self, items: list[tuple[Example, bool]]) -> dict:
+        examples, counted = zip(*items)
+        return self._collate(list(examples)) | {"counted": list(counted)}
+
+
+def even_shard(items: list, rank: int, num_ranks: int) -> list[tuple[object, bool]]:
+    """Rank `rank`'s share (items rank, rank + num_ranks, ...) as (item, counted) pairs, padded to the largest share's
+    length with its first item, not counted.
+
+    Every rank then runs the same number of validation batches: a sharded policy's `generate` (FSDP's gather) and a
+    vLLM tensor-parallel group are collectives, and a rank with one batch more would wait for the others until the
+    NCCL timeout. The padded reply is generated and dropped (`ValidationTally.add`), so no question counts twice.
+    """
+    share = items[rank::num_ranks]
+    longest = -(-len(items) // num_ranks)  # ceil: rank 0's share
+    filler = share[0] if share else (items[0] if items else None)
+    return [(item, True) for item in share] + [(filler, False)] * (longest - len(share) if filler is not None else 0)

@@ -88,11 +88,6 @@ def gradient_sync(trainer, last: bool, model=None, every_micro_batch: bool = Fal
         yield
 
 
-def shard(items: list, trainer) -> list:
-    """This rank's share of a list (rank r takes items r, r + world, ...)."""
-    if trainer is None or world_size(trainer) == 1:
-        return items
-    return items[trainer.global_rank::trainer.world_size]
 
 
 

@@ -166,6 +166,8 @@ def run_shape(cfg: DictConfig, algorithm, sampler, val_examples: int, needs_entr
         val_rows=min(int(cfg.val_batch_size), math.ceil(val_examples / ranks)),
         prompt_tokens=prompt, new_tokens=new, val_new_tokens=val_new,
         micro_batch_size=int(cfg.micro_batch_size),
+        reference_offload=bool(cfg.get("reference_offload", False)),
+        unsharded_gradient_accumulation=sharded and not cfg.get("reduce_gradients_every_micro_batch", False),
         scoring_pass=algorithm.num_iterations > 1 or needs_entropy or algorithm.needs_kl_in_reward
         or algorithm.needs_reference)
 
@@ -239,6 +241,9 @@ def settings_that_fit(model: ModelShape, run: RunShape, knobs: Knobs, capacity: 
                  [(v, r(run, micro_batch_size=v)) for v in _halvings(run.micro_batch_size)]),
         None if run.gradient_checkpointing else
         _fitting(model, capacity, "model.gradient_checkpointing", [("true", r(run, gradient_checkpointing=True))]),
+        None if not run.unsharded_gradient_accumulation else
+        _fitting(model, capacity, "reduce_gradients_every_micro_batch",
+                 [("true", r(run, unsharded_gradient_accumulation=False))]),
         _more_devices(model, run, knobs, capacity),
         _fitting(model, capacity, "rollout.max_new_tokens",
                  [(v, r(run, new_tokens=v, val_new_tokens=min(v, run.val_new_tokens)))

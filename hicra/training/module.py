@@ -289,7 +289,7 @@ class PolicyGradientModule(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         rollout = self._generate(batch["prompts"], 1, greedy=True)
-        self._validation.add(score_rollout(self, rollout, batch["examples"], 1)[1], rollout)
+        self._validation.add(score_rollout(self, rollout, batch["examples"], 1)[1], rollout, batch.get("counted"))
 
     def on_validation_epoch_end(self) -> None:
         pooled = self._validation.pooled_metrics(self._trainer)  # each rank scored its share of the prompts

@@ -23,6 +23,8 @@ def rounded_away_fraction(weights: Iterable[Tensor], step: float, dtype: torch.d
     lost = total = 0
     with torch.no_grad():
         for weight in weights:
+            if weight.is_meta:  # trainer=fsdp: ranks above 0 start on the meta device (rank 0 checks the real ones)
+                continue
             w = weight.detach().reshape(-1)[:SAMPLE_PER_TENSOR].to(dtype)  # (n,)
             lost += int((w + step).eq(w).sum())
             total += w.numel()

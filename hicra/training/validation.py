@@ -20,11 +20,15 @@ class ValidationTally:
     def __init__(self):
         self.rows: dict[str, list[float]] = {name: [] for name in _FIELDS}
 
-    def add(self, scored: ScoredBatch, rollout: RolloutBatch) -> None:
-        self.rows["scores"] += scored.scores
-        self.rows["in_form"] += [float(x) for x in scored.in_form]
-        self.rows["lengths"] += rollout.response_mask.sum(dim=1).float().tolist()
-        self.rows["truncated"] += rollout.truncated.float().tolist()
+    def add(self, scored: ScoredBatch, rollout: RolloutBatch, counted: list[bool] | None = None) -> None:
+        """One validation batch; `counted` (one flag per row, default all) drops the rows that only pad a rank's
+        share to the others' length (hicra/training/data.py: even_shard)."""
+        keep = [True] * len(scored.scores) if counted is None else list(counted)
+        rows = {"scores": scored.scores, "in_form": [float(x) for x in scored.in_form],
+                "lengths": rollout.response_mask.sum(dim=1).float().tolist(),
+                "truncated": rollout.truncated.float().tolist()}
+        for name, values in rows.items():
+            self.rows[name] += [value for value, kept in zip(values, keep) if kept]
 
     def pooled_metrics(self, trainer) -> tuple[dict[str, float], int] | None:
         """(val/*, number of prompts) over every rank's prompts, None when there were none; starts the next tally."""

@@ -107,6 +107,21 @@ def test_paper_recipe_memory_plan_fits_the_gpus_it_states(stem, compose_cfg, dat
     assert all(planned.plan.phase_bytes(p) <= USABLE_FRACTION * memory * GIB for p in planned.plan.phases)
 
 
+def test_a_sharded_recipe_without_its_per_micro_batch_exchange_is_refused_naming_it(compose_cfg, data_file,
+                                                                                   monkeypatch):
+    """Skipping FSDP's reduce-scatter until the last micro-batch holds every rank's whole fp32 gradients (28 GiB for
+    7B): beside 16K-token rows it does not fit the recipe's 80 GB GPUs, and the refusal names the setting that does."""
+    from hicra.errors import ConfigError
+    from hicra.training.memory_check import plan_run
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = compose_cfg("experiment=paper/qwen2_5_7b_base", f"task.path={data_file}",
+                      "reduce_gradients_every_micro_batch=false")
+    with pytest.raises(ConfigError, match=r"accumulated_gradients 2[0-9.]+ GiB.*would fit: .*"
+                                          r"reduce_gradients_every_micro_batch=true"):
+        plan_run(cfg, build(cfg.algorithm), build(cfg.rollout), build(cfg.task))
+
+
 def test_paper_recipes_differ_only_in_the_model_and_its_gpus(compose_cfg):
     def comparable(stem):
         cfg = OmegaConf.to_container(compose_cfg(f"experiment=paper/{stem}"))
