@@ -120,3 +120,14 @@ def data_file_path(tmp_path):
     path = tmp_path / "math.jsonl"
     path.write_text("\n".join(f'{{"question": "What is {i} + {i}?", "answer": "{2 * i}"}}' for i in range(20)))
     return path
+
+
+def test_meta_weights_are_skipped_by_the_rounding_check():
+    """trainer=fsdp: ranks above 0 hold meta weights until rank 0's arrive; the check reads the real ones only (it
+    used to stop those ranks with 'Tensor.item() cannot be called on meta tensors')."""
+    from hicra.training.precision import rounded_away_fraction
+
+    real = torch.ones(8, dtype=torch.bfloat16)
+    meta = torch.empty(8, dtype=torch.bfloat16, device="meta")
+    assert rounded_away_fraction([meta, real], 1e-6, torch.bfloat16) == 1.0
+    assert rounded_away_fraction([meta], 1e-6, torch.bfloat16) == 0.0
