@@ -61,12 +61,25 @@ def _attention(module, query, key, value, attention_mask, shared_prefix=None, **
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
+def _mask(*args, **kwargs):
+    """transformers' `sdpa_mask` (the usual padding/causal masks outside the two passes), without its causal-skip
+    check for a one-token query off the CPU: that check reads the padding mask back to the host (`fast_all`), a sync
+    per decoded token on a GPU, to save a mask that costs nothing for one query. The CPU keeps the check (no sync
+    there, and its samples stay bit-identical)."""
+    from transformers.masking_utils import sdpa_mask
+
+    mask = kwargs.get("attention_mask")
+    if kwargs.get("q_length") == 1 and mask is not None and mask.device.type != "cpu":
+        kwargs["allow_is_causal_skip"] = False
+    return sdpa_mask(*args, **kwargs)
+
+
 def _register() -> None:
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(ATTENTION, _attention)
-    AttentionMaskInterface.register(ATTENTION, sdpa_mask)  # the usual padding/causal masks outside the two passes
+    AttentionMaskInterface.register(ATTENTION, _mask)
 
 
 def unsupported_reason(model) -> str | None:

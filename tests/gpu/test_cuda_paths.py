@@ -71,6 +71,34 @@ def test_decode_equals_generate_on_the_device():
     assert torch.equal(got, expected)
 
 
+def _device_syncs(bundle, enc, new_tokens: int) -> int:
+    """Host waits on the device (torch's sync debug mode, one warning each) while sampling `new_tokens` tokens per row,
+    every row forced to the whole budget (EOS forbidden), with top-p and the GPU-shaped stop checks."""
+    import warnings
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            decode_module.decode(bundle.model, enc.input_ids, enc.attention_mask, 2, new_tokens, [-1],
+                                 bundle.tokenizer.pad_token_id, top_p=0.9, min_new_tokens=new_tokens)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+@cuda_only
+def test_decoding_waits_on_the_device_at_most_once_per_token():
+    """Issue 29: one host sync per decoded token at most on the GPU path (stop checks every few tokens, top-p
+    without read-backs, the prefix-sharing mask without transformers' causal-skip read). The prompt's fixed cost
+    cancels in the difference of two budgets."""
+    bundle, enc = _sharpened()
+    _device_syncs(bundle, enc, 4)  # warm-up: kernels, allocator
+    extra = _device_syncs(bundle, enc, 48) - _device_syncs(bundle, enc, 16)
+    assert extra <= 32, f"{extra} host syncs for 32 more decoded tokens"
+
+
 def test_kv_cache_holds_bf16_under_bf16_autocast_on_the_device(monkeypatch):
     """Lightning's bf16-mixed on fp32 weights: RoPE promotes keys to fp32, the cache must still hold bf16, and the
     first tokens stay generate's (later ones may part on a bf16 near-tie between two kernels' shapes)."""

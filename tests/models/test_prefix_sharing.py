@@ -149,3 +149,20 @@ def test_saved_model_loads_as_a_plain_transformers_model(tmp_path):
     json.loads((tmp_path / "config.json").read_text())
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert reloaded.config._attn_implementation != prefix_sharing.ATTENTION
+
+
+def test_a_one_token_querys_mask_off_the_cpu_reads_nothing_back_to_the_host():
+    """A decoded token's mask on a GPU: transformers' causal-skip check reads the padding mask back (one sync per
+    token); ours builds the mask without reading it. A meta tensor stands in for a device tensor: any read raises."""
+    from transformers.masking_utils import causal_mask_function, sdpa_mask
+
+    from hicra.models.prefix_sharing import _mask
+
+    step = dict(batch_size=2, q_length=1, kv_length=5, q_offset=4, kv_offset=0, mask_function=causal_mask_function,
+                attention_mask=torch.ones(2, 5, dtype=torch.bool, device="meta"), allow_is_causal_skip=True,
+                local_size=None, device="meta")
+    with pytest.raises(RuntimeError, match="meta"):
+        sdpa_mask(**step)  # the read this avoids
+    assert _mask(**step).shape == (2, 1, 1, 5)
+    on_cpu = step | {"attention_mask": torch.ones(2, 5, dtype=torch.bool), "device": "cpu"}
+    assert _mask(**on_cpu) is None and sdpa_mask(**on_cpu) is None  # the CPU keeps the skip: no mask for no padding
