@@ -94,6 +94,8 @@ class HFSampler:
     through `model.generate`, which compiles the decoding step for it (GPU). On CPU the linear layers run on
     oneDNN-packed weights while sampling (`packed_linears`, hicra/rollout/packed_linear.py)."""
 
+    runs_policy_forward = True  # generate calls the policy itself: a sharded policy is gathered around it (module.py)
+
     def __init__(
         self,
         temperature: float = 1.0,

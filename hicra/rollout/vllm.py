@@ -124,6 +124,7 @@ class VLLMSampler(HFSampler):
     """
 
     supports_lora = True  # read by hicra-train's preflight: the adapters are merged into every weight sync
+    runs_policy_forward = False  # the engine generates: no whole-model FSDP gather around generate (per-parameter sync)
 
     def __init__(
         self,

@@ -295,10 +295,12 @@ def check_memory(cfg: DictConfig, algorithm, sampler, val_examples: int, needs_e
     nodes = int(cfg.trainer.get("num_nodes", 1))
     per_node = ranks_of(cfg.trainer) // nodes
     capacity, where = device_bytes(cfg, ranks_on_host=per_node)
-    share = getattr(sampler, "gpu_memory_utilization", None)  # vLLM keeps its share; it generates inside it
+    share = getattr(sampler, "gpu_memory_utilization", None)  # vLLM generates inside its share of the device
     if share is not None and capacity:
-        capacity, where = int(capacity * (1 - share)), f"{where}, less vLLM's {share:.0%}"
-        run = dataclasses.replace(run, rollout_rows=0, val_rows=0, cast_cache=False)
+        sleeps = bool(getattr(sampler, "enable_sleep_mode", False))  # and releases it for the update
+        where = f"{where}, vLLM {share:.0%} while generating{'' if sleeps else ' and updating (no sleep mode)'}"
+        run = dataclasses.replace(run, rollout_rows=0, val_rows=0, cast_cache=False, engine_bytes=int(capacity * share),
+                                  engine_sleeps=sleeps)
     plan = memory_plan(model, run)
     if capacity and not fits(plan, capacity):
         knobs = Knobs(int(cfg.prompts_per_step), algorithm.group_size, val_examples, int(cfg.val_batch_size),

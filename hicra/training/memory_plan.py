@@ -21,7 +21,12 @@ What one device holds, term by term (bytes):
                                            under LoRA (the policy with its adapters off), or offloaded to host
                                            memory (trainer=fsdp reference_offload=true)
   gathered_weights  P   * b_f              FSDP: the whole model, unsharded for a whole generation
-                                           (distributed.full_weights_for_generation)
+                                           (distributed.full_weights_for_generation); 0 with vLLM, whose weight
+                                           sync gathers one parameter at a time
+  vllm_engine       share * device         rollout=vllm: the engine's weights and KV cache
+                                           (rollout.gpu_memory_utilization of the device) while it generates
+  vllm_asleep       the same, or 0         what the engine keeps through the update: 0 with sleep mode (it released
+                                           weights and KV cache; its CUDA graphs and context are in the 10% margin)
   weight_casts      P   * b_c              autocast's cast cache kept for a generation, when b_f != b_c
   kv_cache_*        rows * L * n_layers * kv_heads * d_head * (b_k + b_v)
                                            preallocated for the whole reply of every row (hicra/rollout/kv_cache.py)
@@ -48,15 +53,15 @@ What one device holds, term by term (bytes):
 
 Phases (what is alive at the same time); the plan is the largest. "state" = weights + gradients + optimizer +
 ddp_buckets + reference:
-  generation   state + gathered_weights + weight_casts + kv_cache_rollout + sampling_rollout
+  generation   state + gathered_weights + weight_casts + kv_cache_rollout + sampling_rollout + vllm_engine
   validation   the same with the validation batch's rows and budget
-  log-probs    state + block_gather + scoring_logits + one layer's activations (only when such a pass runs)
-  update       state + block_gather + accumulated_gradients + update_logits + activations
+  log-probs    state + vllm_asleep + block_gather + scoring_logits + one layer's activations (when such a pass runs)
+  update       state + vllm_asleep + block_gather + accumulated_gradients + update_logits + activations
 
 Left out: the CUDA context, NCCL buffers and allocator fragmentation (USABLE_FRACTION leaves 10% for them), the
 prompt's own cache while it is copied into the preallocated one (prompt-sized), rollout.cache_implementation=static
-(transformers allocates that cache), and vLLM's engine, which keeps rollout.gpu_memory_utilization of the device
-(memory_check takes that share off the device instead).
+(transformers allocates that cache). With vLLM the policy's own generation terms are 0 (the engine generates inside
+its share: vllm_engine).
 """
 
 from __future__ import annotations
@@ -111,6 +116,8 @@ class RunShape:
     # FSDP: the update's micro-batches accumulate unsharded gradients, one reduce-scatter per update (the run's
     # reduce_gradients_every_micro_batch=false); False: a reduce-scatter per micro-batch
     unsharded_gradient_accumulation: bool = False
+    engine_bytes: int = 0  # rollout=vllm: the engine's share of the device while it generates
+    engine_sleeps: bool = False  # ... released during the update and log-prob passes (vLLM's sleep mode)
 
 
 @dataclass(frozen=True)
@@ -171,12 +178,13 @@ def state_terms(model: ModelShape, run: RunShape) -> dict[str, int]:
 def generation_terms(model: ModelShape, run: RunShape) -> dict[str, int]:
     rollout_tokens, val_tokens = run.prompt_tokens + run.new_tokens, run.prompt_tokens + run.val_new_tokens
     return {
-        "gathered_weights": model.parameters * run.gather_bytes if run.sharded else 0,
+        "gathered_weights": model.parameters * run.gather_bytes if run.sharded and not run.engine_bytes else 0,
         "weight_casts": model.parameters * run.compute_bytes if run.cast_cache else 0,
         "kv_cache_rollout": kv_cache_bytes(model, run.rollout_rows, rollout_tokens, run.key_bytes, run.value_bytes),
         "sampling_rollout": run.rollout_rows * model.vocab * SAMPLING_BYTES,
         "kv_cache_validation": kv_cache_bytes(model, run.val_rows, val_tokens, run.key_bytes, run.value_bytes),
         "sampling_validation": run.val_rows * model.vocab * SAMPLING_BYTES,
+        "vllm_engine": run.engine_bytes,
     }
 
 
@@ -186,6 +194,7 @@ def update_terms(model: ModelShape, run: RunShape) -> dict[str, int]:
     tokens = run.prompt_tokens + run.new_tokens
     accumulates = run.sharded and run.unsharded_gradient_accumulation and run.rollout_rows > run.micro_batch_size
     return {
+        "vllm_asleep": 0 if run.engine_sleeps else run.engine_bytes,
         "block_gather": 2 * model.block_parameters * run.gather_bytes if run.sharded else 0,
         "accumulated_gradients": model.trainable * (4 if run.compute_bytes == 2 else run.weight_bytes)
         if accumulates else 0,
@@ -202,12 +211,14 @@ def memory_plan(model: ModelShape, run: RunShape) -> MemoryPlan:
     terms = state_terms(model, run) | generation_terms(model, run) | update_terms(model, run)
     state = ("weights", "gradients", "optimizer", "ddp_buckets", "reference")
     phases = {
-        "generation": state + ("gathered_weights", "weight_casts", "kv_cache_rollout", "sampling_rollout"),
-        "validation": state + ("gathered_weights", "weight_casts", "kv_cache_validation", "sampling_validation"),
-        "update": state + ("block_gather", "accumulated_gradients", "update_logits", "activations"),
+        "generation": state + ("gathered_weights", "weight_casts", "kv_cache_rollout", "sampling_rollout",
+                               "vllm_engine"),
+        "validation": state + ("gathered_weights", "weight_casts", "kv_cache_validation", "sampling_validation",
+                               "vllm_engine"),
+        "update": state + ("vllm_asleep", "block_gather", "accumulated_gradients", "update_logits", "activations"),
     }
     if run.scoring_pass:
-        phases["log-probs"] = state + ("block_gather", "scoring_logits", "scoring_activations")
+        phases["log-probs"] = state + ("vllm_asleep", "block_gather", "scoring_logits", "scoring_activations")
     return MemoryPlan(terms, phases)
 
 

@@ -13,6 +13,7 @@ the frozen reference model (hicra/models/reference.py), the step's clock (timing
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import pytorch_lightning as pl
 import torch
@@ -164,7 +165,11 @@ class PolicyGradientModule(pl.LightningModule):
 
     def _generate(self, prompts: list[str], group_size: int, greedy: bool = False) -> RolloutBatch:
         try:
-            with full_weights_for_generation(self.policy), self.sampling_stream.active(self.device):
+            # A sampler that runs the policy's forward (rollout=hf) gets its FSDP weights gathered once for the whole
+            # generate; vLLM copies them into its engine one parameter at a time and needs no whole-model gather.
+            gather = full_weights_for_generation(self.policy) if getattr(self.sampler, "runs_policy_forward", True) \
+                else nullcontext()
+            with gather, self.sampling_stream.active(self.device):
                 return self.sampler.generate(self.policy, self.tokenizer, prompts, group_size, greedy=greedy)
         except torch.OutOfMemoryError as err:
             setting = "val_batch_size" if greedy else "prompts_per_step, algorithm.group_size"

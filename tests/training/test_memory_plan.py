@@ -214,14 +214,20 @@ def test_a_local_folder_s_config_is_read_and_an_unknown_model_skips_the_plan(com
     assert check_memory(cfg, algorithm, sampler, n_val, needs_entropy=False) is None
 
 
-def test_vllm_keeps_its_share_and_generates_inside_it(compose_cfg):
+@pytest.mark.parametrize("sleeps", [True, False])
+def test_vllm_generates_inside_its_share_and_sleep_mode_gives_it_back_for_the_update(compose_cfg, sleeps):
     cfg, algorithm, _, n_val = composed(compose_cfg)
     sampler = dataclasses.make_dataclass("FakeVLLM", [("max_prompt_tokens", int), ("max_new_tokens", int),
-                                                      ("val_max_new_tokens", int), ("gpu_memory_utilization", float)])(
-        512, 24, 24, 0.5)
+                                                      ("val_max_new_tokens", int), ("gpu_memory_utilization", float),
+                                                      ("enable_sleep_mode", bool)])(512, 24, 24, 0.5, sleeps)
     cfg.device_memory_gib = 1.0
-    planned = check_memory(cfg, algorithm, sampler, n_val, needs_entropy=False)
-    assert planned.plan.terms["kv_cache_rollout"] == 0 and planned.record["device_bytes"] == GIB // 2
+    plan = check_memory(cfg, algorithm, sampler, n_val, needs_entropy=False).plan
+    assert plan.terms["kv_cache_rollout"] == 0 and plan.terms["gathered_weights"] == 0
+    assert plan.terms["vllm_engine"] == GIB // 2  # the engine's share while it generates
+    assert plan.terms["vllm_asleep"] == (0 if sleeps else GIB // 2)
+    state = sum(plan.terms[t] for t in ("weights", "gradients", "optimizer", "ddp_buckets", "reference"))
+    assert plan.phase_bytes("generation") == state + GIB // 2 + plan.terms["weight_casts"]
+    assert "vllm_asleep" in plan.phases["update"] and "vllm_engine" not in plan.phases["update"]
 
 
 @pytest.mark.gpu
