@@ -22,7 +22,7 @@ from hicra.training.hydra_job import in_sweep, named_run_dir
 from hicra.training.preemption import SignalWatch, StopAtSafePoint
 from hicra.training.resume import ResumePoint, config_snapshot, describe_changes, resume_point
 from hicra.training.run_lock import RunLocks
-from hicra.training.sharded_checkpoint import recover_interrupted_save
+from hicra.training.sharded_checkpoint import recover_interrupted_save, wait_for_recovery
 
 
 def find_resume_point(cfg: DictConfig, out_dir: Path, locks: RunLocks) -> ResumePoint:
@@ -38,6 +38,8 @@ def find_resume_point(cfg: DictConfig, out_dir: Path, locks: RunLocks) -> Resume
         recovered = recover_interrupted_save(out_dir / "checkpoints" / LAST)
         if recovered:
             print(f"hicra-train: {recovered}", flush=True)
+    else:
+        wait_for_recovery(out_dir / "checkpoints" / LAST)
     ckpt = checkpoint_to_resume(cfg.get("ckpt_path"), out_dir, Path(cfg.paths.output_dir), named_run_dir(out_dir),
                                 config_snapshot(cfg), sweep_job=in_sweep())
     if ckpt is None:

@@ -23,6 +23,7 @@ import io
 import os
 import pickle
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,16 @@ def recover_interrupted_save(target: Path) -> str | None:
         _remove(leftover)
     _fsync_dir(target.parent)
     return done or f"removed what an interrupted checkpoint save left beside {target}"
+
+
+def wait_for_recovery(target: Path, timeout_s: float = 120.0, poll_s: float = 0.2) -> None:
+    """For the ranks that do not hold the run's lock: wait while what an interrupted save left beside `target` is
+    still there, i.e. until rank 0's `recover_interrupted_save` has put the checkpoint back, so that every rank finds
+    the same checkpoint (one looking before rank 0 recovered would see none and start afresh). Returns after
+    `timeout_s` in any case; a rank that still disagrees then fails with the others (fail_together.py)."""
+    deadline = time.monotonic() + timeout_s
+    while (staging_path(target).exists() or retired_path(target).exists()) and time.monotonic() < deadline:
+        time.sleep(poll_s)
 
 
 # --- reading without running code ------------------------------------------------------------------------------------

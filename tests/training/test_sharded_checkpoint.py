@@ -272,3 +272,24 @@ def test_two_ranks_save_shards_that_one_rank_resumes_and_the_cli_exports(tmp_pat
     assert model.state_dict().keys() == saved["weights"].keys()
     for name, value in model.state_dict().items():
         assert torch.equal(value, saved["weights"][name]), name
+
+
+def test_another_rank_waits_for_rank_0_to_recover_before_looking_for_the_checkpoint(tmp_path, monkeypatch):
+    """Killed between the two renames: `last.ckpt` is missing until rank 0 recovers it. A rank that looked at once
+    would find no checkpoint and start afresh while rank 0 resumes; it waits for the leftovers to go instead."""
+    import threading
+
+    from hicra.training.sharded_checkpoint import wait_for_recovery
+
+    target = write_sharded(tmp_path / "last.ckpt", step=1)
+    write_sharded(staging_path(target), step=2)
+    _kill_at(monkeypatch, "rename", 2)
+    with pytest.raises(Killed):
+        swap_in(staging_path(target), target)
+    monkeypatch.undo()
+    assert not target.exists()
+    rank0 = threading.Timer(0.5, recover_interrupted_save, args=(target,))
+    rank0.start()
+    wait_for_recovery(target, timeout_s=30, poll_s=0.05)
+    assert target.exists() and _step(target) == 2  # the checkpoint rank 0 resumes
+    rank0.join()
