@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from rollout.test_vllm_fake import PROMPTS, FakeV1LLM, canned, install_fake_vllm
+from rollout.test_vllm_fake import PROMPTS, FakeV1LLM, canned
 from support import run_train
 
 from hicra.errors import ConfigError
@@ -18,15 +18,6 @@ from hicra.rollout.vllm import MISSING_VLLM, NO_CUDA, VLLMSampler, batch_from_to
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
-
-@pytest.fixture
-def with_fake_vllm(monkeypatch):
-    return install_fake_vllm(monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return build_tiny_model(seed=0)
 
 # --- without vLLM --------------------------------------------------------------------------------------------
 

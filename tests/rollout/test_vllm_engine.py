@@ -9,22 +9,11 @@ import random
 import numpy as np
 import pytest
 import torch
-from rollout.test_vllm_fake import PROMPTS, install_fake_vllm
+from rollout.test_vllm_fake import PROMPTS
 
 from hicra.errors import ConfigError
-from hicra.models.loaders import build_tiny_model
 from hicra.rollout.vllm import VLLMSampler
 from hicra.rollout.vllm_groups import SEED_SPACE, EngineGroup, request_seeds
-
-
-@pytest.fixture
-def with_fake_vllm(monkeypatch):
-    return install_fake_vllm(monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return build_tiny_model(seed=0)
 
 
 @pytest.fixture

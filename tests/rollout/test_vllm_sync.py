@@ -7,24 +7,13 @@ import copy
 
 import pytest
 import torch
-import torch.distributed as dist
-from rollout.test_vllm_fake import PROMPTS, install_fake_vllm
+from rollout.test_vllm_fake import PROMPTS
 
 from hicra.models.loaders import build_tiny_model
 from hicra.rollout.vllm import VLLMSampler
 from hicra.training.distributed import full_weights_for_generation, shard_model
 
 Q = "model.layers.0.self_attn.q_proj.weight"
-
-
-@pytest.fixture
-def with_fake_vllm(monkeypatch):
-    return install_fake_vllm(monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return build_tiny_model(seed=0)
 
 
 def lora_policy():
@@ -62,19 +51,6 @@ def test_a_lora_policy_syncs_exactly_its_merged_weights_and_keeps_its_adapters(w
     after = policy.state_dict()  # bit for bit: the frozen base (adapters-off reference) and the adapters
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
     assert not any(getattr(m, "merged", False) for m in policy.modules())  # peft's own flag: nothing merged
-
-
-@pytest.fixture
-def one_rank_mesh(tmp_path):
-    """A gloo process group of one rank in this process (file store), and its CPU device mesh."""
-    from torch.distributed.device_mesh import init_device_mesh
-
-    assert not dist.is_initialized()
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
-    try:
-        yield init_device_mesh("cpu", (1,))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("gathered", [False, True], ids=["sharded", "gathered_for_generation"])

@@ -17,19 +17,6 @@ from hicra.training.distributed import full_weights_for_generation, shard_model
 
 
 @pytest.fixture
-def one_rank_mesh(tmp_path):
-    """A gloo process group of one rank in this process, and its device mesh; torn down after the test."""
-    from torch.distributed.device_mesh import init_device_mesh
-
-    assert not dist.is_initialized()
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
-    try:
-        yield init_device_mesh("cpu", (1,))
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.fixture
 def no_process_group_left():
     """Lightning leaves its process group initialised after fit: destroy it, so that later tests start clean."""
     yield
