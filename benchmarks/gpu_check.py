@@ -10,7 +10,8 @@ Run THERE (a GPU host with no network) by benchmarks/run_gpu.sh, after it instal
 Stages, each a subprocess under its own timeout inside one overall budget (a slow stage cannot eat the rest), each
 appending a record to DIR/gpu_check.json as soon as it ends (a killed call still leaves what ran):
   environment   torch / CUDA / transformers / Lightning versions, the device, nvidia-smi;
-  gpu_tier      pytest -m gpu on tests/gpu (decode = generate on CUDA, the bf16 KV cache, a bf16-mixed step against
+  gpu_tier      pytest -m gpu on tests/gpu (decode = generate on CUDA, at most one device sync per decoded token,
+                the bf16 KV cache, a bf16-mixed step against
                 the memory plan, FSDP on one GPU over NCCL with validation) and, where MLflow is installed (its test
                 module imports it), the memory plan's own GPU test; counts from a JUnit XML;
   decode_speed  benchmarks/bench_decode.py --preset gpu (generate, static cache, hicra's loop, the forward floor);

@@ -3,10 +3,11 @@
 # Installs the carried wheels offline into the host's Python (packages it already has are kept when they fit), then
 # runs benchmarks/gpu_check.py: the gpu test tier and the speed probes, each stage bounded by `timeout` inside one
 # budget of under 8 minutes on one H100 (one slow stage cannot eat the rest):
-#   gpu_tier      pytest -m gpu (tests/gpu): decode = generate on CUDA, the bf16 KV cache, a bf16-mixed step against
-#                 the memory plan, FSDP on one GPU over NCCL with validation;
+#   gpu_tier      pytest -m gpu (tests/gpu): decode = generate on CUDA, at most one device sync per decoded token,
+#                 the bf16 KV cache, a bf16-mixed step against the memory plan, FSDP on one GPU over NCCL with validation;
 #   decode_speed  bench_decode.py --preset gpu: generate, static compiled cache, hicra's loop, the forward floor;
 #   step_speed    bench_step.py --preset gpu, SmolLM2 shape, hicra's decoding loop against TRL.
+# What needs 2+ GPUs (NCCL start-up, sharded checkpoints across ranks, vLLM colocate): benchmarks/run_multi_gpu.sh.
 # JSON goes to $OUT (or benchmarks/results/): gpu_check.json (every stage's record), gpu_tier.xml, the benchmarks'.
 # Extra arguments go to gpu_check.py (--budget-s, --dry-run).
 set -uo pipefail
