@@ -158,9 +158,9 @@ def test_a_one_token_querys_mask_off_the_cpu_reads_nothing_back_to_the_host():
 
     from hicra.models.prefix_sharing import _mask
 
-    step = dict(batch_size=2, q_length=1, kv_length=5, q_offset=4, kv_offset=0, mask_function=causal_mask_function,
-                attention_mask=torch.ones(2, 5, dtype=torch.bool, device="meta"), allow_is_causal_skip=True,
-                local_size=None, device="meta")
+    step = {"batch_size": 2, "q_length": 1, "kv_length": 5, "q_offset": 4, "kv_offset": 0,
+            "mask_function": causal_mask_function, "attention_mask": torch.ones(2, 5, dtype=torch.bool, device="meta"),
+            "allow_is_causal_skip": True, "local_size": None, "device": "meta"}
     with pytest.raises(RuntimeError, match="meta"):
         sdpa_mask(**step)  # the read this avoids
     assert _mask(**step).shape == (2, 1, 1, 5)
