@@ -262,7 +262,8 @@ def test_two_ranks_save_shards_that_one_rank_resumes_and_the_cli_exports(tmp_pat
     _assert_same_state(saved, resumed)  # resharded 2 -> 1: every weight and AdamW moment as saved
     assert torch.load(tmp_path / "one" / "end.pt")["step"] == 2  # and it trains on
 
-    export = subprocess.run([sys.executable, "-m", "hicra.training.export", str(ckpt), str(tmp_path / "hf")],
+    hicra_export = Path(sys.executable).parent / "hicra-export"  # the console script pyproject.toml declares
+    export = subprocess.run([str(hicra_export), str(ckpt), str(tmp_path / "hf")],
                             check=False, cwd=tmp_path, env=cli_env(), timeout=300, stdin=subprocess.DEVNULL,
                             capture_output=True, text=True)
     assert export.returncode == 0 and f"hicra-export: wrote {tmp_path / 'hf'}" in export.stdout, export.stderr[-2000:]
