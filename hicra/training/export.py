@@ -112,7 +112,8 @@ def model_config(snapshot: dict, origin: str) -> DictConfig:
 
 
 def rebuild_model(path: Path, state: dict):
-    """The run's policy as its config builds it (random or base weights, LoRA adapters where the run had them)."""
+    """The run's policy as its config builds it (LoRA adapters where the run had them), on empty CPU tensors that
+    `load_policy_weights` fills."""
     from hicra.config.instantiate import build
     from hicra.training.resume import RUN_KEY
 
@@ -120,7 +121,13 @@ def rebuild_model(path: Path, state: dict):
     if not record.get("config"):
         raise ConfigError(f"checkpoint {path} carries no run config (written before checkpoints had run records), "
                           f"so its model cannot be rebuilt; allowed: {ALLOWED} written by this version of hicra-train")
-    return build(model_config(record["config"], f"checkpoint {path}"))
+    # The architecture only (config, tokenizer; no weights read or initialised): the checkpoint holds every weight,
+    # so a 7B export reads the checkpoint and not also the base model's 30 GB, and a hub model needs only its config.
+    bundle = build(model_config(record["config"], f"checkpoint {path}"), meta_device=True)
+    bundle.model.to_empty(device="cpu")  # storage for the checkpoint's values
+    if hasattr(bundle.model, "tie_weights"):  # to_empty gives each holder of a tied weight its own tensor
+        bundle.model.tie_weights()
+    return bundle
 
 
 def load_policy_weights(model, path: Path, state: dict) -> None:

@@ -115,3 +115,25 @@ def test_bad_input_is_one_line_and_writes_nothing(compose_cfg, tmp_path, capsys)
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
     assert not any((tmp_path / name).exists() for name in "abcd")
     assert not [p for p in tmp_path.iterdir() if ".exporting-" in p.name]
+
+
+def test_the_model_is_rebuilt_without_reading_or_initialising_weights_and_stays_tied(compose_cfg, tmp_path,
+                                                                                    monkeypatch):
+    """The checkpoint holds every weight: the run's model is built on the meta device (a 7B export does not also read
+    the base model) and given empty storage, with the tied input and output embeddings one tensor again."""
+    import hicra.models.loaders as loaders
+    from hicra.training.export import load_policy_weights, rebuild_model
+
+    policy, record = _trained(compose_cfg)
+    path = _full_file(tmp_path / "last.ckpt", policy, record)
+    state = torch.load(path, weights_only=True)
+    built_on = []
+    real_finish = loaders.finish_model
+    monkeypatch.setattr(loaders, "finish_model", lambda model, *a, **k: built_on.append(
+        {p.device.type for p in model.parameters()}) or real_finish(model, *a, **k))
+    bundle = rebuild_model(path, state)
+    assert built_on == [{"meta"}]
+    model = bundle.model
+    assert model.lm_head.weight is model.model.embed_tokens.weight and model.lm_head.weight.device.type == "cpu"
+    load_policy_weights(model, path, state)
+    assert all(torch.equal(value, policy.state_dict()[key]) for key, value in model.state_dict().items())
