@@ -13,7 +13,6 @@ the frozen reference model (hicra/models/reference.py), the step's clock (timing
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 
 import pytorch_lightning as pl
 import torch
@@ -27,7 +26,6 @@ from hicra.rollout.sampling_stream import SamplingStream
 from hicra.tasks.base import Task
 from hicra.training.distributed import (
     clip_gradients,
-    full_weights_for_generation,
     global_sum,
     gradient_sync,
     reduce_metrics,
@@ -35,6 +33,7 @@ from hicra.training.distributed import (
     world_size,
 )
 from hicra.training.faults import FaultCounter, all_finite
+from hicra.training.generation import generate
 from hicra.training.micro_batches import micro_batches, scoring_pass
 from hicra.training.module_state import restore_module_state, save_module_state
 from hicra.training.optimizers import optimizers_for
@@ -164,18 +163,8 @@ class PolicyGradientModule(pl.LightningModule):
         return self._sampling
 
     def _generate(self, prompts: list[str], group_size: int, greedy: bool = False) -> RolloutBatch:
-        try:
-            # A sampler that runs the policy's forward (rollout=hf) gets its FSDP weights gathered once for the whole
-            # generate; vLLM copies them into its engine one parameter at a time and needs no whole-model gather.
-            gather = full_weights_for_generation(self.policy) if getattr(self.sampler, "runs_policy_forward", True) \
-                else nullcontext()
-            with gather, self.sampling_stream.active(self.device):
-                return self.sampler.generate(self.policy, self.tokenizer, prompts, group_size, greedy=greedy)
-        except torch.OutOfMemoryError as err:
-            setting = "val_batch_size" if greedy else "prompts_per_step, algorithm.group_size"
-            raise TrainingError(
-                f"out of GPU memory generating {len(prompts)} prompts x {group_size} responses x "
-                f"{self.sampler.max_new_tokens} tokens; lower {setting} or rollout.max_new_tokens") from err
+        return generate(self.policy, self.sampler, self.tokenizer, self.sampling_stream, self.device, prompts,
+                        group_size, greedy)
 
     def _scoring_pass(self, model, rollout: RolloutBatch, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
         """Log-probs (B,T) (and entropies) of the sampled responses under `model`, with no graph."""
