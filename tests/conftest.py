@@ -6,11 +6,28 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from support import TINY_RUN, composer, run_cli, seed_new_sqlite_stores
+
+
+def _split_cores_between_workers() -> None:
+    """torch runs each process's CPU ops on an OpenMP team as wide as the machine. Two xdist workers on 2 cores (and
+    the `hicra-train` subprocesses and gloo ranks they start) then ask for 4+ threads: a tiny op waits milliseconds at
+    its OpenMP barrier for a descheduled teammate, and a smoke run took 11 s instead of 2-3 s beside one busy process.
+    Each worker gets its share of the cores; OMP_NUM_THREADS carries it to the subprocesses. A value the caller set
+    wins; without xdist (`make test TEST_WORKERS=0`) nothing changes."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // workers))
+        if "torch" in sys.modules:  # a plugin imported it first: torch read the variable at its import
+            sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+_split_cores_between_workers()
 
 
 @pytest.fixture(scope="session", autouse=True)
