@@ -86,7 +86,8 @@ def test_two_steps_of_the_other_algorithms_logged_to_mlflow(algorithm, planner, 
 
 @pytest.mark.slow
 def test_multirun_2x2_lands_in_one_experiment(tmp_path):
-    result = run_train(["-m", *TINY_RUN, "algorithm=grpo,hicra", "seed=0,1", "logger.experiment_name=sweep",
+    result = run_train(["-m", *TINY_RUN, "algorithm=grpo,hicra", "seed=0,1", "trainer.max_steps=1",
+                        "logger.experiment_name=sweep",
                         f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
                         f"logger.artifact_location={tmp_path}/mlartifacts"], tmp_path)  # not the project's outputs/
     assert result.returncode == 0, result.stderr[-3000:]
