@@ -85,12 +85,9 @@ def variants(model, tokenizer, ids, mask, G: int, T: int, eos: list[int], temper
 PRESETS = {"cpu": (4, 8, 128, "float32", None), "gpu": (8, 8, 256, "bfloat16", "smollm2-shape")}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    from bench_report import PROJECT_ROOT, machine_info
-
-    from hicra.config.instantiate import build
-    from hicra.rollout.hf import eos_token_ids
-
+def parse_args(argv: list[str] | None, need_device: bool = True) -> argparse.Namespace:
+    """The options; `need_device=False` skips the CUDA check (gpu_check.py's dry run parses the gpu preset's arguments
+    on any machine)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--repeats", type=int, default=3)
@@ -102,11 +99,21 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--tokenizer", default=None, help="tokenizer folder for the gpu preset's random-init model")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/decode-<preset>.json)")
     args = p.parse_args(argv)
+    if need_device and args.preset == "gpu" and not torch.cuda.is_available():
+        p.error("--preset gpu needs a CUDA GPU and none is visible; allowed here: cpu")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from bench_report import PROJECT_ROOT, machine_info
+
+    from hicra.config.instantiate import build
+    from hicra.rollout.hf import eos_token_ids
+
+    args = parse_args(argv)
     P, G, T, dtype, shape = PRESETS[args.preset]
     temperature = 1.0
     device = "cuda" if args.preset == "gpu" else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        p.error("--preset gpu needs a CUDA GPU and none is visible; allowed here: cpu")
     if device == "cpu":
         torch.set_num_threads(args.threads)
     names = (args.variants or ("generate,generate-static,loop" if device == "cuda" else

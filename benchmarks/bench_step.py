@@ -65,7 +65,9 @@ PRESETS = {
 }
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, need_device: bool = True) -> argparse.Namespace:
+    """The options, checked against the preset; `need_device=False` skips the CUDA check (gpu_check.py's dry run
+    parses the gpu preset's arguments on any machine)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--model", default="both", help="one of the preset's models (cpu: smollm2; gpu: smollm2, "
@@ -102,7 +104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     arms = args.arms.split(",")
     if unknown := set(arms) - {*VARIANTS, "trl"}:
         p.error(f"--arms: unknown {', '.join(sorted(unknown))}; allowed: {', '.join([*VARIANTS, 'trl'])}")
-    if preset.trainer == "gpu" and not torch.cuda.is_available():
+    if need_device and preset.trainer == "gpu" and not torch.cuda.is_available():
         p.error(f"--preset {args.preset} needs a CUDA GPU and none is visible; allowed here: cpu, tiny")
     if args.warmup < 0 or (args.steps is not None and args.steps < 1):
         p.error("--warmup must be >= 0 and --steps >= 1")

@@ -4,7 +4,7 @@ Run THERE (a GPU host with no network) by benchmarks/run_gpu.sh, after it instal
 (benchmarks/prepare_gpu.sh fills benchmarks/.gpu_carry here); or directly where everything is installed:
 
     python benchmarks/gpu_check.py [--out DIR]      # DIR: $OUT, else benchmarks/results
-    python benchmarks/gpu_check.py --dry-run        # any machine, seconds: every stage starts (collection, --help)
+    python benchmarks/gpu_check.py --dry-run        # any machine, seconds: every stage starts (see below)
     python benchmarks/gpu_check.py --cpu            # no GPU: the tier's tests that have a CPU meaning, on the CPU
 
 Stages, each a subprocess under its own timeout inside one overall budget (a slow stage cannot eat the rest), each
@@ -16,18 +16,24 @@ appending a record to DIR/gpu_check.json as soon as it ends (a killed call still
                 module imports it), the memory plan's own GPU test; counts from a JUnit XML;
   decode_speed  benchmarks/bench_decode.py --preset gpu (generate, static cache, hicra's loop, the forward floor);
   step_speed    benchmarks/bench_step.py --preset gpu with hicra's decoding loop, against TRL.
-The exit status is 0 when every stage that ran passed.
+The exit status is 0 when every stage that ran passed. The dry run measures nothing: the gpu tier is collected (a
+subprocess, as above) while, in this process, each benchmark script is loaded as its stage runs it and its own parser
+takes the stage's real argument list (all but its CUDA check): an import that fails or an option it refuses fails it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import io
 import json
 import os
+import runpy
 import subprocess
 import sys
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from xml.etree import ElementTree
@@ -72,7 +78,7 @@ def tier_command(out: Path, collect_only: bool) -> list[str]:
             *targets]
 
 
-def bench_commands(out: Path, dry_run: bool) -> list[tuple[str, list[str], int]]:
+def bench_commands(out: Path) -> list[tuple[str, list[str], int]]:
     tokenizer = ["--tokenizer", str(CARRY / "tokenizer")] if (CARRY / "tokenizer").is_dir() else []
     arms = "hicra,trl" if importlib.util.find_spec("trl") else "hicra"  # TRL: from the carry (run_gpu.sh)
     decode = [sys.executable, "benchmarks/bench_decode.py", "--preset", "gpu", "--repeats", "3", *tokenizer,
@@ -80,15 +86,36 @@ def bench_commands(out: Path, dry_run: bool) -> list[tuple[str, list[str], int]]
     step = [sys.executable, "benchmarks/bench_step.py", "--preset", "gpu", "--model", "smollm2",
             "--gradient-checkpointing", "off", "--steps", "3", *tokenizer, "--arms", arms,
             "--hicra-override", "rollout.cache_implementation=null", "--out", str(out / "step-loop")]
-    if dry_run:  # the scripts start and parse their options
-        decode, step = decode[:2] + ["--help"], step[:2] + ["--help"]
     return [("decode_speed", decode, 90), ("step_speed", step, 130)]
 
 
 def planned_stages(out: Path, dry_run: bool, cpu: bool) -> list[tuple[str, list[str], int]]:
     """(name, command, timeout in seconds), in the order they run."""
     stages = [("gpu_tier", tier_command(out, collect_only=dry_run), 240)]
-    return stages if cpu else stages + bench_commands(out, dry_run)
+    return stages if cpu else stages + bench_commands(out)
+
+
+def parse_stage(name: str, command: list[str]) -> dict:
+    """A benchmark stage's dry run, in this process: `command`'s script (loaded as `python SCRIPT` would load it, with
+    the stage's PYTHONPATH) parses the command's arguments with its own `parse_args`, the CUDA check skipped. A record
+    like run_stage's: rc 0, the parser's exit status (2: an option refused), or 1 for an exception (the traceback)."""
+    started, output = time.monotonic(), io.StringIO()
+    saved, path = sys.path[:], ROOT / command[1]
+    sys.path[:0] = [str(path.parent), str(ROOT), str(ROOT / "tests")]  # the script's folder, then stage_env's
+    try:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            script = runpy.run_path(str(path), run_name=f"{path.stem}_dry_run")  # not __main__: nothing runs
+            script["parse_args"](command[2:], need_device=False)
+        rc = 0
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else 1
+    except Exception:  # noqa: BLE001 - a script that fails to import or parse is the finding
+        rc = 1
+        output.write(traceback.format_exc())
+    finally:
+        sys.path[:] = saved
+    return {"stage": name, "command": command, "rc": rc, "timed_out": False,
+            "seconds": round(time.monotonic() - started, 1), "tail": output.getvalue()[-4000:]}
 
 
 def junit_counts(path: Path) -> dict | None:
@@ -131,7 +158,8 @@ def stage_env(cpu: bool) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "benchmarks" / "results"))
-    parser.add_argument("--dry-run", action="store_true", help="every stage only starts: collection and --help")
+    parser.add_argument("--dry-run", action="store_true", help="every stage only starts: the tier's collection, the "
+                        "benchmarks' own parsers on their real arguments")
     parser.add_argument("--cpu", action="store_true", help="no GPU: the tier's CPU-meaningful tests on the CPU")
     parser.add_argument("--budget-s", type=float, default=BUDGET_S, help="all stages together")
     args = parser.parse_args(argv)
@@ -141,9 +169,11 @@ def main(argv: list[str] | None = None) -> int:
               "environment": environment(), "stages": []}
     path = args.out / "gpu_check.json"
     stages = planned_stages(args.out, args.dry_run, args.cpu)
-    if args.dry_run:  # each stage only starts (imports, collection): side by side, nothing is measured
-        with ThreadPoolExecutor(len(stages)) as pool:
-            report["stages"] = list(pool.map(lambda stage: run_stage(*stage, stage_env(args.cpu)), stages))
+    if args.dry_run:  # the tier's collection beside the benchmarks' parsing (module docstring); nothing is measured
+        with ThreadPoolExecutor(1) as pool:
+            tier = pool.submit(run_stage, *stages[0], stage_env(args.cpu))
+            parsed = [parse_stage(name, command) for name, command, _ in stages[1:]]
+            report["stages"] = [tier.result(), *parsed]
         stages = []
     for name, command, timeout_s in stages:
         left = deadline - time.monotonic()

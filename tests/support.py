@@ -253,3 +253,20 @@ def sharpened_tiny_model():
             if name.endswith(("q_proj.weight", "k_proj.weight")):
                 param.mul_(25.0)
     return bundle
+
+
+# --- benchmarks/bench_turns.py: an arm for ProcessTurns ------------------------------------------------------------
+# Here, not in the test module: a spawned arm process imports the module that defines its target, and this one is
+# light (the test module imports torch: seconds per arm).
+
+def logging_arm(name: str, steps: int, log_path: str, turns) -> dict:
+    """Logs each step it is given (name, step, pid); the arm named `dies` exits in its second step, as an
+    out-of-memory kill would."""
+    for step in range(steps):
+        turns.take(name)
+        with open(log_path, "a") as log:
+            log.write(f"{name} {step} {os.getpid()}\n")
+        if name == "dies" and step == 1:
+            os._exit(3)
+    turns.end(name)
+    return {"steps": steps, "pid": os.getpid()}

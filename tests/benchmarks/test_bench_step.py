@@ -100,32 +100,20 @@ def test_turns_interleave_arms_one_step_at_a_time(bench, monkeypatch):
     assert not turns.give("a")  # an ended arm takes no more turns
 
 
-def _toy_arm(name: str, steps: int, log_path: str, turns) -> dict:
-    """An arm for ProcessTurns (module level: a spawned process imports it): logs each step it is given."""
-    import os
-
-    for step in range(steps):
-        turns.take(name)
-        with open(log_path, "a") as log:
-            log.write(f"{name} {step} {os.getpid()}\n")
-        if name == "dies" and step == 1:
-            os._exit(3)  # as an out-of-memory kill would
-    turns.end(name)
-    return {"steps": steps, "pid": os.getpid()}
-
-
-def test_process_turns_interleave_arms_each_in_its_own_process(bench, monkeypatch, tmp_path):
+def test_process_turns_interleave_arms_each_in_its_own_process(monkeypatch, tmp_path):
     """--isolation process: the same rotated schedule, each arm in a process of its own, its result returned; an arm
-    whose process dies ends with an error and the others go on."""
+    whose process dies ends with an error and the others go on. The arms are support.logging_arm: a spawned arm
+    imports its target's module, and that one is light (no torch), as is bench_turns (no bench_step either)."""
     monkeypatch.syspath_prepend(str(PROJECT_ROOT / "benchmarks"))
     import os
 
     from bench_turns import ProcessTurns, rotations
+    from support import logging_arm
 
     log = tmp_path / "steps.log"
     turns, arms = ProcessTurns(), ["a", "b", "dies"]
     for name in arms:
-        turns.start(name, _toy_arm, name, 3, str(log))
+        turns.start(name, logging_arm, name, 3, str(log))
         turns.wait_ready(name)
     order = rotations(arms, 3)
     for round_order in order:
@@ -218,8 +206,13 @@ def test_trl_accumulates_micro_batches_over_one_rollout_batch(bench, tmp_path):
 
 @pytest.mark.slow  # a whole training run or a fresh interpreter (make test-fast leaves it out)
 def test_update_benchmark_times_forward_and_backward(monkeypatch):
+    """The benchmark's own loop and timers, on a small batch of its shape (its 32 rows x 229 tokens through the tiny
+    model's 49k-token head cost seconds per step and prove nothing more)."""
     monkeypatch.syspath_prepend(str(PROJECT_ROOT / "benchmarks"))
     import bench_update
+
+    for name, size in {"PROMPTS": 2, "GROUP": 2, "PROMPT_TOKENS": 6, "RESPONSE_TOKENS": 5}.items():
+        monkeypatch.setattr(bench_update, name, size)
 
     times = bench_update.main(["--model", "tiny", "--steps", "2", "--threads", "1", "--entropy"])
     assert len(times) == 2 and all(forward > 0 and backward > 0 and faults >= 0 for forward, backward, faults in times)

@@ -30,8 +30,11 @@ def test_tier_counts_come_from_the_junit_report(tmp_path):
     assert gpu_check.junit_counts(tmp_path / "absent.xml") is None
 
 
-@pytest.mark.slow  # three fresh interpreters importing torch and transformers
+@pytest.mark.slow  # a fresh interpreter, and the tier's collection in another, importing torch and transformers
 def test_the_dry_run_starts_every_stage_and_writes_its_json(tmp_path):
+    """The real script in a fresh interpreter, as run_gpu.sh starts it: the tier collects its GPU tests in a
+    subprocess, and each benchmark script, loaded in gpu_check's process, accepts the stage's real GPU argument list
+    with its own parser (a stronger check than the `--help` it used to get, and two interpreters fewer)."""
     done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--out", str(tmp_path)], check=False,
                           cwd=PROJECT_ROOT, env=cli_env(), capture_output=True, text=True, timeout=300,
                           stdin=subprocess.DEVNULL)
@@ -40,5 +43,34 @@ def test_the_dry_run_starts_every_stage_and_writes_its_json(tmp_path):
     assert report["ok"] and report["dry_run"] and report["environment"]["torch"]
     assert [(s["stage"], s["rc"]) for s in report["stages"]] == [("gpu_tier", 0), ("decode_speed", 0),
                                                                  ("step_speed", 0)]
+    planned = gpu_check.bench_commands(tmp_path)
+    assert [s["command"] for s in report["stages"][1:]] == [command for _, command, _ in planned]  # the real ones
     tier = report["stages"][0]["tail"]
     assert "test_decode_equals_generate_on_the_device" in tier and "test_fsdp_on_one_gpu" in tier
+
+
+STAND_IN = """import argparse
+
+
+def parse_args(argv, need_device=True):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit("the dry run ran the script")
+"""
+
+
+def test_an_option_the_parser_refuses_or_a_missing_script_fails_the_dry_run(tmp_path):
+    """A dry-run benchmark stage is as strong as its parse: a stage whose script refuses its arguments, or whose
+    script is missing, fails naming why (a stand-in script with the benchmarks' `parse_args` signature: loading the
+    real ones costs seconds of imports, which the dry run above pays)."""
+    script = tmp_path / "bench_stand_in.py"
+    script.write_text(STAND_IN)
+    assert gpu_check.parse_stage("decode_speed", [sys.executable, str(script), "--repeats", "3"])["rc"] == 0
+    refused = gpu_check.parse_stage("decode_speed", [sys.executable, str(script), "--repeats", "three"])
+    assert refused["rc"] == 2 and "invalid int value: 'three'" in refused["tail"]
+    missing = gpu_check.parse_stage("decode_speed", [sys.executable, str(tmp_path / "bench_gone.py")])
+    assert missing["rc"] == 1 and "bench_gone.py" in missing["tail"]
