@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from tests.support import PROJECT_ROOT, cli_env
+from tests.support import PROJECT_ROOT, run_in_process
 
 SCRIPT = PROJECT_ROOT / "experiments" / "mechanism" / "run.py"
 
@@ -41,11 +39,14 @@ def test_bootstrap_ratio_brackets_the_ratio_of_sums():
 
 @pytest.mark.slow
 def test_first_order_change_matches_a_real_sgd_step(tmp_path):
+    """The script's main as `python run.py ...` runs it, in this process (run_in_process: argv patched, output
+    captured); a fresh interpreter proved nothing more and cost seconds of imports."""
     out = tmp_path / "mechanism.json"
-    subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--batches", "1", "--check", "1", "--heldout", "8",
-                    "experiment=smoke", "task._target_=support.ParityTask", "score_truncated=true", "format_reward=0.5",
-                    "demonstrations=null"],  # the tiny model on a short prompt: a step large enough to measure
-                   cwd=tmp_path, env=cli_env(), check=True, timeout=600, capture_output=True, stdin=subprocess.DEVNULL)
+    done = run_in_process(load_script().main, str(SCRIPT), [
+        "--out", str(out), "--batches", "1", "--check", "1", "--heldout", "8", "experiment=smoke",
+        "task._target_=support.ParityTask", "score_truncated=true", "format_reward=0.5",
+        "demonstrations=null"])  # the tiny model on a short prompt: a step large enough to measure
+    assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["summary"]["batches"] == 1 and len(result["checks"]) == 2  # GRPO and HICRA
     for check in result["checks"]:  # lr 1e-2 on the tiny model: the step is small enough to be close to linear
