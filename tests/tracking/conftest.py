@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import seed_store
+from support import MLFLOW_SERVER_ENV, seed_store
 
 
 def _free_port() -> int:
@@ -48,7 +48,8 @@ def mlflow_server(tmp_path):
     proc = subprocess.Popen(
         [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "art")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True,
+        env=dict(os.environ, **MLFLOW_SERVER_ENV))
     server = Server(f"http://127.0.0.1:{port}", tmp_path / "art", proc)
     try:
         deadline = time.monotonic() + 120
