@@ -272,6 +272,19 @@ def logging_arm(name: str, steps: int, log_path: str, turns) -> dict:
     return {"steps": steps, "pid": os.getpid()}
 
 
+# --- probe scripts in this process -------------------------------------------------------------------------------
+
+def load_script(path: Path):
+    """The module a probe script (`python path ...`) defines, loaded in this process: a test calls its `main` where a
+    fresh interpreter would prove nothing more (one rank, no process group) and only cost seconds of imports."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # --- MLflow servers ------------------------------------------------------------------------------------------------
 # MLflow 3.x's `mlflow server` also starts a job runner for its GenAI jobs: eight more interpreters (huey consumers),
 # ~14 s of CPU per server start instead of ~5.5 on 2 cores. Tracking never uses it; the tracking API served is the

@@ -1,12 +1,15 @@
 """One gradient accumulation over a fixed rollout batch (2 prompts x 4 responses), run by Lightning as 1 process
-or as 2 ranks (gloo, CPU) with DDP or FSDP2; rank 0 saves the full gradient the optimizer would see and the
-micro-batch (0, 1, ...) during whose backward each gradient exchange ran (DDP's bucket all-reduces, FSDP2's
-reduce-scatters). Under FSDP2 rank 1 builds the model on the meta device and receives rank 0's weights, as
-`hicra-train trainer=fsdp` starts (hicra.training.distributed.shard_from_rank0).
+or as 2 ranks (gloo, CPU) with DDP or FSDP2; rank 0 saves, to OUT_DIR/<strategy>.pt, the full gradient the optimizer
+would see and the micro-batch (0, 1, ...) during whose backward each gradient exchange ran (DDP's bucket all-reduces,
+FSDP2's reduce-scatters). Under FSDP2 rank 1 builds the model on the meta device and receives rank 0's weights, as
+`hicra-train trainer=fsdp` starts (hicra.training.distributed.shard_from_rank0). Several strategies run one after the
+other in the same processes (one launch, one process group; a fit after the first launches no new rank).
 
-    python tests/training/ddp_gradient_probe.py OUT.pt 1 2 auto   # 1 rank: 8 rows in 4 micro-batches of 2
-    python tests/training/ddp_gradient_probe.py OUT.pt 2 2 ddp    # 2 ranks: 4 rows (one whole group) each, 2 micro-batches
-    python tests/training/ddp_gradient_probe.py OUT.pt 2 2 fsdp   # the same with the policy sharded (trainer=fsdp's strategy)
+    python tests/training/ddp_gradient_probe.py OUT_DIR 1 2 auto       # 1 rank: 8 rows in 4 micro-batches of 2
+    python tests/training/ddp_gradient_probe.py OUT_DIR 2 2 ddp,fsdp   # 2 ranks: 4 rows (one whole group) each,
+                                                                       # 2 micro-batches; DDP, then FSDP2 (trainer=fsdp's)
+
+`main` also runs in a test's process (the single rank): the probe leaves torch.distributed as it found it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from functools import partial
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from hicra.algorithms import Algorithm, group_advantages, identity_token_advantages
@@ -44,18 +48,24 @@ class GradientProbe(PolicyGradientModule):
 
     def count_exchanges(self) -> None:
         """Record each exchange: a comm hook around DDP's own all-reduce; FSDP2's reduce-scatter, wrapped."""
-        import torch.distributed as dist
         from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
         wrapped = self.trainer.strategy.model
         if hasattr(wrapped, "register_comm_hook"):  # DDP
             wrapped.register_comm_hook(None, lambda state, bucket: self.exchanges.append(self.micro_batch)
                                        or allreduce_hook(state, bucket))
-        reduce_scatter = dist.reduce_scatter_single
-        dist.reduce_scatter_single = lambda *a, **k: self.exchanges.append(self.micro_batch) or reduce_scatter(*a, **k)
+        self.reduce_scatter = dist.reduce_scatter_single
+        dist.reduce_scatter_single = lambda *a, **k: (self.exchanges.append(self.micro_batch)
+                                                      or self.reduce_scatter(*a, **k))
 
     def training_step(self, batch, batch_idx):
         self.count_exchanges()
+        try:
+            self._probe_step()
+        finally:  # the next strategy's fit (or the test process) must not count through this probe's wrapper
+            dist.reduce_scatter_single = self.reduce_scatter
+
+    def _probe_step(self) -> None:
         torch.manual_seed(0)  # every rank samples the same 8 responses, then keeps its own share
         rollout = self.sampler.generate(self.policy, self.tokenizer, PROMPTS, 4)
         rollout.response_mask = torch.arange(rollout.response_ids.shape[1]) < LENGTHS[:, None]
@@ -78,7 +88,12 @@ STRATEGIES = {"auto": lambda ranks: "auto", "ddp": lambda ranks: "ddp",
               "fsdp": lambda ranks: fully_sharded_strategy()}
 
 
-def main(out: str, ranks: int, micro_batch_size: int, strategy: str) -> None:
+def main(out_dir: str, ranks: int, micro_batch_size: int, strategies: str) -> None:
+    for strategy in strategies.split(","):
+        fit(f"{out_dir}/{strategy}.pt", ranks, micro_batch_size, strategy)
+
+
+def fit(out: str, ranks: int, micro_batch_size: int, strategy: str) -> None:
     # Lightning's launcher gives the ranks it starts their LOCAL_RANK (hicra-train's start-up reads the same)
     bundle = build_tiny_model(seed=0, meta_device=strategy == "fsdp" and os.environ.get("LOCAL_RANK", "0") != "0")
     module = GradientProbe(out, policy=bundle.model, tokenizer=bundle.tokenizer,

@@ -6,7 +6,11 @@ Each rank also hands the corpus recorder its replies as correct (rank 1 none at 
 its recorder is given a folder of its own, as torchrun ranks started in different seconds would compute:
 only rank 0's folder may receive a corpus, holding both ranks' replies.
 
-    python tests/training/ddp_sampling_probe.py OUT_DIR SEED STEPS [CKPT]   # CKPT: resume from that checkpoint
+    python tests/training/ddp_sampling_probe.py OUT_DIR SEED STEPS
+
+writes OUT_DIR/run (STEPS steps), then, in the same two processes, OUT_DIR/resumed: a second fit resumed from
+run/step=<STEPS-1>.ckpt (its last step only). A second launch would cost two more interpreters; what a fresh process
+would bring to the resume is replaced by reseeding every global generator with another seed first (see `main`).
 """
 
 from __future__ import annotations
@@ -53,22 +57,32 @@ class SamplingProbe(PolicyGradientModule):
         torch.save(self.record, self.out / f"rank{self.global_rank}.pt")
 
 
-def main(out: str, seed: int, steps: int, ckpt: str | None) -> None:
-    pl.seed_everything(seed, verbose=False)  # as hicra-train does, on every rank
+def fit(out: Path, steps: int, ckpt: Path | None = None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     bundle = build_tiny_model(seed=0)
     rank = os.environ.get("LOCAL_RANK", "0")  # Lightning starts rank 1 with it set; rank 0 is this process
-    module = SamplingProbe(Path(out), policy=bundle.model, tokenizer=bundle.tokenizer,
+    module = SamplingProbe(out, policy=bundle.model, tokenizer=bundle.tokenizer,
                            algorithm=Algorithm(partial(group_advantages, group_size=4), identity_token_advantages,
                                                group_size=4), detector=NullDetector(), task=None,
                            sampler=HFSampler(max_new_tokens=8),
                            optimizer_factory=lambda params: torch.optim.SGD(params, lr=0.0))
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=steps, max_epochs=1, logger=False,
                          enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
-                         callbacks=[CorrectCompletionsRecorder(Path(out) / f"folder_of_rank{rank}"),
+                         callbacks=[CorrectCompletionsRecorder(out / f"folder_of_rank{rank}"),
                                     ModelCheckpoint(dirpath=out, filename="{step}", every_n_train_steps=1,
                                                     save_top_k=-1)])
     trainer.fit(module, train_dataloaders=DataLoader(list(range(steps)), batch_size=1), ckpt_path=ckpt)
 
 
+def main(out: Path, seed: int, steps: int) -> None:
+    pl.seed_everything(seed, verbose=False)  # as hicra-train does, on every rank
+    fit(out / "run", steps)
+    # The resume reuses these processes (their process group too: Lightning launches no new rank, LOCAL_RANK is set
+    # now). Every global generator, and with them the module's own sampling seed (torch.initial_seed()), is reseeded
+    # with another seed: a rank that continued anything but the checkpoint's streams would draw differently.
+    pl.seed_everything(seed + 1, verbose=False)
+    fit(out / "resumed", steps, ckpt=out / "run" / f"step={steps - 1}.ckpt")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None)
+    main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))

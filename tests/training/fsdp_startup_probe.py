@@ -96,4 +96,11 @@ def worker(rank: int, folder: str, out: str, backend: str) -> None:
 
 
 if __name__ == "__main__":
-    mp.spawn(worker, args=(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "gloo"), nprocs=2)
+    # This process is rank 0 and starts only rank 1: mp.spawn would start both and leave a third interpreter (torch
+    # imported, ~2 s of CPU) waiting. Rank 1 is a daemon, ended with this process if rank 0 fails.
+    args = (sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "gloo")
+    rank1 = mp.get_context("spawn").Process(target=worker, args=(1, *args), daemon=True)
+    rank1.start()
+    worker(0, *args)
+    rank1.join()
+    sys.exit(rank1.exitcode)

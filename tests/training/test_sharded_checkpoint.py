@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from support import PROJECT_ROOT, TINY_RUN, cli_env
+from support import PROJECT_ROOT, TINY_RUN, cli_env, load_script
 
 from hicra.errors import ConfigError
 from hicra.training import sharded_checkpoint
@@ -228,13 +228,8 @@ def _probe(out: Path, ranks: int, steps: int) -> None:
 
 def _probe_in_process(out: Path, steps: int, ckpt: Path) -> None:
     """The probe on one rank in this process (a fresh interpreter costs seconds of imports)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("sharded_checkpoint_probe", PROBE)
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
     out.mkdir(parents=True, exist_ok=True)
-    probe.main(out, ranks=1, steps=steps, ckpt=str(ckpt))
+    load_script(PROBE).main(out, ranks=1, steps=steps, ckpt=str(ckpt))
 
 
 def _assert_same_state(a: dict, b: dict) -> None:
