@@ -86,8 +86,10 @@ bench: setup
 	@$(QUIET_EDITABLE) $(PIP) install -q -e ".[bench]"
 	$(PY) benchmarks/bench_step.py --preset cpu $(ARGS)
 
+# Without MLflow's job runner (GenAI jobs, unused here: eight more processes); MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true
+# in the environment keeps it.
 mlflow-ui: setup
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --port 5000
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --port 5000
 
 clean-outputs:
 	@echo "outputs/ holds your MLflow store and run directories; remove it by hand if you mean it."

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import MLFLOW_SERVER_ENV
 
 from hicra.browser import Browser, chromium_binary, mlflow_server
 
@@ -59,11 +58,8 @@ def test_reports_and_token_viewer_render_with_their_figures(browser, trained_run
 def mlflow_ui(trained_run, tmp_path_factory):
     """One server for the module (a start costs seconds of CPU); it reads the store live, so runs that a
     test adds show up."""
-    with pytest.MonkeyPatch.context() as patch:  # the server inherits this process's environment
-        for key, value in MLFLOW_SERVER_ENV.items():
-            patch.setenv(key, value)
-        with mlflow_server(trained_run.tracking_uri, tmp_path_factory.mktemp("mlflow_ui") / "mlflow.log") as url:
-            yield url
+    with mlflow_server(trained_run.tracking_uri, tmp_path_factory.mktemp("mlflow_ui") / "mlflow.log") as url:
+        yield url  # hicra.browser starts it without MLflow's job runner
 
 
 def test_mlflow_run_page_says_what_the_run_was_and_how_it_did(browser, trained_run, mlflow_ui, tmp_path):

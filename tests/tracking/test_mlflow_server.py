@@ -29,3 +29,24 @@ def test_a_run_logs_to_a_real_tracking_server(mlflow_server, tmp_path):
     local = client.download_artifacts(run.info.run_id, "config/resolved.yaml", str(tmp_path / "download"))
     assert "max_steps: 2" in Path(local).read_text()
     assert any(artifact_root.rglob("resolved.yaml"))  # stored by the server, under its artifact root
+
+
+@pytest.mark.parametrize("setting,expected", [(None, "false"), ("true", "true")])
+def test_the_browser_server_starts_without_mlflows_job_runner_unless_asked(setting, expected, tmp_path, monkeypatch):
+    """hicra.browser.mlflow_server (screenshots, browser tests): MLflow 3's job runner is eight more interpreters that
+    tracking never uses; an explicit MLFLOW_SERVER_ENABLE_JOB_EXECUTION wins."""
+    from hicra import browser
+
+    class Started(Exception):
+        pass
+
+    def popen(command, **kwargs):
+        raise Started(kwargs["env"].get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION"))
+
+    if setting is None:
+        monkeypatch.delenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", setting)
+    monkeypatch.setattr(browser.subprocess, "Popen", popen)
+    with pytest.raises(Started, match=f"^{expected}$"), browser.mlflow_server("sqlite:///unused.db", tmp_path / "log"):
+        pass
