@@ -255,6 +255,61 @@ def sharpened_tiny_model():
     return bundle
 
 
+# --- holding a real run at a known step until a signal ------------------------------------------------------------
+# A test that signals a real process used to poll for a checkpoint and signal then: on an idle machine the run could
+# finish first, on a busy one the poll could be late; and the run burned CPU on steps nobody needed meanwhile.
+
+HOLD_ENV = "HICRA_TEST_HOLD"  # set (to anything) in a process's environment: its HeldTask holds
+HELD_FILE = "held"  # written in the run folder once the run holds: signal it from then on
+
+
+class HeldTask(ParityTask):
+    """ParityTask that, in a process whose environment has HOLD_ENV, holds its run at the first score call made once
+    the run's `last.ckpt` exists (the step after its first checkpoint), idle, until the process receives SIGTERM: then
+    the step finishes and the run stops at its safe point. A SIGKILL finds it holding, with steps left to replay.
+
+    Without HOLD_ENV it is ParityTask: same config, same scores, so a reference run or a resume compares exactly."""
+
+    name = "held"
+
+    def __init__(self, train_size: int = 32, val_size: int = 4, **_ignored):
+        super().__init__(train_size, val_size)
+        from hydra.core.hydra_config import HydraConfig
+
+        self._run_dir = Path(HydraConfig.get().runtime.output_dir) if HOLD_ENV in os.environ else None
+
+    def score(self, completion: str, example) -> float:
+        if self._run_dir is not None and (self._run_dir / "checkpoints" / "last.ckpt").exists():
+            run_dir, self._run_dir = self._run_dir, None  # once: the rest of the run goes on as ParityTask
+            hold_until_sigterm(run_dir / HELD_FILE)
+        return super().score(completion, example)
+
+
+def hold_until_sigterm(held_file: Path, limit_s: float = 600.0) -> None:
+    """Write `held_file`, then sleep until this process receives SIGTERM and pass the signal to the handler it had
+    (hicra's stop). A SIGTERM that came before the hold is not seen here: signal once `held_file` exists. Past
+    `limit_s` raise instead: a run its test abandoned must not wait forever."""
+    import signal
+    import time
+
+    received, previous = [], signal.getsignal(signal.SIGTERM)
+
+    def release(signum, frame):
+        received.append(signum)
+        previous(signum, frame)  # during a run, SIGTERM's handler is hicra's (or Lightning's, which chains to it)
+
+    signal.signal(signal.SIGTERM, release)
+    try:
+        held_file.touch()
+        deadline = time.monotonic() + limit_s
+        while not received:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"held {limit_s:.0f} s and no SIGTERM came")
+            time.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # --- benchmarks/bench_turns.py: an arm for ProcessTurns ------------------------------------------------------------
 # Here, not in the test module: a spawned arm process imports the module that defines its target, and this one is
 # light (the test module imports torch: seconds per arm).

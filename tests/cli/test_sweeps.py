@@ -16,7 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import OmegaConf
-from support import CONF_DIR, HICRA_TRAIN, PROJECT_ROOT, TINY_RUN, cli_env, run_cli, run_train
+from support import CONF_DIR, HELD_FILE, HICRA_TRAIN, HOLD_ENV, PROJECT_ROOT, TINY_RUN, cli_env, run_cli, run_train
 
 from hicra.algorithms import Algorithm
 from hicra.config.checks import check_group_choices
@@ -134,7 +134,8 @@ def test_submitit_slurm_shows_in_cfg_hydra(tmp_path):
 
 
 JOBLIB_SWEEP = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY_RUN, "seed=3", "algorithm.alpha=0.1,0.2,0.3",
-                "trainer.max_steps=3", "checkpoint_every_n_steps=1", "val_every_n_steps=3"]
+                "trainer.max_steps=3", "checkpoint_every_n_steps=1", "val_every_n_steps=3",
+                "task._target_=support.HeldTask", "score_truncated=true"]  # score_truncated: the held score is called
 
 
 def _session_processes(sid: int) -> list[str]:
@@ -157,15 +158,21 @@ def test_ctrl_c_on_a_joblib_sweep_then_the_same_command_continues_it(tmp_path):
     group, as a terminal sends it) used to print a KeyboardInterrupt traceback, SIGKILL the workers and leave their
     runs RUNNING; now each job stops at a safe point with a checkpoint, KILLED, the third never starts, one line ends
     the sweep and no process is left. The same command with ckpt_path=last then continues jobs 0 and 1 and starts
-    job 2 (it used to be refused at job 2, after job 1 had trained): three runs, each step logged once."""
+    job 2 (it used to be refused at job 2, after job 1 had trained): three runs, each step logged once.
+
+    Each job holds after its first checkpoint until its worker gets the SIGTERM the launcher turns Ctrl-C into
+    (support.HeldTask), so Ctrl-C always finds both jobs in progress with a checkpoint, however fast or loaded the
+    machine, and each stops at step 2. The continued sweep runs without the hold. Its launcher stays a real process
+    too: in this one, loky's pool would outlive the sweep, and a later sweep here would take its idle workers for
+    its own."""
     store = [f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"logger.artifact_location={tmp_path}/art"]
     command = [str(HICRA_TRAIN), *JOBLIB_SWEEP, f"hydra.sweep.dir={tmp_path}/sweep", *store]
     with open(tmp_path / "stderr", "w") as stderr:
-        sweep = subprocess.Popen(command, cwd=PROJECT_ROOT, env=cli_env(), stdin=subprocess.DEVNULL,
+        sweep = subprocess.Popen(command, cwd=PROJECT_ROOT, env={**cli_env(), HOLD_ENV: "1"}, stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while not all((tmp_path / f"sweep/{job}/checkpoints/last.ckpt").exists() for job in (0, 1)):
+        while not all((tmp_path / f"sweep/{job}/{HELD_FILE}").exists() for job in (0, 1)):
             assert sweep.poll() is None and time.monotonic() < deadline, (tmp_path / "stderr").read_text()[-3000:]
             time.sleep(0.1)
         os.killpg(sweep.pid, signal.SIGINT)
@@ -178,7 +185,9 @@ def test_ctrl_c_on_a_joblib_sweep_then_the_same_command_continues_it(tmp_path):
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("hicra-train: sweep stopped by SIGINT: the jobs in progress "
                                                       "stopped at a safe point")
-    time.sleep(2)  # joblib's resource tracker leaves as its parent's pipe closes
+    deadline = time.monotonic() + 60  # joblib's resource tracker leaves as its parent's pipe closes
+    while _session_processes(sweep.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert _session_processes(sweep.pid) == []  # no orphaned worker
     runs = _runs(tmp_path)
     assert sorted((r.info.run_name, r.info.status) for r in runs) == [("s3 hicra grams alpha=0.1", "KILLED"),
@@ -186,7 +195,7 @@ def test_ctrl_c_on_a_joblib_sweep_then_the_same_command_continues_it(tmp_path):
 
     resumed = run_cli([*JOBLIB_SWEEP, f"hydra.sweep.dir={tmp_path}/sweep", *store, "ckpt_path=last"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert re.search(r"ckpt_path=last: job 0 continues step [1-3], job 1 continues step [1-3], job 2 starts$",
+    assert re.search(r"ckpt_path=last: job 0 continues step 2, job 1 continues step 2, job 2 starts$",
                      resumed.stdout, re.MULTILINE), resumed.stdout[-3000:]
     runs = _runs(tmp_path)
     assert sorted(r.info.run_name for r in runs) == [f"s3 hicra grams alpha=0.{i}" for i in (1, 2, 3)]  # no duplicate

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import HICRA_TRAIN, PROJECT_ROOT, TINY_RUN, cli_env, run_cli, run_train
+from support import HELD_FILE, HICRA_TRAIN, HOLD_ENV, PROJECT_ROOT, TINY_RUN, cli_env, run_cli, run_train
 
 from hicra.errors import ConfigError, TrainingError
 from hicra.training.checkpointing import AtomicCheckpointIO
@@ -25,9 +25,9 @@ from hicra.training.find_checkpoint import checkpoint_to_resume, resolve_checkpo
 from hicra.training.resume import RUN_KEY, config_snapshot, resume_point
 from hicra.training.run_lock import RunLocks
 
-STEPS = 4  # checkpoints at 2 and 4, validation at 0, 3, 4: the kill lands mid-run with steps left to replay
-RUN = [*TINY_RUN, "task._target_=support.ParityTask", "score_truncated=true", "algorithm=hicra", "planner=random", "seed=5",
-       f"trainer.max_steps={STEPS}", "checkpoint_every_n_steps=2", "val_every_n_steps=3"]
+STEPS = 2  # checkpoints at 1 and 2, validation at 0 and 2: the kill lands mid-run with a step and a validation to replay
+RUN = [*TINY_RUN, "task._target_=support.HeldTask", "score_truncated=true", "algorithm=hicra", "planner=random", "seed=5",
+       f"trainer.max_steps={STEPS}", "checkpoint_every_n_steps=1", "val_every_n_steps=2"]  # HeldTask: ParityTask
 
 
 def _store(tmp_path: Path) -> list[str]:
@@ -35,11 +35,12 @@ def _store(tmp_path: Path) -> list[str]:
 
 
 def _kill_after_first_checkpoint(args: list[str], run_dir: Path, timeout: float = 300) -> None:
-    proc = subprocess.Popen([str(HICRA_TRAIN), *args], cwd=PROJECT_ROOT, env=cli_env(), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """Run `hicra-train args` held after its first checkpoint (support.HeldTask), and SIGKILL it there."""
+    proc = subprocess.Popen([str(HICRA_TRAIN), *args], cwd=PROJECT_ROOT, env={**cli_env(), HOLD_ENV: "1"},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
-    while not (run_dir / "checkpoints" / "last.ckpt").exists():
-        assert proc.poll() is None, "the run ended before its first checkpoint"
+    while not (run_dir / HELD_FILE).exists():
+        assert proc.poll() is None, "the run ended before it held"
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed"
@@ -57,15 +58,17 @@ def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
 
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+    """The uninterrupted reference runs in this process; the killed and the resumed runs are real processes. The
+    resume must be a fresh interpreter: what it continues has to come from the checkpoint alone, and this process
+    holds the state (RNG, module-level caches) the reference run left, the very state the killed run had."""
     import mlflow
 
-    # The uninterrupted reference runs in this process; the killed and the resumed runs are real processes.
     straight = run_train([*RUN, *_store(tmp_path), f"hydra.run.dir={tmp_path}/straight"], tmp_path)
     assert straight.returncode == 0, straight.stderr[-2000:]
 
     _kill_after_first_checkpoint([*RUN, *_store(tmp_path), f"hydra.run.dir={tmp_path}/killed"], tmp_path / "killed")
     killed_step = _state(tmp_path / "killed" / "checkpoints" / "last.ckpt")["global_step"]
-    assert 2 <= killed_step < STEPS
+    assert killed_step == 1 < STEPS  # held in the step after its first checkpoint
 
     resumed = run_cli([*RUN, *_store(tmp_path), f"hydra.run.dir={tmp_path}/resumed",
                        f"ckpt_path={tmp_path}/killed/checkpoints/last.ckpt"], tmp_path)

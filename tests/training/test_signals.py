@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import HICRA_TRAIN, PROJECT_ROOT, TINY_RUN, cli_env, run_train, with_test_outputs
+from support import HELD_FILE, HICRA_TRAIN, HOLD_ENV, PROJECT_ROOT, TINY_RUN, cli_env, run_train, with_test_outputs
 
 import hicra.training.run
 from hicra.training.checkpointing import AtomicCheckpointIO
@@ -25,6 +25,7 @@ STEPS = 4  # periodic checkpoints at 2 and 4, validation at 0, 3 and 4
 BASE = [*TINY_RUN, "task._target_=support.ParityTask", "score_truncated=true", "algorithm=hicra", "planner=random",
         "seed=5", "val_every_n_steps=3"]
 RUN = [*BASE, f"trainer.max_steps={STEPS}", "checkpoint_every_n_steps=2"]
+HELD = [a.replace("ParityTask", "HeldTask") for a in BASE]  # ParityTask, held in a process given HOLD_ENV
 
 
 def _signal_on_call(monkeypatch, owner, name: str, signum: int, call: int, counts=lambda *a, **k: True) -> None:
@@ -155,18 +156,21 @@ def test_a_run_stopped_by_sigterm_resumes_exactly(tmp_path, monkeypatch):
 @pytest.mark.slow  # one real process, and its resume
 def test_cli_sigterm_and_a_second_process_on_the_same_run(tmp_path):
     """Through the real console script: while a run trains, a second process resuming it is refused in one line;
-    SIGTERM stops the first with exit 143 and the run KILLED; `ckpt_path=last` with its run folder continues it."""
-    common, run_dir = [*BASE, "checkpoint_every_n_steps=1"], f"hydra.run.dir={tmp_path}/run"
+    SIGTERM stops the first with exit 143 and the run KILLED; `ckpt_path=last` with its run folder continues it.
+
+    The first process holds after its first checkpoint (step 1) until the SIGTERM (support.HeldTask): it is still
+    training, whatever the machine's speed, when the second process and the signal come, and stops at step 2."""
+    common, run_dir = [*HELD, "checkpoint_every_n_steps=1"], f"hydra.run.dir={tmp_path}/run"
     with open(tmp_path / "first.stderr", "w") as stderr:
-        command = [str(HICRA_TRAIN), *with_test_outputs([*common, "trainer.max_steps=40", run_dir], tmp_path)]
-        first = subprocess.Popen(command, cwd=PROJECT_ROOT, env=cli_env(), stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=stderr)
+        command = [str(HICRA_TRAIN), *with_test_outputs([*common, "trainer.max_steps=3", run_dir], tmp_path)]
+        first = subprocess.Popen(command, cwd=PROJECT_ROOT, env={**cli_env(), HOLD_ENV: "1"},
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         deadline = time.monotonic() + 300
-        while not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists():
-            assert first.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+        while not (tmp_path / "run" / HELD_FILE).exists():
+            assert first.poll() is None and time.monotonic() < deadline, "the run ended before it held"
             time.sleep(0.05)
-        second = run_train([*common, "trainer.max_steps=40", f"hydra.run.dir={tmp_path}/second",
+        second = run_train([*common, "trainer.max_steps=3", f"hydra.run.dir={tmp_path}/second",
                             f"ckpt_path={tmp_path}/run/checkpoints"], tmp_path)
         assert second.returncode == 2 and "Traceback" not in second.stderr
         assert f"is being trained by another process (pid {first.pid} " in second.stderr.strip().splitlines()[-1]
@@ -181,11 +185,11 @@ def test_cli_sigterm_and_a_second_process_on_the_same_run(tmp_path):
     assert "Traceback" not in stderr and "stopped by SIGTERM" in stderr.strip().splitlines()[-1]
     run = _only_run(tmp_path)
     assert run.info.status == "KILLED"
-    stop_step = _saved_step(tmp_path / "run")
-    resumed = run_train([*common, f"trainer.max_steps={stop_step + 1}", run_dir, "ckpt_path=last"], tmp_path)
+    assert _saved_step(tmp_path / "run") == 2  # the step in progress at the signal ended, then the stop
+    resumed = run_train([*common, "trainer.max_steps=3", run_dir, "ckpt_path=last"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _only_run(tmp_path).info.status == "FINISHED"
-    assert _steps(tmp_path, run.info.run_id, "train/reward_mean") == list(range(stop_step + 1))
+    assert _steps(tmp_path, run.info.run_id, "train/reward_mean") == [0, 1, 2]
 
 
 def _watched_stop(signum: int):
