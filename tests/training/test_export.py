@@ -1,6 +1,6 @@
 """hicra-export: a Hugging Face folder from a checkpoint (full file or sharded folder), loading with the same weights;
-bad input in one line with nothing written. The console script itself, on a checkpoint written by two gloo ranks,
-runs in tests/training/test_sharded_checkpoint.py; here `main` runs in-process."""
+bad input in one line with nothing written. The console script's start and an export of a checkpoint written by two
+gloo ranks: tests/training/test_sharded_checkpoint.py; `main` runs in-process."""
 
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def test_the_model_is_rebuilt_without_reading_or_initialising_weights_and_stays_
                                                                                     monkeypatch):
     """The checkpoint holds every weight: the run's model is built on the meta device (a 7B export does not also read
     the base model) and given empty storage, with the tied input and output embeddings one tensor again."""
-    import hicra.models.loaders as loaders
+    from hicra.models import loaders
     from hicra.training.export import load_policy_weights, rebuild_model
 
     policy, record = _trained(compose_cfg)
