@@ -186,7 +186,8 @@ class FlakyTask(ParityTask):
 # --- MLflow stores -----------------------------------------------------------------------------------------------
 # Creating a sqlite store runs MLflow's ~50 schema migrations: 2-7 s on 2 cores, paid by every test that opens a new
 # store. A copy of one migrated empty store is the same database in ~0.1 s. The real creation path stays covered by
-# the console-script runs (fresh interpreters, no patch) and by the shared `trained_run`.
+# the console-script runs that name their own store (fresh interpreters, no copy): the joblib sweep of
+# tests/cli/test_sweeps.py creates one from two jobs at once.
 
 def _empty_store_template() -> Path:
     """One migrated, empty sqlite store per MLflow version, built once (shared by xdist workers via a file lock)."""
