@@ -37,10 +37,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         print(f"hicra-train: job skipped: the sweep was stopped by "
               f"{signal.Signals(sweep_signals.stopped_by()).name}", file=sys.stderr, flush=True)
         return None
-    from hicra.training.run import train  # torch, Lightning, transformers: only for a checked config
-    from hicra.training.summary import objective
-
     try:
+        _check_tracking_server(cfg)
+        from hicra.training.run import train  # torch, Lightning, transformers: only for a checked config
+        from hicra.training.summary import objective
+
         return objective(train(cfg), cfg.get("optimized_metric"))
     except (UserError, OmegaConfBaseException) as err:
         print(f"hicra-train: error: {str(err).strip().splitlines()[0]}", file=sys.stderr, flush=True)
@@ -51,6 +52,16 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             sweep_signals.mark_stopped(stop.signum)  # which joblib would answer by killing the other workers
             return None
         sys.exit(128 + stop.signum)
+
+
+def _check_tracking_server(cfg: DictConfig) -> None:
+    """A tracking server that does not answer is named in under a second, before torch and Lightning load (~8 s on 2
+    cores); the store's other checks need MLflow and run inside `train` (hicra/tracking/store.py)."""
+    uri = str(cfg.logger.get("tracking_uri") or "") if cfg.get("logger") else ""
+    if uri.startswith(("http://", "https://")):
+        from hicra.tracking.store import check_server_reachable
+
+        check_server_reachable(uri)
 
 
 def main() -> None:
