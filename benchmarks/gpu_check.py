@@ -101,7 +101,7 @@ def parse_stage(name: str, command: list[str]) -> dict:
     like run_stage's: rc 0, the parser's exit status (2: an option refused), or 1 for an exception (the traceback)."""
     started, output = time.monotonic(), io.StringIO()
     saved, path = sys.path[:], ROOT / command[1]
-    sys.path[:0] = [str(path.parent), str(ROOT), str(ROOT / "tests")]  # the script's folder, then stage_env's
+    sys.path[:0] = [str(path.parent), *stage_env(cpu=False)["PYTHONPATH"].split(os.pathsep)]  # as `python SCRIPT`
     try:
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
             script = runpy.run_path(str(path), run_name=f"{path.stem}_dry_run")  # not __main__: nothing runs

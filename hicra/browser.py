@@ -114,18 +114,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_env() -> dict[str, str]:
+    """The environment of an `mlflow server` hicra starts: without MLflow 3's job runner (GenAI jobs, unused by hicra),
+    which starts eight more interpreters, ~8 s of CPU per server on 2 cores. MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true
+    in the environment keeps it."""
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+
+
 @contextlib.contextmanager
 def mlflow_server(tracking_uri: str, log: Path, timeout_s: float = 120.0):
-    """`mlflow server` on `tracking_uri` at a free local port, one worker; yields its address once /health answers.
-
-    Without MLflow's job runner (GenAI jobs, unused by hicra): it starts eight more interpreters, ~8 s of CPU per
-    server on 2 cores. MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true in the environment keeps it."""
+    """`mlflow server` on `tracking_uri` at a free local port, one worker; yields its address once /health answers."""
     port = free_port()
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     with log.open("w") as log_file:
         server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
                                    "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                                  stdout=subprocess.DEVNULL, stderr=log_file, env=env)
+                                  stdout=subprocess.DEVNULL, stderr=log_file, env=server_env())
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import TINY_RUN, composer, run_cli, seed_new_sqlite_stores
+from support import TINY_RUN, composer, run_cli, seed_new_sqlite_stores, shared_by_workers
 
 
 def _split_cores_between_workers() -> None:
@@ -96,13 +96,8 @@ def trained_run(tmp_path_factory) -> TrainedRun:
     trains, the others wait and read). Tests that write to its store (eval runs, analysis artifacts) add runs or
     artifacts of their own and never change the training run's own records."""
     import mlflow
-    from filelock import FileLock
 
-    # Under xdist each worker has its own basetemp below one shared folder (also works without xdist installed).
-    in_worker = "PYTEST_XDIST_WORKER" in os.environ
-    shared = tmp_path_factory.getbasetemp().parent if in_worker else tmp_path_factory.getbasetemp()
-    root = shared / "trained_run"
-    with FileLock(str(shared / "trained_run.lock")):
+    with shared_by_workers(tmp_path_factory, "trained_run") as root:
         result = _train_once(root)
     assert result["returncode"] == 0, result["stderr"][-3000:]
     uri = f"sqlite:///{root}/mlflow.db"

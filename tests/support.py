@@ -341,8 +341,16 @@ def load_script(path: Path):
     return module
 
 
-# --- MLflow servers ------------------------------------------------------------------------------------------------
-# MLflow 3.x's `mlflow server` also starts a job runner for its GenAI jobs: eight more interpreters (huey consumers),
-# ~14 s of CPU per server start instead of ~5.5 on 2 cores. Tracking never uses it; the tracking API served is the
-# same without it. (The consumers are the server's grandchildren: `/usr/bin/time pytest` does not count them.)
-MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+# --- one build per test session, shared by the pytest-xdist workers ------------------------------------------------
+
+@contextlib.contextmanager
+def shared_by_workers(tmp_path_factory, name: str):
+    """Yields `<session folder>/name`, one path for every pytest-xdist worker (each worker's basetemp lies below one
+    shared folder; without xdist, the basetemp), holding its file lock: the first worker to come builds it, the
+    others wait and read."""
+    from filelock import FileLock
+
+    in_worker = "PYTEST_XDIST_WORKER" in os.environ
+    shared = tmp_path_factory.getbasetemp().parent if in_worker else tmp_path_factory.getbasetemp()
+    with FileLock(str(shared / f"{name}.lock")):
+        yield shared / name

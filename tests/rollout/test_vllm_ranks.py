@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from hicra.browser import free_port
 
 pytestmark = pytest.mark.slow  # two real ranks, each importing torch and transformers: ~20-40 s on 2 busy cores
 
@@ -70,12 +71,6 @@ def run_rank(rank: int, world: int, port: int, out: Path) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _canned_rows(requests: range, eos: int) -> list[list[int]]:
     from rollout.test_vllm_fake import canned
 
@@ -85,7 +80,7 @@ def _canned_rows(requests: range, eos: int) -> list[list[int]]:
 def test_two_ranks_share_or_split_engines_and_keep_their_own_rows(tmp_path):
     from support import PROJECT_ROOT, cli_env
 
-    port = _free_port()
+    port = free_port()
     ranks = [subprocess.Popen([sys.executable, __file__, str(rank), "2", str(port), str(tmp_path)], cwd=PROJECT_ROOT,
                               env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for rank in range(2)]

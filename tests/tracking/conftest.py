@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,13 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import MLFLOW_SERVER_ENV, seed_store
+from support import seed_store
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from hicra.browser import free_port, server_env
 
 
 @dataclass
@@ -42,14 +37,14 @@ class Server:
 @pytest.fixture
 def mlflow_server(tmp_path):
     """`mlflow server` on 127.0.0.1 with a temporary backend store and artifact root; stopped afterwards."""
-    port = _free_port()
+    port = free_port()
     seed_store(tmp_path / "server.db")  # a migrated empty store: the server starts in seconds, not after migrations
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     proc = subprocess.Popen(
         [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "art")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True,
-        env=dict(os.environ, **MLFLOW_SERVER_ENV))
+        env=server_env())
     server = Server(f"http://127.0.0.1:{port}", tmp_path / "art", proc)
     try:
         deadline = time.monotonic() + 120

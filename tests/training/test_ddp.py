@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-from support import PROJECT_ROOT, TINY_RUN, cli_env, load_script, run_cli, run_train
+from support import PROJECT_ROOT, TINY_RUN, cli_env, load_script, run_cli, run_train, shared_by_workers
 from transformers import AutoModelForCausalLM
 
 from hicra.models.loaders import build_tiny_model
@@ -39,12 +38,7 @@ def two_rank_probes(tmp_path_factory) -> Path:
     then FSDP2) and the sampling probe (a run, then its resume), one fit after another in the same two processes.
     pytest-xdist may hand this module's tests to both workers: they share the launch through a file lock, as
     conftest.py's trained_run (the first launches, the other waits and reads)."""
-    from filelock import FileLock
-
-    in_worker = "PYTEST_XDIST_WORKER" in os.environ  # each worker's basetemp lies below one shared folder
-    shared = tmp_path_factory.getbasetemp().parent if in_worker else tmp_path_factory.getbasetemp()
-    out = shared / "two_rank_probes"
-    with FileLock(str(shared / "two_rank_probes.lock")):
+    with shared_by_workers(tmp_path_factory, "two_rank_probes") as out:
         if not (out / "done").exists():  # a failed launch leaves no mark: the other worker retries and fails too
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
