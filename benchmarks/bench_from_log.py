@@ -37,8 +37,8 @@ def runs_from_log(text: str) -> dict[str, dict]:
 def render(runs: dict[str, dict], warmup: int) -> tuple[dict, str]:
     summary = {arm: summarize(run, warmup) for arm, run in runs.items()}
     comparison = compare(runs, summary, warmup)
-    table = ["| GRPO s | HICRA s | HICRA+diag s | TRL s | GRPO/TRL | HICRA/TRL | HICRA+diag/TRL | HICRA vs GRPO | "
-             "diag vs HICRA |", "|" + "---|" * 9,
+    table = [("| GRPO s | HICRA s | HICRA+diag s | TRL s | GRPO/TRL | HICRA/TRL | HICRA+diag/TRL | HICRA vs GRPO | "
+              "diag vs HICRA |"), "|" + "---|" * 9,
              "| " + " | ".join([*(_step_cell(summary[arm]) if arm in summary else "not run" for arm in ARMS),
                                 _ratio_cell(comparison["grpo_over_trl"]), _ratio_cell(comparison["hicra_over_trl"]),
                                 _ratio_cell(comparison["hicra_diag_over_trl"]),

@@ -67,7 +67,7 @@ def run_cli(args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.C
     process proves (the console script, SIGKILL, environment read at import time); use `run_train` otherwise.
     """
     return subprocess.run([str(HICRA_TRAIN), *with_test_outputs(args, tmp_path)], cwd=PROJECT_ROOT, env=cli_env(),
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 
 
 def run_in_process(main, prog: str, args: list[str]) -> subprocess.CompletedProcess:

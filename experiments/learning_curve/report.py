@@ -16,9 +16,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-import run_curves as rc  # noqa: E402
+import run_curves as rc
 
-from hicra.metrics.stats import mean_ci  # noqa: E402
+from hicra.metrics.stats import mean_ci
 
 SETUP_KEYS = ["model.name_or_path", "algorithm.alpha", "task.dataset", "task.min_digits", "task.max_digits",
               "task.val_size", "task.last_number_fallback", "trainer.max_steps", "prompts_per_step",
@@ -58,14 +58,14 @@ def markdown(results: dict, command: str) -> str:
     lines = [
         *rc.report_header("Learning curve of the embedded default (`make train`)",
                           "experiments/learning_curve/report.py", command, per_seed),
-        f"| wall time per run | {rc.ci_text(results['wall_s'], 0)} s (mean [95% CI] over seeds: model load, validations, "
-        "steps) |",
+        (f"| wall time per run | {rc.ci_text(results['wall_s'], 0)} s (mean [95% CI] over seeds: model load, "
+         "validations, steps) |"),
         "",
         "| setting | value |", "|---|---|",
         *[f"| `{k}` | {v} |" for k, v in results["setup"].items()],
         "",
-        "Held-out accuracy: greedy, strict (only a closed `\\boxed{}` in a finished reply counts; a reply cut at the "
-        f"token budget scores 0), mean [95% CI] over seeds {', '.join(map(str, results['seeds']))}:",
+        ("Held-out accuracy: greedy, strict (only a closed `\\boxed{}` in a finished reply counts; a reply cut at the "
+         f"token budget scores 0), mean [95% CI] over seeds {', '.join(map(str, results['seeds']))}:"),
         "",
         "| step | mean wall time | accuracy | boxed | truncated | reply length (tokens) |",
         "|---|---|---|---|---|---|",
@@ -84,10 +84,10 @@ def markdown(results: dict, command: str) -> str:
           for seed, r in per_seed.items()],
     ]
     if results["lenient_base_accuracy"] is not None:
-        lines += ["", f"Base model on the same questions, its last number read when it writes no box (lenient, "
-                  f"`task.last_number_fallback=true`, eval run `{results['lenient_base_run_id'][:8]}`): "
-                  f"**{results['lenient_base_accuracy']:.3f}**. That is what the base model can already compute; the "
-                  "strict step-0 score is lower because it rarely boxes its answer."]
+        lines += ["", (f"Base model on the same questions, its last number read when it writes no box (lenient, "
+                   f"`task.last_number_fallback=true`, eval run `{results['lenient_base_run_id'][:8]}`): "
+                   f"**{results['lenient_base_accuracy']:.3f}**. That is what the base model can already compute; the "
+                   "strict step-0 score is lower because it rarely boxes its answer.")]
     return "\n".join([*lines, "", "![learning curve](learning_curve.png)", ""])
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-import run_curves as rc  # noqa: E402
+import run_curves as rc
 
-from hicra.metrics.stats import mean_ci, welch_diff_ci  # noqa: E402
+from hicra.metrics.stats import mean_ci, welch_diff_ci
 
 ARMS = {"hicra": "hicra GRPO", "trl": "TRL GRPOTrainer"}
 TARGETS = (0.2, 0.3)  # held-out accuracies whose wall time to reach is reported (from 0.12 at step 0)
@@ -97,18 +97,18 @@ def markdown(results: dict, command: str) -> str:
         "reward = correctness + format_reward x boxed, 4 prompts x 8 samples, 64 new tokens, T = 0.7, AdamW 3e-5",
         "constant, clip 0.2/0.28, beta 0, token-mean loss), the same prompt batches in the same order per seed;",
         "TRL's side is `trl_grpo.py` (the mapping: `benchmarks/bench_trl.grpo_config`). Held-out accuracy for both:",
-        "hicra's greedy, strict protocol on the task's held-out questions at steps "
-        f"{', '.join(str(row['step']) for row in results['curves']['hicra'])}.",
+        ("hicra's greedy, strict protocol on the task's held-out questions at steps "
+         f"{', '.join(str(row['step']) for row in results['curves']['hicra'])}."),
         "",
         "| arm | seeds | step 0 | final accuracy | gain | final boxed | final truncated | wall time per run |",
         "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        f"**hicra minus TRL, final held-out accuracy: {rc.ci_text(results['diff_hicra_minus_trl'])}** (Welch 95%). "
-        f"Verdict: {results['verdict']}",
+        (f"**hicra minus TRL, final held-out accuracy: {rc.ci_text(results['diff_hicra_minus_trl'])}** (Welch 95%). "
+         f"Verdict: {results['verdict']}"),
         "",
-        "Wall time to a result: seconds from a run's start to its first held-out evaluation at or above the "
-        "accuracy (median over the seeds that reached it; evaluations at steps 0, 5, 10, 15).",
+        ("Wall time to a result: seconds from a run's start to its first held-out evaluation at or above the "
+         "accuracy (median over the seeds that reached it; evaluations at steps 0, 5, 10, 15)."),
         "",
         "| target accuracy | hicra GRPO | TRL GRPOTrainer | hicra / TRL |",
         "|---|---|---|---|",

@@ -18,10 +18,22 @@ measured rather than optimised (hierarchy diagnostics, pass@k, seed statistics) 
 use the helpers here but is never imported by them.
 """
 
-from hicra.algorithms.advantages import (ADVANTAGE_SCALES, REINFORCE_PP_BASELINES, frac_zero_std_groups,
-                                         group_advantages, informative_groups, reinforce_pp_advantages, rloo_advantages)
-from hicra.algorithms.functional import (entropy_from_logits, logprobs_and_entropy, logprobs_from_logits, masked_mean,
-                                         masked_sum)
+from hicra.algorithms.advantages import (
+    ADVANTAGE_SCALES,
+    REINFORCE_PP_BASELINES,
+    frac_zero_std_groups,
+    group_advantages,
+    informative_groups,
+    reinforce_pp_advantages,
+    rloo_advantages,
+)
+from hicra.algorithms.functional import (
+    entropy_from_logits,
+    logprobs_and_entropy,
+    logprobs_from_logits,
+    masked_mean,
+    masked_sum,
+)
 from hicra.algorithms.losses import (
     AGGREGATIONS,
     KL_ESTIMATORS,

@@ -4,12 +4,10 @@ Shapes: B = completions (prompts x G), T = response length, V = vocabulary size.
 Every mask is bool or {0,1} and has the shape of the tensor it masks.
 """
 
-from typing import Optional, Union
-
 import torch
 from torch import Tensor
 
-Dim = Optional[Union[int, tuple[int, ...]]]
+Dim = int | tuple[int, ...] | None
 
 # Rows (= token positions) per block of the log-prob / entropy pass. CPU: 32 rows x 49k vocab x 4 bytes = 6 MB per
 # temporary, which stays in cache and is reused from the heap (1,024-row blocks measured 1-1.5 s slower per update on

@@ -8,7 +8,6 @@ The per-token objective and the aggregation are kept apart (verl's agg_loss idea
 normalisation is an aggregation choice, not a different loss.
 """
 
-from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -18,7 +17,7 @@ from hicra.options import AGGREGATIONS, KL_ESTIMATORS
 
 LOG_RATIO_CLAMP = 20.0  # exp(20) ~ 5e8: keeps ratios finite when two policies disagree wildly (verl uses the same)
 
-Total = Optional[Union[int, float, Tensor]]
+Total = int | float | Tensor | None
 
 
 def aggregate_denominator(mask: Tensor, mode: str = "token_mean") -> Tensor:
@@ -34,7 +33,7 @@ def aggregate_denominator(mask: Tensor, mode: str = "token_mean") -> Tensor:
 
 
 def aggregate(
-    values: Tensor, mask: Tensor, mode: str = "token_mean", norm_length: Optional[int] = None, total: Total = None
+    values: Tensor, mask: Tensor, mode: str = "token_mean", norm_length: int | None = None, total: Total = None
 ) -> Tensor:
     """Reduce per-token values (B,T) to a scalar over the valid tokens of `mask` (B,T).
 
@@ -122,7 +121,7 @@ def policy_loss(
     clip_low: float = 0.2,
     clip_high: float = 0.28,
     aggregation: str = "token_mean",
-    norm_length: Optional[int] = None,
+    norm_length: int | None = None,
     total: Total = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """`clipped_surrogate` reduced with `aggregate`: (scalar loss, the same metrics). All inputs (B,T)."""

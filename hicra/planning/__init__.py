@@ -23,14 +23,14 @@ from hicra.planning.strategic_grams import StrategicGramDetector, compile_grams,
 from hicra.planning.union import UnionDetector
 
 __all__ = [
-    "PlanningDetector",
-    "NullDetector",
-    "StrategicGramDetector",
-    "HighEntropyDetector",
-    "RandomPlaceboDetector",
     "AuthorsRuleDetector",
+    "HighEntropyDetector",
+    "NullDetector",
+    "PlanningDetector",
+    "RandomPlaceboDetector",
+    "StrategicGramDetector",
     "UnionDetector",
-    "load_grams",
     "compile_grams",
     "find_gram_spans",
+    "load_grams",
 ]

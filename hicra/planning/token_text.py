@@ -61,7 +61,7 @@ def build_piece_bytes(tokenizer) -> list[bytes]:
     if any(SPIECE_SPACE in t for t in regular):
         convert = _spiece_bytes
     elif all(c in byte_decoder for t in regular for c in t):
-        convert = lambda t: bytes(byte_decoder[c] for c in t)  # noqa: E731
+        convert = lambda t: bytes(byte_decoder[c] for c in t)
     else:  # unknown scheme: fall back to the tokenizer's own single-token decode
         convert = None
     pieces: list[bytes] = []

@@ -46,7 +46,7 @@ class RolloutBatch:
     def num_tokens(self) -> int:
         return int(self.response_mask.sum())
 
-    def rows(self, index: slice | Tensor) -> "RolloutBatch":
+    def rows(self, index: slice | Tensor) -> RolloutBatch:
         """The rows at `index`: a slice (micro-batches) or a (K,) long tensor (dynamic sampling's kept groups)."""
         sampler = None if self.sampler_logprobs is None else self.sampler_logprobs[index]
         return RolloutBatch(*(t[index] for t in (self.prompt_ids, self.prompt_mask, self.response_ids,
@@ -144,8 +144,8 @@ class HFSampler:
         prompt_ids = distinct_ids.repeat_interleave(group_size, dim=0)  # (B, Lp)
         prompt_mask = distinct_mask.repeat_interleave(group_size, dim=0)  # (B, Lp)
         sample = not greedy and self.temperature > 0
-        kwargs = dict(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k) if sample \
-            else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        kwargs = ({"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k}
+                  if sample else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None})
         was_training = model.training
         model.eval()
         max_new_tokens = self.val_max_new_tokens if greedy else self.max_new_tokens

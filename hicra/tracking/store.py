@@ -51,7 +51,8 @@ def git_state(root: Path = PROJECT_ROOT) -> dict[str, str]:
 
 def _read_git_state(root: Path) -> dict[str, str]:
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False)
+        return done.stdout.strip()
 
     try:
         sha = git("rev-parse", "HEAD") or "unknown"
@@ -178,10 +179,11 @@ def run_description(name: str, choices: dict[str, str], seed: int, overrides: li
         first, last = val_history[0], val_history[-1]
         interval = (f" [{last['val/accuracy_low']:.3f}, {last['val/accuracy_high']:.3f}] (95% Wilson)"
                     if "val/accuracy_low" in last else "")
-        lines += [f"Held-out accuracy at step {last['step']}: **{last['val/accuracy']:.3f}**{interval} on "
-                  f"{last.get('num_prompts', '?')} questions, from {first['val/accuracy']:.3f} at step {first['step']}; "
-                  f"boxed {last.get('val/boxed_frac', float('nan')):.2f}, truncated "
-                  f"{last.get('val/truncated_frac', float('nan')):.2f} (read these before the accuracy).", ""]
+        lines += [(f"Held-out accuracy at step {last['step']}: **{last['val/accuracy']:.3f}**{interval} on "
+                   f"{last.get('num_prompts', '?')} questions, from {first['val/accuracy']:.3f} at step "
+                   f"{first['step']}; "
+                   f"boxed {last.get('val/boxed_frac', float('nan')):.2f}, truncated "
+                   f"{last.get('val/truncated_frac', float('nan')):.2f} (read these before the accuracy)."), ""]
     if completions:
         lines += [f"Last completions: [{completions}]({run_url}/artifactPath/{completions})", ""]
     lines += [f"Overrides: `{' '.join(overrides)}`" if overrides else "Overrides: none (the defaults)."]
@@ -257,7 +259,7 @@ def check_tracking_uri(uri: str) -> None:
         if uri.startswith("sqlite:///"):
             Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)  # sqlite makes the file only
         mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
-    except Exception as err:  # noqa: BLE001 - any failure here means the URI is unusable
+    except Exception as err:  # any failure here means the URI is unusable
         raise ConfigError(f"logger.tracking_uri '{uri}' cannot be used: {str(err).splitlines()[0][:200]}") from err
 
 

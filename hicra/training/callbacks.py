@@ -36,11 +36,11 @@ def render_completions(step: int, rows: list[dict], title: str = "") -> str:
     heading = f"{title}: completions at step {step}" if title else f"Completions at step {step}"
     parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(heading)}</title><style>{STYLE}</style>",
              f"<h2>{html.escape(heading)}</h2>",
-             "<p class='meta'>Sampled at this step (the policy had had this many updates). Highlighted: planning "
-             "tokens (the detector's mask). Reward 1 = correct; the answer read and how it was read decide it: "
-             "<code>boxed</code> = the last \\boxed{}, <code>last number</code> = the fallback for a reply without "
-             "one; <code>no answer</code>, <code>too long</code> and <code>non-ASCII digits</code> score 0 unseen "
-             "by the verifier.</p>"]
+             ("<p class='meta'>Sampled at this step (the policy had had this many updates). Highlighted: planning "
+              "tokens (the detector's mask). Reward 1 = correct; the answer read and how it was read decide it: "
+              "<code>boxed</code> = the last \\boxed{}, <code>last number</code> = the fallback for a reply without "
+              "one; <code>no answer</code>, <code>too long</code> and <code>non-ASCII digits</code> score 0 unseen "
+              "by the verifier.</p>")]
     groups: dict[str, list[tuple[int, dict]]] = {}
     for i, row in enumerate(rows):
         groups.setdefault(row["prompt"], []).append((i, row))

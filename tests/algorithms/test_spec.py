@@ -1,5 +1,6 @@
 """Algorithm: validation, loss composition, and HICRA(alpha=0) == GRPO."""
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def test_mis_bound_functions_fail_at_construction():
 
 def test_frozen_and_properties():
     alg = _algorithm()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         alg.kl_coef = 1.0
     assert not alg.needs_reference and not alg.needs_entropy_grad
     alg = _algorithm(kl_coef=0.1, entropy_coef=0.01)
@@ -80,7 +81,7 @@ def test_frozen_and_properties():
 
 
 def test_advantages_and_token_advantages():
-    rewards, mask, planning, *_ = _rollout()
+    rewards, _mask, planning, *_ = _rollout()
     alg = _algorithm(token_fn=functools.partial(hicra_token_advantages, alpha=0.2))
     adv = alg.advantages(rewards)
     assert torch.equal(adv, group_advantages(rewards, 4))

@@ -7,13 +7,12 @@ import json
 import pandas as pd
 import pytest
 from hydra.utils import instantiate
+from support import CONF_DIR
 
 from hicra.errors import ConfigError
 from hicra.evaluation.benchmarks import Benchmark, questions, skipped_count
 from hicra.tasks import ChampTask, EvalFileTask, ReasoningGymTask
 from hicra.tasks.champ import reference_answers
-
-from support import CONF_DIR
 
 MATH500_STYLE = [
     {"problem": "What is half of one?", "solution": "Half is $\\boxed{\\frac{1}{2}}$.", "answer": "\\frac{1}{2}"},

@@ -90,7 +90,7 @@ def test_each_prompt_runs_once():
     for name, bundle in (("shared", shared), ("plain", plain)):
         counts = []
         hook = bundle.model.get_input_embeddings().register_forward_hook(
-            lambda module, args, out: counts.append(args[0].numel()))
+            lambda module, args, out, counts=counts: counts.append(args[0].numel()))
         with torch.no_grad():
             sequence_logprobs(bundle.model, batch)
         hook.remove()

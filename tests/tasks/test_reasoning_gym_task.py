@@ -96,7 +96,7 @@ def test_unknown_difficulty_option_lists_allowed_ones():
     with pytest.raises(ConfigError, match=r"'num_terms'.*allowed: min_terms, max_terms, min_digits, max_digits"):
         ReasoningGymTask("chain_sum", num_terms=3)
     with pytest.raises(ConfigError, match="option 'size'"):
-        ReasoningGymTask("chain_sum", **{"size": 3})
+        ReasoningGymTask("chain_sum", size=3)
 
 
 def test_rejected_difficulty_value():
