@@ -8,7 +8,9 @@ what it ends with to the model loaded as today (every rank reading the folder) a
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 
 import torch
 import torch.distributed as dist
@@ -95,12 +97,23 @@ def worker(rank: int, folder: str, out: str, backend: str) -> None:
     dist.destroy_process_group()
 
 
+def exit_when_failed(rank1) -> None:
+    """End this process (rank 0) as soon as rank 1 fails: rank 0 would otherwise wait for it in the rendezvous or a
+    collective until the test's timeout (300 s) instead of failing at once."""
+    rank1.join()
+    if rank1.exitcode != 0:
+        print(f"fsdp_startup_probe: rank 1 failed (exit code {rank1.exitcode}); rank 0 stops", file=sys.stderr, flush=True)
+        os._exit(1)
+
+
 if __name__ == "__main__":
     # This process is rank 0 and starts only rank 1: mp.spawn would start both and leave a third interpreter (torch
     # imported, ~2 s of CPU) waiting. Rank 1 is a daemon, ended with this process if rank 0 fails.
     args = (sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "gloo")
     rank1 = mp.get_context("spawn").Process(target=worker, args=(1, *args), daemon=True)
     rank1.start()
+    watcher = threading.Thread(target=exit_when_failed, args=(rank1,), daemon=True)
+    watcher.start()
     worker(0, *args)
-    rank1.join()
+    watcher.join()  # the watcher is rank 1's only waiter: two threads in waitpid race, and the loser reads no exit code
     sys.exit(rank1.exitcode)
