@@ -6,6 +6,8 @@ Arms are told apart by the `arm` tag of the study's configs (conf/experiment/hic
 finished training run of each seed. Every arm runs the same seeds, so each arm is compared with GRPO seed by seed
 (hicra.metrics.paired): the mean of the per-seed differences with its t interval, the smallest true difference the
 seeds would find 80% of the time (exact noncentral t), and for accuracy the seeds a paper-sized difference needs.
+The pairing's premise is checked, not assumed: a seed's first training batch (step 0, sampled before any update) must
+be the same in every arm, whatever commit each run came from; the report counts the pairs where it is.
 `--missing --seed N --arms A B` prints the arms without a finished run of seed N as Hydra's comma list (run.sh trains
 them).
 """
@@ -58,6 +60,8 @@ OUTCOMES = {
     "truncated": Outcome("train/truncated_frac", "training replies cut at the budget", "last_steps"),
 }
 PAIRED = ("adoption", "nll_planning", "rel_ppl_planning", "accuracy")  # primary, mechanism, secondary
+# the step-0 batch's statistics: equal in two runs of one seed when both sampled the same replies from the same model
+FIRST_BATCH_KEYS = ("train/response_length", "train/reward_mean", "train/truncated_frac")
 
 
 def arm_runs(client, arm: str) -> dict[int, object]:
@@ -85,7 +89,17 @@ def run_row(client, run) -> dict:
                  for name, o in OUTCOMES.items()}
     row["outcomes"] = {name: window_value(values, OUTCOMES[name].window) for name, values in histories.items()}
     row["adoption_curve"] = histories["adoption"]
+    row["first_batch"] = {key: next((v for step, v, _ in rc.history(client, run, key) if step == 0), None)
+                          for key in FIRST_BATCH_KEYS}
     return row
+
+
+def same_first_batch(rows: dict[int, dict], baseline: dict[int, dict]) -> dict:
+    """The seeds both arms ran, split by whether their step-0 batches match (the pairing's premise)."""
+    seeds = sorted(set(rows) & set(baseline))
+    differ = [s for s in seeds if rows[s]["first_batch"] != baseline[s]["first_batch"]
+              or None in rows[s]["first_batch"].values()]
+    return {"same": [s for s in seeds if s not in differ], "differ": differ}
 
 
 def paired(rows: dict[int, dict], baseline: dict[int, dict], outcome: str) -> dict:
@@ -113,9 +127,10 @@ def collect(client, arms: list[str]) -> dict:
                    for name in OUTCOMES} for arm, by_seed in rows.items()}
     comparisons = {arm: {name: paired(by_seed, rows["grpo"], name) for name in PAIRED}
                    for arm, by_seed in rows.items() if arm != "grpo"}
+    first_batches = {arm: same_first_batch(by_seed, rows["grpo"]) for arm, by_seed in rows.items() if arm != "grpo"}
     first = next(iter(runs["grpo"].values()))
     return {"experiment": EXPERIMENT, "method": METHOD, "arms": rows, "stats": stats, "paired": comparisons,
-            "setup": {k: first.data.params[k] for k in SETUP_KEYS if k in first.data.params}}
+            "first_batches": first_batches, "setup": {k: first.data.params[k] for k in SETUP_KEYS if k in first.data.params}}
 
 
 def num(value: float | None, digits: int = 3, sign: bool = False) -> str:
@@ -162,6 +177,15 @@ def per_run_table(results: dict) -> list[str]:
     return lines
 
 
+def first_batch_lines(results: dict) -> list[str]:
+    lines = []
+    for arm, check in results["first_batches"].items():
+        pairs = len(check["same"]) + len(check["differ"])
+        differ = f"; differs in seed {', '.join(map(str, check['differ']))}" if check["differ"] else ""
+        lines.append(f"- {ARMS[arm]}: the same as GRPO's in {len(check['same'])} of {pairs} pairs{differ}")
+    return lines
+
+
 def paper_effect_lines(results: dict) -> list[str]:
     lines = []
     for arm, by_outcome in results["paired"].items():
@@ -195,6 +219,11 @@ def markdown(results: dict, command: str) -> str:
         f"the per-seed differences; detectable: the smallest true difference these pairs find 80% of the time ({METHOD}).",
         "",
         *paired_table(results),
+        "",
+        "The pairing's premise, checked: each seed's first training batch (step 0, sampled before any update; its",
+        f"{', '.join(f'`{k}`' for k in FIRST_BATCH_KEYS)}) is the same in both runs of a pair:",
+        "",
+        *first_batch_lines(results),
         "",
         f"Seeds a paper-sized accuracy difference ({PAPER_EFFECT}) needs at this spread (same test):",
         "",

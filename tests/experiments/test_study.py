@@ -79,3 +79,19 @@ def test_paired_difference_by_hand():
     assert entry["detectable"] > entry["half_width"]  # power 0.8 asks for more than significance
     assert entry["seeds_for_paper_effect"] >= 3
     assert "seeds_for_paper_effect" not in report.paired(arm, grpo, "adoption")  # accuracy's paper effect only
+
+
+def test_the_pairing_premise_check_by_hand():
+    """A pair whose step-0 batches differ (another commit sampled other replies) is named, not silently paired."""
+    report = load_report()
+    batch = {"train/response_length": 30.1875, "train/reward_mean": 0.125, "train/truncated_frac": 0.0}
+
+    def arm(**by_seed):
+        return {int(seed[1:]): {"first_batch": dict(batch, **changes)} for seed, changes in by_seed.items()}
+
+    grpo = arm(s0={}, s1={}, s2={}, s3={})
+    other = arm(s0={}, s1={"train/response_length": 30.25}, s2={"train/reward_mean": None}, s4={})
+    assert report.same_first_batch(other, grpo) == {"same": [0], "differ": [1, 2]}  # seed 4 has no GRPO run
+    results = {"first_batches": {"hicra": report.same_first_batch(other, grpo)}}
+    assert report.first_batch_lines(results) == [
+        "- HICRA, paper's grams, alpha 0.2: the same as GRPO's in 1 of 3 pairs; differs in seed 1, 2"]
