@@ -52,6 +52,7 @@ OUTCOMES = {
     # over every step, not the end: a plan both methods adopt in the end can still be adopted sooner under HICRA
     "adoption": Outcome("hierarchy/gram_reply_frac", "plan adoption (replies with a Strategic Gram, mean over steps)",
                         "all_steps"),
+    "adoption_end": Outcome("hierarchy/gram_reply_frac", "plan adoption, last 5 steps", "last_steps"),
     "nll_planning": Outcome("hierarchy/nll_planning", "planning tokens' NLL (nats)", "last_steps"),
     "rel_ppl_planning": Outcome("hierarchy/rel_ppl_planning", "planning tokens' perplexity / step 0's",
                                 "last_steps"),
@@ -60,6 +61,9 @@ OUTCOMES = {
     "truncated": Outcome("train/truncated_frac", "training replies cut at the budget", "last_steps"),
 }
 PAIRED = ("adoption", "nll_planning", "rel_ppl_planning", "accuracy")  # primary, mechanism, secondary
+# Descriptive, added once the runs showed it: a run ends on one of two routes, its replies all planning or none
+# (end-of-run adoption >= 0.99 or <= 0.01 in the first 25 runs), so the midpoint tells them apart.
+KEPT_PLAN = 0.5
 # the step-0 batch's statistics: equal in two runs of one seed when both sampled the same replies from the same model
 FIRST_BATCH_KEYS = ("train/response_length", "train/reward_mean", "train/truncated_frac")
 
@@ -85,8 +89,9 @@ def window_value(values: list[float], window: str) -> float | None:
 def run_row(client, run) -> dict:
     """One training run: every outcome's end-of-run value, its adoption curve and its held-out curve."""
     row = rc.run_curves(client, run)  # reads val/* already: those histories are not fetched twice
-    histories = {name: row[o.key] if o.key in row else [v for _, v, _ in rc.history(client, run, o.key)]
-                 for name, o in OUTCOMES.items()}
+    by_key = {o.key: row[o.key] if o.key in row else [v for _, v, _ in rc.history(client, run, o.key)]
+              for o in OUTCOMES.values()}
+    histories = {name: by_key[o.key] for name, o in OUTCOMES.items()}
     row["outcomes"] = {name: window_value(values, OUTCOMES[name].window) for name, values in histories.items()}
     row["adoption_curve"] = histories["adoption"]
     row["first_batch"] = {key: next((v for step, v, _ in rc.history(client, run, key) if step == 0), None)
@@ -177,6 +182,34 @@ def per_run_table(results: dict) -> list[str]:
     return lines
 
 
+def routes(results: dict) -> dict[str, dict[str, list[int]]]:
+    """Per arm, the seeds whose replies still plan at the end of the run, and those that dropped the plan."""
+    found = {}
+    for arm, by_seed in results["arms"].items():
+        ends = {int(seed): r["outcomes"]["adoption_end"] for seed, r in by_seed.items()}
+        found[arm] = {"kept": sorted(s for s, v in ends.items() if v is not None and v > KEPT_PLAN),
+                      "dropped": sorted(s for s, v in ends.items() if v is not None and v <= KEPT_PLAN)}
+    return found
+
+
+def route_lines(results: dict) -> list[str]:
+    found = routes(results)
+    grpo_kept, grpo_seeds = set(found["grpo"]["kept"]), {*found["grpo"]["kept"], *found["grpo"]["dropped"]}
+    lines = []
+    for arm, route in found.items():
+        seeds = len(route["kept"]) + len(route["dropped"])
+        line = f"- {ARMS[arm]}: kept the plan in {len(route['kept'])} of {seeds} seeds"
+        if route["dropped"]:
+            line += f" (dropped it in seed {', '.join(map(str, route['dropped']))})"
+        if arm != "grpo":
+            other = sorted(s for s in (*route["kept"], *route["dropped"])
+                           if s in grpo_seeds and (s in route["kept"]) != (s in grpo_kept))
+            line += f"; another route than GRPO's in seed {', '.join(map(str, other))}" if other else \
+                "; GRPO's route in every seed"
+        lines.append(line)
+    return lines
+
+
 def first_batch_lines(results: dict) -> list[str]:
     lines = []
     for arm, check in results["first_batches"].items():
@@ -214,6 +247,11 @@ def markdown(results: dict, command: str) -> str:
         "drove the advantage, so the arms are measured with one ruler. Mean [95% CI] over seeds:",
         "",
         *arm_table(results),
+        "",
+        "Routes (descriptive): a run ends with every reply planning or none, so a seed kept the plan when its plan",
+        f"adoption over the last {LAST_STEPS} steps is above {KEPT_PLAN}:",
+        "",
+        *route_lines(results),
         "",
         "Each arm minus GRPO, seed by seed (the same seed: the same prompts and the same first samples). Interval: t over",
         f"the per-seed differences; detectable: the smallest true difference these pairs find 80% of the time ({METHOD}).",

@@ -95,3 +95,21 @@ def test_the_pairing_premise_check_by_hand():
     results = {"first_batches": {"hicra": report.same_first_batch(other, grpo)}}
     assert report.first_batch_lines(results) == [
         "- HICRA, paper's grams, alpha 0.2: the same as GRPO's in 1 of 3 pairs; differs in seed 1, 2"]
+
+
+def test_routes_by_hand():
+    """A seed kept the plan when its end-of-run adoption is above 0.5; each arm's routes are set against GRPO's."""
+    report = load_report()
+
+    def arm(ends: dict[int, float | None]) -> dict[int, dict]:
+        return {seed: {"outcomes": {"adoption_end": v}} for seed, v in ends.items()}
+
+    results = {"arms": {"grpo": arm({0: 1.0, 1: 0.994, 2: 0.006, 3: 1.0}),
+                        "hicra_alpha": arm({0: 0.99, 1: 0.01, 2: 1.0, 5: 1.0}),
+                        "hicra": arm({0: 1.0, 1: 0.7, 2: None})}}
+    assert report.routes(results)["hicra_alpha"] == {"kept": [0, 2, 5], "dropped": [1]}
+    assert report.route_lines(results) == [
+        "- GRPO: kept the plan in 3 of 4 seeds (dropped it in seed 2)",
+        ("- HICRA, paper's grams, alpha 0.5: kept the plan in 3 of 4 seeds (dropped it in seed 1); another route "
+         "than GRPO's in seed 1, 2"),  # seed 5 has no GRPO run
+        "- HICRA, paper's grams, alpha 0.2: kept the plan in 2 of 2 seeds; GRPO's route in every seed"]
