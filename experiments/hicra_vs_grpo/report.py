@@ -62,7 +62,7 @@ OUTCOMES = {
 }
 PAIRED = ("adoption", "nll_planning", "rel_ppl_planning", "accuracy")  # primary, mechanism, secondary
 # Descriptive, added once the runs showed it: a run ends on one of two routes, its replies all planning or none
-# (end-of-run adoption >= 0.99 or <= 0.01 in the first 25 runs), so the midpoint tells them apart.
+# (adoption over the last 5 steps >= 0.98 or <= 0.01 in the first 27 runs), so the midpoint tells them apart.
 KEPT_PLAN = 0.5
 # the step-0 batch's statistics: equal in two runs of one seed when both sampled the same replies from the same model
 FIRST_BATCH_KEYS = ("train/response_length", "train/reward_mean", "train/truncated_frac")
