@@ -89,13 +89,14 @@ def window_value(values: list[float], window: str) -> float | None:
 def run_row(client, run) -> dict:
     """One training run: every outcome's end-of-run value, its adoption curve and its held-out curve."""
     row = rc.run_curves(client, run)  # reads val/* already: those histories are not fetched twice
-    by_key = {o.key: row[o.key] if o.key in row else [v for _, v, _ in rc.history(client, run, o.key)]
-              for o in OUTCOMES.values()}
-    histories = {name: by_key[o.key] for name, o in OUTCOMES.items()}
-    row["outcomes"] = {name: window_value(values, OUTCOMES[name].window) for name, values in histories.items()}
+    # every other metric once, with its steps: an outcome and the first-batch check may read the same one
+    logged = {key: rc.history(client, run, key)
+              for key in {*(o.key for o in OUTCOMES.values()), *FIRST_BATCH_KEYS} if key not in row}
+    values = {key: [v for _, v, _ in rows] for key, rows in logged.items()}
+    histories = {name: row[o.key] if o.key in row else values[o.key] for name, o in OUTCOMES.items()}
+    row["outcomes"] = {name: window_value(history, OUTCOMES[name].window) for name, history in histories.items()}
     row["adoption_curve"] = histories["adoption"]
-    row["first_batch"] = {key: next((v for step, v, _ in rc.history(client, run, key) if step == 0), None)
-                          for key in FIRST_BATCH_KEYS}
+    row["first_batch"] = {key: next((v for step, v, _ in logged[key] if step == 0), None) for key in FIRST_BATCH_KEYS}
     return row
 
 
