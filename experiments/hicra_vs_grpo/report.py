@@ -8,6 +8,7 @@ finished training run of each seed. Every arm runs the same seeds, so each arm i
 seeds would find 80% of the time (exact noncentral t), and for accuracy the seeds a paper-sized difference needs.
 The pairing's premise is checked, not assumed: a seed's first training batch (step 0, sampled before any update) must
 be the same in every arm, whatever commit each run came from; the report counts the pairs where it is.
+Without `--arms`, every arm with finished runs is reported (GRPO always, as the baseline).
 `--missing --seed N --arms A B` prints the arms without a finished run of seed N as Hydra's comma list (run.sh trains
 them).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +126,11 @@ def paired(rows: dict[int, dict], baseline: dict[int, dict], outcome: str) -> di
     return entry
 
 
+def reported_arms(requested: list[str]) -> list[str]:
+    """GRPO first, always (every arm is paired with it), then the requested arms in their order."""
+    return ["grpo", *(arm for arm in requested if arm != "grpo")]
+
+
 def collect(client, arms: list[str]) -> dict:
     runs = {arm: found for arm in arms if (found := arm_runs(client, arm))}
     if "grpo" not in runs:
@@ -151,12 +158,13 @@ def interval(entry: dict, digits: int = 3) -> str:
 
 def arm_table(results: dict) -> list[str]:
     names = list(OUTCOMES)
-    lines = ["| arm | seeds | " + " | ".join(OUTCOMES[n].label for n in names) + " | wall time per run |",
+    lines = ["| arm | seeds | " + " | ".join(OUTCOMES[n].label for n in names) + " | wall time per run, median |",
              "|---|---|" + "---|" * len(names) + "---|"]
     for arm, by_seed in results["arms"].items():
         cells = [rc.ci_text(results["stats"][arm][n]) if results["stats"][arm][n]["n"] else "n/a" for n in names]
-        wall = mean_ci([r["wall_s"] / 60 for r in by_seed.values()])
-        lines.append(f"| {ARMS[arm]} | {len(by_seed)} | " + " | ".join(cells) + f" | {wall.mean:.1f} min |")
+        # Median: wall time is MLflow's start to end, so a run resumed after a stop counts the pause.
+        wall = statistics.median(r["wall_s"] / 60 for r in by_seed.values())
+        lines.append(f"| {ARMS[arm]} | {len(by_seed)} | " + " | ".join(cells) + f" | {wall:.1f} min |")
     return lines
 
 
@@ -268,6 +276,8 @@ def markdown(results: dict, command: str) -> str:
         "",
         *(paper_effect_lines(results) or ["- not computable yet (fewer than 2 pairs, or no spread)"]),
         "",
+        "Wall time is the MLflow run's start to end: a run stopped and resumed, or run beside other work, counts that.",
+        "",
         *per_run_table(results),
         "",
         "![HICRA vs GRPO](hicra_vs_grpo.png)",
@@ -318,7 +328,7 @@ def main() -> int:
     if args.missing:
         print(",".join(f"hicra_vs_grpo/{arm}" for arm in args.arms if args.seed not in arm_runs(client, arm)))
         return 0
-    results = collect(client, args.arms)
+    results = collect(client, reported_arms(args.arms))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     plot(results, args.out / "hicra_vs_grpo.png")

@@ -7,7 +7,8 @@
 # Resumable: an arm x seed with a finished training run (tag `arm`) in MLflow experiment `hicra_vs_grpo` is skipped,
 # so a study can be finished over several sittings; seeds are outermost, so an interrupted study holds every arm of
 # the seeds it finished, and the report pairs only seeds present in both arms. Extra arguments are Hydra overrides for
-# the training runs; TRACKING_URI points every stage at another store.
+# the training runs; TRACKING_URI points every stage at another store. The report covers every arm with finished runs
+# in the store (ARMS picks what to train), so a sitting that trains one arm still writes the whole study's RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 HERE=experiments/hicra_vs_grpo
@@ -26,4 +27,4 @@ for seed in $SEEDS; do
   fi
   .venv/bin/hicra-train -m seed="$seed" experiment="$missing" "logger.tracking_uri=$URI" "$@"
 done
-"${REPORT[@]}" --arms $ARMS --command "SEEDS=\"$SEEDS\" ARMS=\"$ARMS\" $HERE/run.sh $*"
+"${REPORT[@]}" --command "SEEDS=\"$SEEDS\" ARMS=\"$ARMS\" $HERE/run.sh $*"

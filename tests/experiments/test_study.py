@@ -113,3 +113,15 @@ def test_routes_by_hand():
         ("- HICRA, paper's grams, alpha 0.5: kept the plan in 3 of 4 seeds (dropped it in seed 1); another route "
          "than GRPO's in seed 1, 2"),  # seed 5 has no GRPO run
         "- HICRA, paper's grams, alpha 0.2: kept the plan in 2 of 2 seeds; GRPO's route in every seed"]
+
+
+def test_the_report_pairs_every_arm_with_grpo_and_states_the_median_wall_time():
+    """`ARMS="placebo_spans" run.sh` still reports against GRPO; a resumed run's pause does not inflate the arm's time."""
+    report = load_report()
+    assert report.reported_arms(["placebo_spans"]) == ["grpo", "placebo_spans"]
+    assert report.reported_arms(["hicra", "grpo", "placebo"]) == ["grpo", "hicra", "placebo"]
+    empty = {"n": 0}
+    results = {"arms": {"grpo": {s: {"wall_s": w} for s, w in enumerate((600.0, 660.0, 4500.0))}},
+               "stats": {"grpo": dict.fromkeys(report.OUTCOMES, empty)}}
+    row = report.arm_table(results)[-1]
+    assert row.startswith("| GRPO | 3 |") and row.endswith("| 11.0 min |")  # median, not the mean's 31.0
