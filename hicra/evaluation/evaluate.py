@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -219,7 +220,7 @@ def run_job(job: Job, index: int, protocol, cfg: DictConfig, device, client, par
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
-    folder = out_dir / f"{index:02d}__{source.label}"
+    folder = out_dir / sample_folder_name(index, source.label)
     folder.mkdir(parents=True, exist_ok=True)
     samples = folder / "samples.jsonl"
     samples.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
@@ -232,6 +233,11 @@ def run_job(job: Job, index: int, protocol, cfg: DictConfig, device, client, par
                               eval_tags(source, job, protocol.name, cfg, out_dir), params, metrics,
                               {"eval": samples, "config": config_file})
     return _row(job, protocol.name, metrics, run_id, earlier=False)
+
+
+def sample_folder_name(index: int, label: str) -> str:
+    """One folder per checkpoint: a run name such as "s0 hicra experiment=hicra_vs_grpo/hicra" must not nest folders."""
+    return f"{index:02d}__" + re.sub(r"[^\w.=+,-]+", "_", label)
 
 
 def _row(job: Job, protocol: str, metrics: dict[str, float], run_id: str | None, earlier: bool) -> dict:

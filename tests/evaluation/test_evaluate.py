@@ -8,7 +8,7 @@ import shutil
 import mlflow
 import pytest
 
-from hicra.evaluation.evaluate import evaluate
+from hicra.evaluation.evaluate import evaluate, sample_folder_name
 
 FAST = ["max_new_tokens=8", "batch_size=2"]
 
@@ -90,3 +90,10 @@ def test_paper_protocol_scores_strictly_with_its_k_and_budget(compose_eval, prot
     (job,), _ = plan(cfg, build(cfg.benchmark), build(cfg.protocol), None, {"model": "tiny"}, {})
     assert job.task.last_number_fallback is (not strict)  # the paper: strict \boxed{}, whatever the task says
     assert job.num_samples == samples and job.max_new_tokens == 48  # no training run: base_max_new_tokens
+
+
+def test_a_run_name_with_a_slash_gives_one_sample_folder():
+    """Study run names hold `experiment=hicra_vs_grpo/<arm>`; the samples of each checkpoint stay one folder deep."""
+    assert sample_folder_name(0, "s0 hicra placebo experiment=hicra_vs_grpo/placebo") == (
+        "00__s0_hicra_placebo_experiment=hicra_vs_grpo_placebo")
+    assert sample_folder_name(12, "tiny") == "12__tiny"

@@ -125,3 +125,18 @@ def test_the_report_pairs_every_arm_with_grpo_and_states_the_median_wall_time():
                "stats": {"grpo": dict.fromkeys(report.OUTCOMES, empty)}}
     row = report.arm_table(results)[-1]
     assert row.startswith("| GRPO | 3 |") and row.endswith("| 11.0 min |")  # median, not the mean's 31.0
+
+
+def test_plan_steps_by_hand():
+    """Additions count only up to the first "the answer is"; direct replies are not plans; wrong sums are counted."""
+    sys.path.insert(0, str(ROOT / "experiments" / "hicra_vs_grpo"))
+    import plan_steps
+
+    assert plan_steps.additions_before_answer(
+        "Step by step: 8 + 2 = 10, 10 + 7 = 65. The answer is \\boxed{65}. 65 + 1 = 66") == [(8, 2, 10), (10, 7, 65)]
+    assert plan_steps.additions_before_answer("Step by step: 1 + 2 = 3, 3 + 4 = 7") == [(1, 2, 3), (3, 4, 7)]
+    records = [{"completion": "Step by step: 8 + 2 = 10, 10 + 7 = 65. The answer is \\boxed{65}.", "correct": False},
+               {"completion": "Step by step: 1 + 2 = 3, 3 + 4 = 7, 7 + 0 = 7. The Answer is \\boxed{7}.", "correct": True},
+               {"completion": "The answer is \\boxed{12}. 5 + 7 = 12", "correct": True}]
+    assert plan_steps.summary(records) == {"replies": 3, "accuracy": 2 / 3, "planned": 2 / 3,
+                                           "additions_per_plan": 2.5, "wrong_additions": 1 / 5}
