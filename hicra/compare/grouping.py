@@ -10,6 +10,8 @@ vs `0.2` inside hicra does. Params are tried shortest name first, so an interpol
 Per-run keys never define an arm: `seed`, a `*.seed` that equals the run's seed (`planner.seed: ${seed}`),
 everything under `logger.`, `paths.`, `hydra.`; tags other than `choice.*` (git, command, run dir) are not read.
 
+A param with one value wherever it is present, absent from other runs, is not a sweep: a key added to the config
+between runs (a study run over several commits), so it splits nothing and a note names it.
 A run without a key is grouped under `key=<missing>` and named in a note. An automatic param key absent from a
 whole cell of choices (grpo has no `algorithm.alpha`) is "not applicable" there: left out of that group's label.
 
@@ -74,14 +76,36 @@ def _per_run(key: str, infos: list[RunInfo]) -> bool:
     return key.endswith(".seed") and all(lookup(i, key) in (None, lookup(i, "seed")) for i in infos)
 
 
+def added_between_runs(infos: list[RunInfo], key: str) -> bool:
+    """A param some runs lack that has one value in every run that has it: added to the config, not swept."""
+    present = [v for i in infos if (v := i.params.get(key)) is not None]
+    return 0 < len(present) < len(infos) and len(set(present)) == 1
+
+
 def automatic_keys(infos: list[RunInfo]) -> list[str]:
     keys = list(DEFAULT_KEYS)
     choices = sorted({k for i in infos for k in i.tags if k.startswith("choice.")} - set(keys))
     params = sorted({k for i in infos for k in i.params}, key=lambda k: (k.count("."), k))
-    for key in [c for c in choices if not c.startswith(IGNORED_CHOICES)] + params:
-        if not _per_run(key, infos) and _refines(infos, keys, key):
+    for key in [c for c in choices if not c.startswith(IGNORED_CHOICES)]:
+        if _refines(infos, keys, key):
+            keys.append(key)
+    for key in params:
+        if not _per_run(key, infos) and not added_between_runs(infos, key) and _refines(infos, keys, key):
             keys.append(key)
     return keys
+
+
+def added_key_notes(infos: list[RunInfo], keys: list[str]) -> list[str]:
+    """The params that would have split the runs only by being absent from some of them."""
+    notes = []
+    for key in sorted({k for i in infos for k in i.params} - set(keys)):
+        if not _per_run(key, infos) and added_between_runs(infos, key) and _refines(infos, keys, key):
+            lacking = [i for i in infos if key not in i.params]
+            value = next(i.params[key] for i in infos if key in i.params)
+            notes.append(f"{md_code(key)} is {md_code(value)} in every run that has it and absent from "
+                         f"{len(lacking)} run(s) ({_names(lacking)}): a key added to the config between runs, "
+                         "not a sweep, so it does not split them")
+    return notes
 
 
 def explicit_keys(infos: list[RunInfo], names: list[str]) -> list[str]:
@@ -145,6 +169,8 @@ def make_grouping(runs: list[TrainRun], group_by: list[str] | None) -> Grouping:
         by_label.setdefault(label, Group(label, values, [])).runs.append(run)
     groups = sorted(by_label.values(), key=lambda g: g.label)
     notes = _notes(runs, keys, groups, lambda i, k: (cell_of[i.run_id], k) in not_applicable, unused)
+    if not group_by:
+        notes += added_key_notes(infos, keys)
     return Grouping(keys, "--group-by" if group_by else "automatic", groups, notes)
 
 

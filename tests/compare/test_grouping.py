@@ -89,3 +89,20 @@ def test_a_planner_swept_under_an_algorithm_that_does_not_read_it_still_names_th
             for i, planner in enumerate(("strategic_grams", "random"))]
     assert [g.label for g in make_grouping(runs, None).groups] == ["algorithm=grpo planner=random",
                                                                    "algorithm=grpo planner=strategic_grams"]
+
+
+def test_a_key_added_to_the_config_between_runs_does_not_split_an_arm():
+    """A study run over several commits: older runs lack a param newer ones log with one value; one arm per choice."""
+    runs = [run(0, "grpo", "none", 0), run(1, "grpo", "none", 1, reduce_gradients_every_micro_batch=False),
+            run(2, "hicra", "grams", 0), run(3, "hicra", "grams", 1, reduce_gradients_every_micro_batch=False),
+            run(4, "hicra", "grams", 2, algorithm__alpha=0.5, reduce_gradients_every_micro_batch=False)]
+    # algorithm.alpha: 0.5 in one run, absent in the others -> added, not swept, like the micro-batch flag
+    grouping = make_grouping(runs, None)
+    assert grouping.keys == ["choice.algorithm", "choice.planner"]
+    assert [(g.label, len(g.runs)) for g in grouping.groups] == [("algorithm=grpo planner=none", 2),
+                                                                 ("algorithm=hicra planner=grams", 3)]
+    note = next(n for n in grouping.notes if "reduce_gradients_every_micro_batch" in n)
+    assert "absent from 2 run(s)" in note and "run0 (id0)" in note and "run2 (id2)" in note
+    # the same flag with two values present is a sweep
+    runs[0].info.params["reduce_gradients_every_micro_batch"] = "True"
+    assert "reduce_gradients_every_micro_batch" in automatic_keys([r.info for r in runs])
