@@ -82,29 +82,29 @@ def added_between_runs(infos: list[RunInfo], key: str) -> bool:
     return 0 < len(present) < len(infos) and len(set(present)) == 1
 
 
-def automatic_keys(infos: list[RunInfo]) -> list[str]:
-    keys = list(DEFAULT_KEYS)
+def _automatic(infos: list[RunInfo]) -> tuple[list[str], list[str]]:
+    """(the grouping keys, the params that would have split the runs only by being absent from some of them)."""
+    keys, added = list(DEFAULT_KEYS), []
     choices = sorted({k for i in infos for k in i.tags if k.startswith("choice.")} - set(keys))
     params = sorted({k for i in infos for k in i.params}, key=lambda k: (k.count("."), k))
-    for key in [c for c in choices if not c.startswith(IGNORED_CHOICES)]:
-        if _refines(infos, keys, key):
-            keys.append(key)
-    for key in params:
-        if not _per_run(key, infos) and not added_between_runs(infos, key) and _refines(infos, keys, key):
-            keys.append(key)
-    return keys
+    for key in [c for c in choices if not c.startswith(IGNORED_CHOICES)] + params:
+        if not _per_run(key, infos) and _refines(infos, keys, key):
+            (added if added_between_runs(infos, key) else keys).append(key)
+    return keys, added
 
 
-def added_key_notes(infos: list[RunInfo], keys: list[str]) -> list[str]:
-    """The params that would have split the runs only by being absent from some of them."""
+def automatic_keys(infos: list[RunInfo]) -> list[str]:
+    return _automatic(infos)[0]
+
+
+def added_key_notes(infos: list[RunInfo], added: list[str]) -> list[str]:
     notes = []
-    for key in sorted({k for i in infos for k in i.params} - set(keys)):
-        if not _per_run(key, infos) and added_between_runs(infos, key) and _refines(infos, keys, key):
-            lacking = [i for i in infos if key not in i.params]
-            value = next(i.params[key] for i in infos if key in i.params)
-            notes.append(f"{md_code(key)} is {md_code(value)} in every run that has it and absent from "
-                         f"{len(lacking)} run(s) ({_names(lacking)}): a key added to the config between runs, "
-                         "not a sweep, so it does not split them")
+    for key in added:
+        lacking = [i for i in infos if key not in i.params]
+        value = next(i.params[key] for i in infos if key in i.params)
+        notes.append(f"{md_code(key)} is {md_code(value)} in every run that has it and absent from "
+                     f"{len(lacking)} run(s) ({_names(lacking)}): a key added to the config between runs, "
+                     "not a sweep, so it does not split them")
     return notes
 
 
@@ -154,7 +154,7 @@ def unused_planner_keys(infos: list[RunInfo], keys: list[str]) -> set[tuple[str,
 
 def make_grouping(runs: list[TrainRun], group_by: list[str] | None) -> Grouping:
     infos = [r.info for r in runs]
-    keys = explicit_keys(infos, group_by) if group_by else automatic_keys(infos)
+    keys, added = (explicit_keys(infos, group_by), []) if group_by else _automatic(infos)
     choice_keys = [k for k in keys if k.startswith("choice.")]
     cell_of = {i.run_id: tuple(lookup(i, k) for k in choice_keys) for i in infos}
     not_applicable = set() if group_by else _not_applicable(infos, keys, cell_of)
@@ -169,8 +169,7 @@ def make_grouping(runs: list[TrainRun], group_by: list[str] | None) -> Grouping:
         by_label.setdefault(label, Group(label, values, [])).runs.append(run)
     groups = sorted(by_label.values(), key=lambda g: g.label)
     notes = _notes(runs, keys, groups, lambda i, k: (cell_of[i.run_id], k) in not_applicable, unused)
-    if not group_by:
-        notes += added_key_notes(infos, keys)
+    notes += added_key_notes(infos, added)
     return Grouping(keys, "--group-by" if group_by else "automatic", groups, notes)
 
 
